@@ -1,0 +1,197 @@
+//! The in-process bus: the default bus, for tests, demos and single-process deployments.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use futures::future::BoxFuture;
+
+use super::{Bus, BusError, Delivery, SubscribeOptions, Subscription, SubscriptionSink};
+use crate::Channel;
+
+/// Options of [`LocalBus`].
+#[derive(Clone, Copy, Debug)]
+pub struct LocalBusOptions {
+    /// The largest payload accepted, in bytes (default 64 MiB).
+    pub max_payload: usize,
+}
+
+impl Default for LocalBusOptions {
+    fn default() -> Self {
+        LocalBusOptions {
+            max_payload: 64 << 20,
+        }
+    }
+}
+
+/// An in-process bus: channels keyed by their pipe name, fan-out to every subscriber and round
+/// robin among the live queue subscribers of a channel.
+///
+/// Cloning gives another handle to the same bus. Each subscription has a bounded buffer; see
+/// [`SubscriptionSink::deliver`] for what happens when it is full. For queue delivery a full or
+/// closed member is skipped in favour of the next one, and the message is dropped only when every
+/// member is full.
+///
+/// ```
+/// let bus = psrpc::bus::LocalBus::new();
+/// let other_handle = bus.clone();
+/// # let _ = other_handle;
+/// ```
+#[derive(Clone, Default)]
+pub struct LocalBus {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    channels: DashMap<String, Members>,
+    next_id: AtomicU64,
+    options: LocalBusOptions,
+}
+
+#[derive(Default)]
+struct Members {
+    fanout: Vec<(u64, SubscriptionSink)>,
+    queue: Vec<(u64, SubscriptionSink)>,
+    next: AtomicUsize,
+}
+
+impl Members {
+    fn is_empty(&self) -> bool {
+        self.fanout.is_empty() && self.queue.is_empty()
+    }
+}
+
+struct Unsubscribe {
+    bus: std::sync::Weak<Inner>,
+    name: String,
+    id: u64,
+}
+
+impl Drop for Unsubscribe {
+    fn drop(&mut self) {
+        let Some(bus) = self.bus.upgrade() else {
+            return;
+        };
+        bus.channels.remove_if_mut(&self.name, |_, members| {
+            members.fanout.retain(|(id, _)| *id != self.id);
+            members.queue.retain(|(id, _)| *id != self.id);
+            members.is_empty()
+        });
+    }
+}
+
+impl std::fmt::Debug for LocalBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalBus")
+            .field("channels", &self.inner.channels.len())
+            .finish()
+    }
+}
+
+impl LocalBus {
+    /// A new, empty bus with default options.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A new bus with the given options.
+    pub fn with_options(options: LocalBusOptions) -> Self {
+        LocalBus {
+            inner: Arc::new(Inner {
+                options,
+                ..Default::default()
+            }),
+        }
+    }
+
+    /// Number of channels with at least one subscriber.
+    pub fn channel_count(&self) -> usize {
+        self.inner.channels.len()
+    }
+
+    fn deliver(&self, name: &str, payload: Bytes) -> usize {
+        let Some(members) = self.inner.channels.get(name) else {
+            return 0;
+        };
+        let mut receivers = 0;
+        for (_, sink) in &members.fanout {
+            if sink.deliver(payload.clone()) == Delivery::Delivered {
+                receivers += 1;
+            }
+        }
+        let n = members.queue.len();
+        if n > 0 {
+            let start = members.next.fetch_add(1, Ordering::Relaxed);
+            let mut first_full = None;
+            let mut taken = false;
+            for i in 0..n {
+                let sink = &members.queue[(start + i) % n].1;
+                match sink.offer(payload.clone()) {
+                    Delivery::Delivered => {
+                        taken = true;
+                        break;
+                    }
+                    Delivery::Dropped => {
+                        first_full.get_or_insert(sink);
+                    }
+                    Delivery::Closed => {}
+                }
+            }
+            if taken {
+                receivers += 1;
+            } else if let Some(sink) = first_full {
+                // Every live member is full: count the drop on the one whose turn it was.
+                sink.record_drop();
+            }
+        }
+        receivers
+    }
+}
+
+impl Bus for LocalBus {
+    fn publish<'a>(
+        &'a self,
+        channel: &'a Channel,
+        payload: Bytes,
+    ) -> BoxFuture<'a, Result<(), BusError>> {
+        let result =
+            super::check_payload_size(payload.len(), self.inner.options.max_payload).map(|()| {
+                self.deliver(&channel.pipe_name(), payload);
+            });
+        Box::pin(std::future::ready(result))
+    }
+
+    fn subscribe<'a>(
+        &'a self,
+        channel: &'a Channel,
+        options: SubscribeOptions,
+    ) -> BoxFuture<'a, Result<Subscription, BusError>> {
+        let name = channel.pipe_name();
+        let (sink, sub) = Subscription::new(name.as_str(), options.capacity);
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut members = self.inner.channels.entry(name.clone()).or_default();
+            if channel.is_queue() {
+                members.queue.push((id, sink));
+            } else {
+                members.fanout.push((id, sink));
+            }
+        }
+        let guard = Unsubscribe {
+            bus: Arc::downgrade(&self.inner),
+            name,
+            id,
+        };
+        Box::pin(std::future::ready(Ok(sub.with_guard(guard))))
+    }
+
+    fn max_payload(&self) -> usize {
+        self.inner.options.max_payload
+    }
+
+    fn name(&self) -> &'static str {
+        "local"
+    }
+}

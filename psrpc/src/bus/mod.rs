@@ -1,0 +1,142 @@
+//! The bus abstraction: publish bytes to a [`Channel`], subscribe to one.
+//!
+//! [`Bus`] is public and object safe, so other crates can carry psrpc over their own broker
+//! (this workspace has `psrpc-nats` and `psrpc-redis`; [`LocalBus`] is the in-process one).
+//!
+//! Contract every implementation keeps:
+//! - [`Bus::subscribe`] returns only once the subscription is live: a message published after it
+//!   returns is delivered.
+//! - A channel with [`Channel::is_queue`] delivers each message to one of its queue subscribers;
+//!   otherwise every subscriber gets every message.
+//! - Delivery into a [`Subscription`] never blocks the bus: each subscription has a bounded
+//!   buffer, and a message arriving when it is full is dropped and counted (see
+//!   [`SubscriptionSink::deliver`]). One slow subscriber never stalls the others.
+//! - A failed publish is an error to the caller, never silent.
+//!
+//! ```
+//! use psrpc::{Channel, bus::{Bus, LocalBus, SubscribeOptions}};
+//! # tokio_test_block_on(async {
+//! let bus = LocalBus::new();
+//! let ch = Channel::request("Svc", "Method", ["topic"], false);
+//! let mut sub = bus.subscribe(&ch, SubscribeOptions::default()).await.unwrap();
+//! bus.publish(&ch, bytes::Bytes::from_static(b"hello")).await.unwrap();
+//! assert_eq!(sub.recv().await.unwrap().as_ref(), b"hello");
+//! # });
+//! # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
+//! #     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+//! # }
+//! ```
+
+mod local;
+mod subscription;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+
+pub use local::{LocalBus, LocalBusOptions};
+pub use subscription::{
+    DEFAULT_SUBSCRIPTION_CAPACITY, Delivery, SubscribeOptions, Subscription, SubscriptionSink,
+    SubscriptionStats,
+};
+
+use crate::Channel;
+
+/// A boxed error from a broker client.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What can go wrong on a bus.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BusError {
+    /// The payload is larger than the broker accepts.
+    #[error("payload of {size} bytes exceeds the bus limit of {limit} bytes")]
+    PayloadTooLarge {
+        /// Size of the rejected payload.
+        size: usize,
+        /// The bus limit.
+        limit: usize,
+    },
+    /// The bus was closed.
+    #[error("bus closed")]
+    Closed,
+    /// The broker could not be reached or the connection broke.
+    #[error("broker connection failed: {0}")]
+    Connection(#[source] BoxError),
+    /// The broker refused or failed a publish.
+    #[error("publish failed: {0}")]
+    Publish(#[source] BoxError),
+    /// The broker refused or failed a subscribe.
+    #[error("subscribe failed: {0}")]
+    Subscribe(#[source] BoxError),
+    /// The broker did not answer in time.
+    #[error("broker operation timed out")]
+    Timeout,
+}
+
+/// A message bus psrpc can run over.
+///
+/// Implementations are cheap to share: the runtime holds them as `Arc<dyn Bus>`.
+pub trait Bus: Send + Sync + 'static {
+    /// Publishes `payload` (an encoded envelope) to `channel`.
+    ///
+    /// Resolves once the broker has accepted the message (or the bus has buffered it for
+    /// sending); errors are never swallowed.
+    fn publish<'a>(
+        &'a self,
+        channel: &'a Channel,
+        payload: Bytes,
+    ) -> BoxFuture<'a, Result<(), BusError>>;
+
+    /// Subscribes to `channel`, as a queue member when [`Channel::is_queue`] is set.
+    ///
+    /// Resolves once the subscription is live.
+    fn subscribe<'a>(
+        &'a self,
+        channel: &'a Channel,
+        options: SubscribeOptions,
+    ) -> BoxFuture<'a, Result<Subscription, BusError>>;
+
+    /// The largest payload this bus accepts, in bytes.
+    fn max_payload(&self) -> usize {
+        usize::MAX
+    }
+
+    /// A short name for logs and metrics, e.g. `"nats"`.
+    fn name(&self) -> &'static str;
+}
+
+/// Conversion into the shared handle the runtime keeps.
+///
+/// Implemented for every [`Bus`] and for `Arc<dyn Bus>`, so constructors accept either.
+pub trait IntoBus {
+    /// The shared handle.
+    fn into_bus(self) -> Arc<dyn Bus>;
+}
+
+impl<B: Bus> IntoBus for B {
+    fn into_bus(self) -> Arc<dyn Bus> {
+        Arc::new(self)
+    }
+}
+
+impl IntoBus for Arc<dyn Bus> {
+    fn into_bus(self) -> Arc<dyn Bus> {
+        self
+    }
+}
+
+/// Checks a payload against a bus limit.
+///
+/// # Errors
+/// [`BusError::PayloadTooLarge`] when `payload_len > limit`.
+pub fn check_payload_size(payload_len: usize, limit: usize) -> Result<(), BusError> {
+    if payload_len > limit {
+        return Err(BusError::PayloadTooLarge {
+            size: payload_len,
+            limit,
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,523 @@
+//! The client side: unary, affinity and multi calls, and subscriptions.
+//!
+//! A [`Client`] subscribes to its own reply channels once (responses and claims) and routes
+//! every reply to the waiting call by request ID through a lock-free map. A call runs in the
+//! caller's task: no task is spawned per request.
+
+mod multi;
+mod options;
+mod select;
+mod subscribe;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use prost::Message;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use multi::{MultiResponses, MultiResult};
+pub use options::{CallOptions, ClientOptions, DEFAULT_TIMEOUT};
+use select::Selector;
+pub use select::{Claim, SelectionFn, SelectionOptions};
+pub use subscribe::TypedSubscription;
+
+use crate::bus::{Bus, IntoBus, SubscribeOptions, Subscription};
+use crate::wire::{self, ClaimRequest, ClaimResponse, Request, Response};
+use crate::{Channel, Error, ErrorCode, MethodInfo, NamedMessage, Result};
+
+/// A reply routed to a waiting call.
+pub(crate) enum Reply {
+    Claim(ClaimRequest),
+    Response(Response),
+}
+
+/// A client of one service. Cloning gives another handle; dropping the last one closes it.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+    _owner: Arc<CloseOnDrop>,
+}
+
+struct CloseOnDrop(CancellationToken);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
+pub(crate) struct Inner {
+    service: Arc<str>,
+    id: Arc<str>,
+    bus: Arc<dyn Bus>,
+    options: ClientOptions,
+    pending: DashMap<String, mpsc::UnboundedSender<Reply>>,
+    closed: CancellationToken,
+    readers: TaskTracker,
+    unroutable: AtomicU64,
+    malformed: AtomicU64,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("service", &self.inner.service)
+            .field("id", &self.inner.id)
+            .field("bus", &self.inner.bus.name())
+            .finish()
+    }
+}
+
+/// Counters of a client.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClientStats {
+    /// Calls waiting for replies now.
+    pub pending: usize,
+    /// Replies for requests this client is not waiting for (finished, cancelled or unknown).
+    pub unroutable: u64,
+    /// Payloads on the reply channels that did not decode.
+    pub malformed: u64,
+}
+
+impl Client {
+    /// A client of `service` on `bus`, with default options. Returns once its reply channels
+    /// are live.
+    ///
+    /// # Errors
+    /// The bus error of a failed subscribe.
+    pub async fn new(service: impl Into<Arc<str>>, bus: impl IntoBus) -> Result<Self> {
+        Self::with_options(service, bus, ClientOptions::default()).await
+    }
+
+    /// A client of `service` on `bus`.
+    ///
+    /// # Errors
+    /// The bus error of a failed subscribe.
+    pub async fn with_options(
+        service: impl Into<Arc<str>>,
+        bus: impl IntoBus,
+        options: ClientOptions,
+    ) -> Result<Self> {
+        let service = service.into();
+        let id: Arc<str> = options
+            .client_id
+            .clone()
+            .unwrap_or_else(crate::id::new_client_id)
+            .into();
+        let bus = bus.into_bus();
+        let sub_opts = SubscribeOptions {
+            capacity: options.subscription_capacity,
+        };
+        let responses = bus
+            .subscribe(&Channel::response(service.clone(), id.clone()), sub_opts)
+            .await?;
+        let claims = bus
+            .subscribe(&Channel::claim(service.clone(), id.clone()), sub_opts)
+            .await?;
+        let closed = CancellationToken::new();
+        let inner = Arc::new(Inner {
+            service,
+            id,
+            bus,
+            options,
+            pending: DashMap::new(),
+            closed: closed.clone(),
+            readers: TaskTracker::new(),
+            unroutable: AtomicU64::new(0),
+            malformed: AtomicU64::new(0),
+        });
+        inner.readers.spawn(reply_loop(inner.clone(), responses));
+        inner.readers.spawn(reply_loop(inner.clone(), claims));
+        inner.readers.close();
+        Ok(Client {
+            inner,
+            _owner: Arc::new(CloseOnDrop(closed)),
+        })
+    }
+
+    /// This client's ID (`CLI_…`).
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    /// The service name.
+    pub fn service(&self) -> &str {
+        &self.inner.service
+    }
+
+    /// The bus the client runs on.
+    pub fn bus(&self) -> &Arc<dyn Bus> {
+        &self.inner.bus
+    }
+
+    /// The client's counters.
+    pub fn stats(&self) -> ClientStats {
+        ClientStats {
+            pending: self.inner.pending.len(),
+            unroutable: self.inner.unroutable.load(Ordering::Relaxed),
+            malformed: self.inner.malformed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Closes the client: pending calls fail with `canceled` at once, and so do later calls.
+    pub fn close(&self) {
+        self.inner.closed.cancel();
+    }
+
+    /// Waits until the client's reader tasks have stopped after [`close`](Self::close).
+    pub async fn closed(&self) {
+        self.inner.closed.cancelled().await;
+        self.inner.readers.wait().await;
+    }
+
+    /// Calls a unary method (QUEUE or AFFINITY routing, or `single_server`) and returns the
+    /// chosen server's response.
+    ///
+    /// # Errors
+    /// The server's error, or `deadline_exceeded` (timed out), `unavailable` (no server),
+    /// `canceled` (client closed), `malformed_result`, or a bus error.
+    pub async fn request<Req, Resp>(
+        &self,
+        method: &MethodInfo,
+        topics: &[&str],
+        req: &Req,
+        opts: CallOptions,
+    ) -> Result<Resp>
+    where
+        Req: Message,
+        Resp: Message + Default,
+    {
+        let inner = &self.inner;
+        inner.check_open()?;
+        let started = Instant::now();
+        let deadline = opts.deadline_from(started, inner.options.timeout);
+        let direct = method.queue && opts.direct.unwrap_or(inner.options.direct_queue_calls);
+        let request = inner.build_request(req, &opts, deadline, false, direct);
+        let mut call = PendingCall::new(inner.clone(), request.request_id.clone(), method, topics);
+        inner.publish_request(method, topics, &request).await?;
+        call.armed = true;
+
+        let selection = opts
+            .selection
+            .clone()
+            .unwrap_or_else(|| SelectionOptions::for_method(method));
+        let mut phase = if method.require_claim {
+            Phase::Selecting(Selector::new(&selection, started))
+        } else {
+            Phase::Waiting(None)
+        };
+        let mut rejection = None;
+        let result = loop {
+            // The selection window bounds the wait for claims, except on the direct path,
+            // where a Rust server answers without claiming.
+            let window = match &phase {
+                Phase::Selecting(sel) if !direct => Some(sel.closes_at()),
+                _ => None,
+            };
+            tokio::select! {
+                biased;
+                _ = inner.closed.cancelled() => break Err(Error::canceled()),
+                reply = call.rx.recv() => match (reply, &mut phase) {
+                    (Some(Reply::Response(resp)), Phase::Selecting(_)) => {
+                        if direct || resp.error.is_empty() {
+                            break decode_response(resp);
+                        }
+                        // Before any claim only a malformed_request answer comes; keep it in
+                        // case no server claims.
+                        rejection = Some(response_error(resp));
+                    }
+                    (Some(Reply::Response(resp)), Phase::Waiting(chosen)) => {
+                        if chosen.as_ref().is_none_or(|c| *c == resp.server_id) {
+                            break decode_response(resp);
+                        }
+                    }
+                    (Some(Reply::Claim(claim)), Phase::Selecting(sel)) => {
+                        let claim = Claim { server_id: claim.server_id, affinity: claim.affinity };
+                        if let Some(server) = sel.on_claim(claim, Instant::now()) {
+                            inner.send_claim_response(method, topics, &call.request_id, &server).await?;
+                            phase = Phase::Waiting(Some(server));
+                        }
+                    }
+                    (Some(Reply::Claim(_)), Phase::Waiting(_)) => {}
+                    (None, _) => break Err(Error::canceled()),
+                },
+                _ = sleep_until_opt(window) => {
+                    let Phase::Selecting(sel) = std::mem::replace(&mut phase, Phase::Waiting(None)) else {
+                        continue;
+                    };
+                    match sel.finish(rejection.take()) {
+                        Ok(server) => {
+                            inner.send_claim_response(method, topics, &call.request_id, &server).await?;
+                            phase = Phase::Waiting(Some(server));
+                        }
+                        Err(err) => break Err(err),
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => break Err(Error::timed_out()),
+            }
+        };
+        call.armed = false;
+        result
+    }
+
+    /// Calls a MULTI method: every server answers. The stream yields each server's result
+    /// until the deadline; drop it to stop early.
+    ///
+    /// # Errors
+    /// `canceled` if the client is closed, or the bus error of a failed publish.
+    pub async fn request_multi<Req, Resp>(
+        &self,
+        method: &MethodInfo,
+        topics: &[&str],
+        req: &Req,
+        opts: CallOptions,
+    ) -> Result<MultiResponses<Resp>>
+    where
+        Req: Message,
+        Resp: Message + Default,
+    {
+        let inner = &self.inner;
+        inner.check_open()?;
+        let deadline = opts.deadline_from(Instant::now(), inner.options.timeout);
+        let request = inner.build_request(req, &opts, deadline, true, false);
+        let mut call = PendingCall::new(inner.clone(), request.request_id.clone(), method, topics);
+        inner.publish_request(method, topics, &request).await?;
+        call.armed = true;
+        Ok(MultiResponses::new(call, deadline, inner.closed.clone()))
+    }
+
+    /// Subscribes to a subscription method on `topics`; returns once the subscription is live.
+    ///
+    /// # Errors
+    /// The bus error of a failed subscribe.
+    pub async fn subscribe<T: NamedMessage>(
+        &self,
+        method: &MethodInfo,
+        topics: &[&str],
+    ) -> Result<TypedSubscription<T>> {
+        let channel = Channel::request(
+            self.inner.service.clone(),
+            method.name,
+            topics.iter().copied(),
+            method.queue,
+        );
+        let sub = self
+            .inner
+            .bus
+            .subscribe(
+                &channel,
+                SubscribeOptions {
+                    capacity: self.inner.options.subscription_capacity,
+                },
+            )
+            .await?;
+        Ok(TypedSubscription::new(sub))
+    }
+}
+
+/// Where a unary call is: choosing among claims, or waiting for the (chosen) server's answer.
+enum Phase<'a> {
+    Selecting(Selector<'a>),
+    Waiting(Option<String>),
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn response_error(resp: Response) -> Error {
+    Error::from_wire(resp.error, &resp.code, resp.error_details)
+}
+
+fn decode_response<Resp: Message + Default>(resp: Response) -> Result<Resp> {
+    if !resp.error.is_empty() {
+        return Err(response_error(resp));
+    }
+    Resp::decode(resp.raw_response).map_err(Error::malformed_result)
+}
+
+async fn reply_loop(inner: Arc<Inner>, mut sub: Subscription) {
+    loop {
+        tokio::select! {
+            biased;
+            _ = inner.closed.cancelled() => break,
+            payload = sub.recv() => match payload {
+                Some(payload) => inner.route(payload),
+                None => break,
+            },
+        }
+    }
+}
+
+impl Inner {
+    fn check_open(&self) -> Result<()> {
+        if self.closed.is_cancelled() {
+            return Err(Error::canceled());
+        }
+        Ok(())
+    }
+
+    fn build_request<Req: Message>(
+        &self,
+        req: &Req,
+        opts: &CallOptions,
+        deadline: Instant,
+        multi: bool,
+        direct: bool,
+    ) -> Request {
+        let sent_at = crate::time::now_unix_nanos();
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        Request {
+            request_id: crate::id::new_request_id(),
+            client_id: self.id.to_string(),
+            sent_at,
+            expiry: sent_at.saturating_add(i64::try_from(remaining.as_nanos()).unwrap_or(i64::MAX)),
+            multi,
+            metadata: opts.metadata.clone(),
+            raw_request: Bytes::from(req.encode_to_vec()),
+            x_direct: direct,
+        }
+    }
+
+    async fn publish_request(
+        &self,
+        method: &MethodInfo,
+        topics: &[&str],
+        request: &Request,
+    ) -> Result<()> {
+        let payload = wire::encode_envelope(wire::REQUEST_TYPE_URL, request);
+        crate::bus::check_payload_size(payload.len(), self.bus.max_payload())?;
+        let channel = Channel::request(
+            self.service.clone(),
+            method.name,
+            topics.iter().copied(),
+            method.queue,
+        );
+        self.bus.publish(&channel, payload).await?;
+        Ok(())
+    }
+
+    async fn send_claim_response(
+        &self,
+        method: &MethodInfo,
+        topics: &[&str],
+        request_id: &str,
+        server_id: &str,
+    ) -> Result<()> {
+        let resp = ClaimResponse {
+            request_id: request_id.to_owned(),
+            server_id: server_id.to_owned(),
+            x_cancel: false,
+        };
+        let channel =
+            Channel::claim_response(self.service.clone(), method.name, topics.iter().copied());
+        self.bus
+            .publish(
+                &channel,
+                wire::encode_envelope(wire::CLAIM_RESPONSE_TYPE_URL, &resp),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Routes a payload from a reply channel to the call waiting for it.
+    fn route(&self, payload: Bytes) {
+        let reply =
+            wire::decode_envelope(payload)
+                .ok()
+                .and_then(|msg| match msg.type_url.as_str() {
+                    wire::RESPONSE_TYPE_URL => {
+                        Response::decode(msg.value).ok().map(Reply::Response)
+                    }
+                    wire::CLAIM_REQUEST_TYPE_URL => {
+                        ClaimRequest::decode(msg.value).ok().map(Reply::Claim)
+                    }
+                    _ => None,
+                });
+        let Some(reply) = reply else {
+            self.malformed.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(client = %self.id, "dropped a malformed reply");
+            return;
+        };
+        let request_id = match &reply {
+            Reply::Claim(c) => &c.request_id,
+            Reply::Response(r) => &r.request_id,
+        };
+        let delivered = self
+            .pending
+            .get(request_id)
+            .is_some_and(|tx| tx.send(reply).is_ok());
+        if !delivered {
+            self.unroutable.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A call registered for replies; unregisters on drop, and tells the servers when the caller
+/// gave up before the end (dropped the future or the stream).
+pub(crate) struct PendingCall {
+    inner: Arc<Inner>,
+    request_id: String,
+    rx: mpsc::UnboundedReceiver<Reply>,
+    cancel_channel: Channel,
+    /// Set while a published request awaits its outcome.
+    armed: bool,
+}
+
+impl PendingCall {
+    fn new(inner: Arc<Inner>, request_id: String, method: &MethodInfo, topics: &[&str]) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        inner.pending.insert(request_id.clone(), tx);
+        let cancel_channel =
+            Channel::claim_response(inner.service.clone(), method.name, topics.iter().copied());
+        PendingCall {
+            inner,
+            request_id,
+            rx,
+            cancel_channel,
+            armed: false,
+        }
+    }
+}
+
+impl Drop for PendingCall {
+    fn drop(&mut self) {
+        self.inner.pending.remove(&self.request_id);
+        if !self.armed || self.inner.closed.is_cancelled() {
+            return;
+        }
+        // The caller dropped a call in flight: tell the servers, so a handler can stop.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let cancel = ClaimResponse {
+            request_id: std::mem::take(&mut self.request_id),
+            server_id: String::new(),
+            x_cancel: true,
+        };
+        let bus = self.inner.bus.clone();
+        let channel = self.cancel_channel.clone();
+        runtime.spawn(async move {
+            let payload = wire::encode_envelope(wire::CLAIM_RESPONSE_TYPE_URL, &cancel);
+            if let Err(err) = bus.publish(&channel, payload).await {
+                tracing::debug!(%err, "failed to publish a cancellation");
+            }
+        });
+    }
+}
+
+impl From<ErrorCode> for Error {
+    fn from(code: ErrorCode) -> Self {
+        let message = code.as_str().to_owned();
+        Error::new(code, message)
+    }
+}

@@ -1,0 +1,116 @@
+//! The stream of per-server results of a multi call.
+
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures::Stream;
+use prost::Message;
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+
+use super::{PendingCall, Reply, decode_response};
+use crate::Result;
+
+/// One server's answer to a multi call.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MultiResult<T> {
+    /// The answering server.
+    pub server_id: String,
+    /// Its response or error.
+    pub result: Result<T>,
+}
+
+/// The answers of a multi call, one per server, until the call's deadline.
+///
+/// Dropping the stream ends the call early (and tells Rust servers still working on it).
+///
+/// ```no_run
+/// # use futures::StreamExt;
+/// # async fn f(client: psrpc::Client) -> psrpc::Result<()> {
+/// const STATS: psrpc::MethodInfo = psrpc::MethodInfo::multi("Stats");
+/// let mut answers = client.request_multi::<(), String>(&STATS, &[], &(), Default::default()).await?;
+/// while let Some(answer) = answers.next().await {
+///     println!("{}: {:?}", answer.server_id, answer.result);
+/// }
+/// # Ok(()) }
+/// ```
+pub struct MultiResponses<T> {
+    call: PendingCall,
+    timer: Pin<Box<Sleep>>,
+    closed: Pin<Box<WaitForCancellationFutureOwned>>,
+    done: bool,
+    _type: PhantomData<fn() -> T>,
+}
+
+impl<T> std::fmt::Debug for MultiResponses<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MultiResponses")
+            .field("request_id", &self.call.request_id)
+            .field("done", &self.done)
+            .finish()
+    }
+}
+
+impl<T: Message + Default> MultiResponses<T> {
+    pub(crate) fn new(call: PendingCall, deadline: Instant, closed: CancellationToken) -> Self {
+        MultiResponses {
+            call,
+            timer: Box::pin(tokio::time::sleep_until(deadline)),
+            closed: Box::pin(closed.cancelled_owned()),
+            done: false,
+            _type: PhantomData,
+        }
+    }
+
+    /// The request ID of the call.
+    pub fn request_id(&self) -> &str {
+        &self.call.request_id
+    }
+
+    /// Collects every answer until the deadline.
+    pub async fn collect_all(self) -> Vec<MultiResult<T>> {
+        futures::StreamExt::collect(self).await
+    }
+
+    fn finish(&mut self) -> Poll<Option<MultiResult<T>>> {
+        self.done = true;
+        // Reaching the deadline or closing is the normal end, not a cancellation.
+        self.call.armed = false;
+        Poll::Ready(None)
+    }
+}
+
+impl<T: Message + Default> Stream for MultiResponses<T> {
+    type Item = MultiResult<T>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        if this.closed.as_mut().poll(cx).is_ready() {
+            return this.finish();
+        }
+        loop {
+            match this.call.rx.poll_recv(cx) {
+                Poll::Ready(Some(Reply::Response(resp))) => {
+                    let server_id = resp.server_id.clone();
+                    return Poll::Ready(Some(MultiResult {
+                        server_id,
+                        result: decode_response(resp),
+                    }));
+                }
+                Poll::Ready(Some(Reply::Claim(_))) => continue,
+                Poll::Ready(None) => return this.finish(),
+                Poll::Pending => break,
+            }
+        }
+        if this.timer.as_mut().poll(cx).is_ready() {
+            return this.finish();
+        }
+        Poll::Pending
+    }
+}
+
+use std::future::Future as _;

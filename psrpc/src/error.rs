@@ -1,0 +1,303 @@
+//! Typed errors that cross the wire as `Response.code`, `error` and `error_details` (WIRE.md §8).
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+/// The error codes of psrpc, spelled on the wire as lowercase strings.
+///
+/// Unknown strings received from peers are kept in [`ErrorCode::Other`] and sent back unchanged.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// `canceled`
+    Canceled,
+    /// `malformed_request`
+    MalformedRequest,
+    /// `malformed_result`
+    MalformedResult,
+    /// `deadline_exceeded`
+    DeadlineExceeded,
+    /// `unavailable`
+    Unavailable,
+    /// `unknown`, also what an error with an empty code means.
+    Unknown,
+    /// `invalid_argument`
+    InvalidArgument,
+    /// `not_found`
+    NotFound,
+    /// `not_acceptable`
+    NotAcceptable,
+    /// `already_exists`
+    AlreadyExists,
+    /// `permission_denied`
+    PermissionDenied,
+    /// `resource_exhausted`
+    ResourceExhausted,
+    /// `failed_precondition`
+    FailedPrecondition,
+    /// `aborted`
+    Aborted,
+    /// `out_of_range`
+    OutOfRange,
+    /// `unimplemented`
+    Unimplemented,
+    /// `internal`
+    Internal,
+    /// `data_loss`
+    DataLoss,
+    /// `unauthenticated`
+    Unauthenticated,
+    /// `unprocessable_entity`
+    UnprocessableEntity,
+    /// `upstream_server_error`
+    UpstreamServerError,
+    /// `upstream_client_error`
+    UpstreamClientError,
+    /// A code this version does not know, passed through as received.
+    Other(Arc<str>),
+}
+
+const KNOWN: [(ErrorCode, &str, u16); 22] = [
+    (ErrorCode::Canceled, "canceled", 503),
+    (ErrorCode::MalformedRequest, "malformed_request", 400),
+    (ErrorCode::MalformedResult, "malformed_result", 500),
+    (ErrorCode::DeadlineExceeded, "deadline_exceeded", 503),
+    (ErrorCode::Unavailable, "unavailable", 503),
+    (ErrorCode::Unknown, "unknown", 500),
+    (ErrorCode::InvalidArgument, "invalid_argument", 400),
+    (ErrorCode::NotFound, "not_found", 404),
+    (ErrorCode::NotAcceptable, "not_acceptable", 406),
+    (ErrorCode::AlreadyExists, "already_exists", 409),
+    (ErrorCode::PermissionDenied, "permission_denied", 403),
+    (ErrorCode::ResourceExhausted, "resource_exhausted", 429),
+    (ErrorCode::FailedPrecondition, "failed_precondition", 412),
+    (ErrorCode::Aborted, "aborted", 409),
+    (ErrorCode::OutOfRange, "out_of_range", 416),
+    (ErrorCode::Unimplemented, "unimplemented", 501),
+    (ErrorCode::Internal, "internal", 500),
+    (ErrorCode::DataLoss, "data_loss", 500),
+    (ErrorCode::Unauthenticated, "unauthenticated", 401),
+    (ErrorCode::UnprocessableEntity, "unprocessable_entity", 422),
+    (ErrorCode::UpstreamServerError, "upstream_server_error", 502),
+    (ErrorCode::UpstreamClientError, "upstream_client_error", 424),
+];
+
+impl ErrorCode {
+    /// The wire spelling.
+    ///
+    /// ```
+    /// assert_eq!(psrpc::ErrorCode::NotFound.as_str(), "not_found");
+    /// ```
+    pub fn as_str(&self) -> &str {
+        match self {
+            ErrorCode::Other(s) => s,
+            known => KNOWN
+                .iter()
+                .find(|(c, _, _)| c == known)
+                .map_or("unknown", |(_, s, _)| s),
+        }
+    }
+
+    /// Parses a wire code; the empty string means [`ErrorCode::Unknown`].
+    ///
+    /// ```
+    /// use psrpc::ErrorCode;
+    /// assert_eq!(ErrorCode::from_wire("not_found"), ErrorCode::NotFound);
+    /// assert_eq!(ErrorCode::from_wire(""), ErrorCode::Unknown);
+    /// assert_eq!(ErrorCode::from_wire("teapot").as_str(), "teapot");
+    /// ```
+    pub fn from_wire(code: &str) -> Self {
+        if code.is_empty() {
+            return ErrorCode::Unknown;
+        }
+        KNOWN
+            .iter()
+            .find(|(_, s, _)| *s == code)
+            .map_or_else(|| ErrorCode::Other(code.into()), |(c, _, _)| c.clone())
+    }
+
+    /// The HTTP status Go psrpc maps this code to (500 for unknown codes).
+    pub fn http_status(&self) -> u16 {
+        KNOWN
+            .iter()
+            .find(|(c, _, _)| c == self)
+            .map_or(500, |(_, _, status)| *status)
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ErrorCode {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(ErrorCode::from_wire(s))
+    }
+}
+
+/// An RPC error: a code, a message and optional details, as carried by a `Response`.
+///
+/// ```
+/// use psrpc::{Error, ErrorCode};
+///
+/// let err = Error::new(ErrorCode::NotFound, "no such room")
+///     .with_detail(prost_types::Any { type_url: "t".into(), value: vec![1] });
+/// assert_eq!(err.code(), &ErrorCode::NotFound);
+/// assert_eq!(err.to_string(), "not_found: no such room");
+/// ```
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct Error {
+    code: ErrorCode,
+    message: String,
+    details: Vec<prost_types::Any>,
+    #[source]
+    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+}
+
+impl PartialEq for Error {
+    fn eq(&self, other: &Self) -> bool {
+        self.code == other.code && self.message == other.message && self.details == other.details
+    }
+}
+
+impl Error {
+    /// An error with a code and a message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Error {
+            code,
+            message: message.into(),
+            details: Vec::new(),
+            source: None,
+        }
+    }
+
+    /// Adds a detail (like a `google.rpc.Status` detail).
+    pub fn with_detail(mut self, detail: prost_types::Any) -> Self {
+        self.details.push(detail);
+        self
+    }
+
+    /// Attaches the underlying cause (kept locally, not sent on the wire).
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Arc::new(source));
+        self
+    }
+
+    /// The code.
+    pub fn code(&self) -> &ErrorCode {
+        &self.code
+    }
+
+    /// The message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The details.
+    pub fn details(&self) -> &[prost_types::Any] {
+        &self.details
+    }
+
+    /// Rebuilds an error from the fields of a wire `Response`.
+    pub fn from_wire(message: String, code: &str, details: Vec<prost_types::Any>) -> Self {
+        Error {
+            code: ErrorCode::from_wire(code),
+            message,
+            details,
+            source: None,
+        }
+    }
+
+    /// The request timed out before a response arrived (`deadline_exceeded`).
+    pub fn timed_out() -> Self {
+        Error::new(ErrorCode::DeadlineExceeded, "request timed out")
+    }
+
+    /// No server claimed or answered the request (`unavailable`).
+    pub fn no_response() -> Self {
+        Error::new(ErrorCode::Unavailable, "no response from servers")
+    }
+
+    /// Servers answered but none was acceptable to the selection rules (`unavailable`).
+    pub fn no_servers_available() -> Self {
+        Error::new(ErrorCode::Unavailable, "no servers available")
+    }
+
+    /// The call was canceled, e.g. by closing the client (`canceled`).
+    pub fn canceled() -> Self {
+        Error::new(ErrorCode::Canceled, "request canceled")
+    }
+
+    /// The server does not implement the method (`unimplemented`).
+    pub fn unimplemented(method: &str) -> Self {
+        Error::new(
+            ErrorCode::Unimplemented,
+            format!("method {method} not implemented"),
+        )
+    }
+
+    /// The request bytes did not decode (`malformed_request`).
+    pub fn malformed_request(cause: prost::DecodeError) -> Self {
+        Error::new(
+            ErrorCode::MalformedRequest,
+            format!("malformed request: {cause}"),
+        )
+        .with_source(cause)
+    }
+
+    /// The response bytes did not decode (`malformed_result`).
+    pub fn malformed_result(cause: prost::DecodeError) -> Self {
+        Error::new(
+            ErrorCode::MalformedResult,
+            format!("malformed result: {cause}"),
+        )
+        .with_source(cause)
+    }
+
+    /// True for errors that a retry may cure (`unavailable`, `deadline_exceeded`,
+    /// `resource_exhausted`, `aborted`).
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self.code,
+            ErrorCode::Unavailable
+                | ErrorCode::DeadlineExceeded
+                | ErrorCode::ResourceExhausted
+                | ErrorCode::Aborted
+        )
+    }
+}
+
+impl From<crate::bus::BusError> for Error {
+    fn from(err: crate::bus::BusError) -> Self {
+        let code = match &err {
+            crate::bus::BusError::PayloadTooLarge { .. } => ErrorCode::InvalidArgument,
+            crate::bus::BusError::Closed => ErrorCode::Canceled,
+            _ => ErrorCode::Unavailable,
+        };
+        Error::new(code, err.to_string()).with_source(err)
+    }
+}
+
+/// A result whose error is an RPC [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_round_trips_with_its_http_status() {
+        for (code, s, status) in KNOWN.iter() {
+            assert_eq!(code.as_str(), *s);
+            assert_eq!(&ErrorCode::from_wire(s), code);
+            assert_eq!(code.http_status(), *status);
+        }
+        assert_eq!(ErrorCode::from_wire("weird").http_status(), 500);
+    }
+}

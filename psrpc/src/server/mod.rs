@@ -1,0 +1,626 @@
+//! The server side: handlers for methods, topic registration, publishing to subscribers.
+//!
+//! A [`Server`] serves one service. Each registration (a method, optionally on a tuple of
+//! topics) subscribes to the method's request channel and its claim-response channel and runs
+//! one reader task per channel; each accepted request runs in one task of its own.
+//!
+//! ```
+//! use psrpc::{MethodInfo, Server, bus::LocalBus};
+//!
+//! const ECHO: MethodInfo = MethodInfo::unary("Echo");
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let server = Server::new("Echoer", LocalBus::new());
+//! server.register_unary(ECHO, &["eu"], |_ctx, s: String| async move { Ok(s) }).await.unwrap();
+//! assert!(server.deregister(ECHO.name, &["eu"]));
+//! server.shutdown().await;
+//! # });
+//! ```
+
+mod context;
+mod stats;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use futures::future::BoxFuture;
+use prost::Message;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use context::RequestContext;
+use stats::Counters;
+pub use stats::ServerStats;
+
+use crate::bus::{Bus, IntoBus, SubscribeOptions, Subscription};
+use crate::wire::{self, ClaimRequest, ClaimResponse, Request, Response};
+use crate::{Channel, Error, ErrorCode, MethodInfo, NamedMessage, Result};
+
+/// Options of a [`Server`].
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    /// The server ID; a fresh `SRV_…` when `None`.
+    pub server_id: Option<String>,
+    /// Most handlers running at once; past it, requests are shed (`resource_exhausted`, or no
+    /// claim for fan-out claim methods so another server takes them). `None`: no limit.
+    pub max_in_flight: Option<usize>,
+    /// Buffer of each request subscription (see [`crate::bus::SubscriptionSink::deliver`]).
+    pub subscription_capacity: usize,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            server_id: None,
+            max_in_flight: None,
+            subscription_capacity: crate::bus::DEFAULT_SUBSCRIPTION_CAPACITY,
+        }
+    }
+}
+
+/// The affinity function of a method: how well this server fits a request (negative: decline).
+pub type AffinityFn<Req> = Arc<dyn Fn(&Req) -> f32 + Send + Sync>;
+
+/// A server for one service. Cloning gives another handle; dropping the last one kills it.
+#[derive(Clone)]
+pub struct Server {
+    inner: Arc<Inner>,
+    _owner: Arc<KillOnDrop>,
+}
+
+struct KillOnDrop(Arc<Inner>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        self.0.kill_now();
+    }
+}
+
+type Processor = Arc<
+    dyn Fn(Arc<Inner>, Request, Instant, Arc<[String]>) -> BoxFuture<'static, ()> + Send + Sync,
+>;
+
+type RegistrationKey = (&'static str, Vec<String>);
+
+struct Inner {
+    service: Arc<str>,
+    id: Arc<str>,
+    bus: Arc<dyn Bus>,
+    options: ServerOptions,
+    registrations: Mutex<HashMap<RegistrationKey, CancellationToken>>,
+    /// Requests waiting for the caller's choice, by request ID.
+    claims: DashMap<String, oneshot::Sender<ClaimResponse>>,
+    /// Handlers running, by request ID, to deliver cancellations.
+    running: DashMap<String, CancellationToken>,
+    readers: TaskTracker,
+    stop_requests: CancellationToken,
+    stop_all: CancellationToken,
+    kill: CancellationToken,
+    limiter: Option<Arc<Semaphore>>,
+    counters: Counters,
+}
+
+/// What the reader tasks of one registration share.
+#[derive(Clone)]
+struct Registration {
+    method: MethodInfo,
+    topics: Arc<[String]>,
+    stop: CancellationToken,
+    handlers: TaskTracker,
+    processor: Processor,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("service", &self.inner.service)
+            .field("id", &self.inner.id)
+            .field("bus", &self.inner.bus.name())
+            .finish()
+    }
+}
+
+impl Server {
+    /// A server for `service` on `bus`, with default options.
+    pub fn new(service: impl Into<Arc<str>>, bus: impl IntoBus) -> Self {
+        Self::with_options(service, bus, ServerOptions::default())
+    }
+
+    /// A server for `service` on `bus`.
+    pub fn with_options(
+        service: impl Into<Arc<str>>,
+        bus: impl IntoBus,
+        options: ServerOptions,
+    ) -> Self {
+        let id: Arc<str> = options
+            .server_id
+            .clone()
+            .unwrap_or_else(crate::id::new_server_id)
+            .into();
+        let inner = Arc::new(Inner {
+            service: service.into(),
+            id,
+            bus: bus.into_bus(),
+            limiter: options.max_in_flight.map(|n| Arc::new(Semaphore::new(n))),
+            options,
+            registrations: Mutex::default(),
+            claims: DashMap::new(),
+            running: DashMap::new(),
+            readers: TaskTracker::new(),
+            stop_requests: CancellationToken::new(),
+            stop_all: CancellationToken::new(),
+            kill: CancellationToken::new(),
+            counters: Counters::default(),
+        });
+        Server {
+            _owner: Arc::new(KillOnDrop(inner.clone())),
+            inner,
+        }
+    }
+
+    /// This server's ID (`SRV_…`).
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    /// The service name.
+    pub fn service(&self) -> &str {
+        &self.inner.service
+    }
+
+    /// The bus the server runs on.
+    pub fn bus(&self) -> &Arc<dyn Bus> {
+        &self.inner.bus
+    }
+
+    /// A snapshot of the server's counters.
+    pub fn stats(&self) -> ServerStats {
+        self.inner.counters.snapshot()
+    }
+
+    /// Handlers running now.
+    pub fn in_flight(&self) -> usize {
+        self.inner.running.len()
+    }
+
+    /// Registers the handler of a unary or multi method, on `topics` (empty for none).
+    ///
+    /// Returns once the server receives requests for it.
+    ///
+    /// # Errors
+    /// `already_exists` if the method is registered on these topics, `unavailable` after
+    /// shutdown, or the bus error of a failed subscribe.
+    pub async fn register_unary<Req, Resp, H, Fut>(
+        &self,
+        method: MethodInfo,
+        topics: &[&str],
+        handler: H,
+    ) -> Result<()>
+    where
+        Req: Message + Default + Send + 'static,
+        Resp: Message + Send + 'static,
+        H: Fn(RequestContext, Req) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Resp>> + Send + 'static,
+    {
+        let processor = unary_processor(method, handler, None);
+        self.register(method, topics, processor).await
+    }
+
+    /// Like [`register_unary`](Self::register_unary), with the affinity function servers of an
+    /// AFFINITY method claim with (the default affinity is 1.0).
+    ///
+    /// # Errors
+    /// As [`register_unary`](Self::register_unary).
+    pub async fn register_unary_with_affinity<Req, Resp, H, Fut>(
+        &self,
+        method: MethodInfo,
+        topics: &[&str],
+        handler: H,
+        affinity: AffinityFn<Req>,
+    ) -> Result<()>
+    where
+        Req: Message + Default + Send + 'static,
+        Resp: Message + Send + 'static,
+        H: Fn(RequestContext, Req) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Resp>> + Send + 'static,
+    {
+        let processor = unary_processor(method, handler, Some(affinity));
+        self.register(method, topics, processor).await
+    }
+
+    /// Stops serving `method` on `topics`; handlers already running finish. Returns whether it
+    /// was registered.
+    pub fn deregister(&self, method: &str, topics: &[&str]) -> bool {
+        let mut regs = lock(&self.inner.registrations);
+        let key = regs
+            .keys()
+            .find(|(m, t)| *m == method && t.iter().map(String::as_str).eq(topics.iter().copied()))
+            .cloned();
+        match key.and_then(|k| regs.remove(&k)) {
+            Some(stop) => {
+                stop.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// True if `method` is registered on `topics`.
+    pub fn is_registered(&self, method: &str, topics: &[&str]) -> bool {
+        lock(&self.inner.registrations)
+            .keys()
+            .any(|(m, t)| *m == method && t.iter().map(String::as_str).eq(topics.iter().copied()))
+    }
+
+    /// Publishes `msg` to the subscribers of a subscription method on `topics`.
+    ///
+    /// # Errors
+    /// `invalid_argument` for a payload over the bus limit, or the bus error of a failed publish.
+    pub async fn publish<M: NamedMessage>(
+        &self,
+        method: &MethodInfo,
+        topics: &[&str],
+        msg: &M,
+    ) -> Result<()> {
+        let payload = wire::encode_envelope(&wire::type_url_for(M::TYPE_NAME), msg);
+        crate::bus::check_payload_size(payload.len(), self.inner.bus.max_payload())?;
+        let channel = Channel::request(
+            self.inner.service.clone(),
+            method.name,
+            topics.iter().copied(),
+            method.queue,
+        );
+        self.inner.bus.publish(&channel, payload).await?;
+        Ok(())
+    }
+
+    /// Stops taking requests, waits for running handlers to finish and answer, then
+    /// unsubscribes everything.
+    pub async fn shutdown(&self) {
+        self.inner.stop_requests.cancel();
+        self.inner.readers.close();
+        self.inner.readers.wait().await;
+        lock(&self.inner.registrations).clear();
+    }
+
+    /// Stops at once: running handlers are abandoned and their callers told `unavailable`.
+    pub async fn kill(&self) {
+        self.inner.kill_now();
+        self.inner.readers.close();
+        self.inner.readers.wait().await;
+    }
+
+    async fn register(
+        &self,
+        method: MethodInfo,
+        topics: &[&str],
+        processor: Processor,
+    ) -> Result<()> {
+        let inner = &self.inner;
+        if inner.stop_requests.is_cancelled() {
+            return Err(Error::new(
+                ErrorCode::Unavailable,
+                "server is shutting down",
+            ));
+        }
+        let topics: Arc<[String]> = topics.iter().map(|t| t.to_string()).collect();
+        let key = (method.name, topics.to_vec());
+        let stop = CancellationToken::new();
+        {
+            let mut regs = lock(&inner.registrations);
+            if regs.contains_key(&key) {
+                return Err(Error::new(
+                    ErrorCode::AlreadyExists,
+                    format!("{} is already registered on {:?}", method.name, topics),
+                ));
+            }
+            regs.insert(key.clone(), stop.clone());
+        }
+        let options = SubscribeOptions {
+            capacity: inner.options.subscription_capacity,
+        };
+        let req_channel = Channel::request(
+            inner.service.clone(),
+            method.name,
+            topics.iter().cloned(),
+            method.queue,
+        );
+        let claim_channel =
+            Channel::claim_response(inner.service.clone(), method.name, topics.iter().cloned());
+        let subscribed = async {
+            let requests = inner.bus.subscribe(&req_channel, options).await?;
+            // Claim responses also carry cancellations, so every method listens for them.
+            let claims = inner.bus.subscribe(&claim_channel, options).await?;
+            Ok::<_, crate::bus::BusError>((requests, claims))
+        }
+        .await;
+        let (requests, claims) = match subscribed {
+            Ok(subs) => subs,
+            Err(err) => {
+                lock(&inner.registrations).remove(&key);
+                return Err(err.into());
+            }
+        };
+        let reg = Registration {
+            method,
+            topics,
+            stop,
+            handlers: TaskTracker::new(),
+            processor,
+        };
+        inner
+            .readers
+            .spawn(request_loop(inner.clone(), requests, reg.clone()));
+        inner.readers.spawn(claim_loop(inner.clone(), claims, reg));
+        Ok(())
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding the lock cannot leave the map half-updated: recover it.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+async fn request_loop(inner: Arc<Inner>, mut sub: Subscription, reg: Registration) {
+    loop {
+        tokio::select! {
+            biased;
+            _ = reg.stop.cancelled() => break,
+            _ = inner.stop_requests.cancelled() => break,
+            payload = sub.recv() => match payload {
+                Some(payload) => inner.accept(&reg, payload),
+                None => break,
+            },
+        }
+    }
+    drop(sub);
+    reg.handlers.close();
+}
+
+async fn claim_loop(inner: Arc<Inner>, mut sub: Subscription, reg: Registration) {
+    // Keep listening until the requests of this registration have stopped and drained, so a
+    // handler waiting for its claim answer during shutdown still gets it.
+    let drained = reg.handlers.wait();
+    tokio::pin!(drained);
+    loop {
+        tokio::select! {
+            biased;
+            _ = inner.stop_all.cancelled() => break,
+            _ = &mut drained => break,
+            payload = sub.recv() => match payload {
+                Some(payload) => inner.on_claim_response(payload),
+                None => break,
+            },
+        }
+    }
+}
+
+impl Inner {
+    fn kill_now(&self) {
+        self.kill.cancel();
+        self.stop_all.cancel();
+        self.stop_requests.cancel();
+    }
+
+    /// Decodes a request and hands it to a task of its own.
+    fn accept(self: &Arc<Self>, reg: &Registration, payload: Bytes) {
+        let Some(req) = decode_request(payload) else {
+            Counters::incr(&self.counters.malformed);
+            tracing::debug!(service = %self.service, method = reg.method.name, "dropped a malformed request");
+            return;
+        };
+        let Some(deadline) = crate::time::deadline_from_expiry(req.expiry) else {
+            Counters::incr(&self.counters.expired);
+            tracing::debug!(request_id = %req.request_id, "dropped an expired request");
+            return;
+        };
+        let permit = match self.try_acquire() {
+            Ok(permit) => permit,
+            Err(()) => {
+                Counters::incr(&self.counters.shed);
+                // A fan-out claim method has other servers that will claim; stay silent.
+                let others_will_claim = reg.method.require_claim && !reg.method.queue;
+                if !others_will_claim {
+                    let inner = self.clone();
+                    reg.handlers.spawn(async move {
+                        let err = Error::new(ErrorCode::ResourceExhausted, "server at capacity");
+                        inner.respond(&req, Err(err)).await;
+                    });
+                }
+                return;
+            }
+        };
+        Counters::incr(&self.counters.received);
+        let work = (reg.processor)(self.clone(), req, deadline, reg.topics.clone());
+        reg.handlers.spawn(async move {
+            work.await;
+            drop(permit);
+        });
+    }
+
+    fn try_acquire(&self) -> Result<Option<OwnedSemaphorePermit>, ()> {
+        match &self.limiter {
+            None => Ok(None),
+            Some(limiter) => limiter
+                .clone()
+                .try_acquire_owned()
+                .map(Some)
+                .map_err(|_| ()),
+        }
+    }
+
+    fn on_claim_response(&self, payload: Bytes) {
+        let resp = match wire::decode_envelope(payload) {
+            Ok(msg) if msg.type_url == wire::CLAIM_RESPONSE_TYPE_URL => {
+                ClaimResponse::decode(msg.value).ok()
+            }
+            _ => None,
+        };
+        let Some(resp) = resp else {
+            Counters::incr(&self.counters.malformed);
+            return;
+        };
+        if resp.x_cancel
+            && let Some(token) = self.running.get(&resp.request_id)
+        {
+            token.cancel();
+        }
+        if let Some((_, waiter)) = self.claims.remove(&resp.request_id) {
+            let _ = waiter.send(resp);
+        }
+    }
+
+    /// Runs the claim exchange; true if this server was chosen.
+    async fn claim(&self, req: &Request, affinity: f32, deadline: Instant) -> bool {
+        // NaN or negative: this server declines.
+        if affinity.is_nan() || affinity < 0.0 {
+            return false;
+        }
+        let (tx, rx) = oneshot::channel();
+        self.claims.insert(req.request_id.clone(), tx);
+        let claim = ClaimRequest {
+            request_id: req.request_id.clone(),
+            server_id: self.id.to_string(),
+            affinity,
+        };
+        let channel = Channel::claim(self.service.clone(), req.client_id.as_str());
+        let payload = wire::encode_envelope(wire::CLAIM_REQUEST_TYPE_URL, &claim);
+        let chosen = match self.bus.publish(&channel, payload).await {
+            Err(err) => {
+                Counters::incr(&self.counters.publish_errors);
+                tracing::warn!(%err, "failed to publish a claim");
+                None
+            }
+            Ok(()) => tokio::select! {
+                biased;
+                _ = self.kill.cancelled() => None,
+                answer = tokio::time::timeout_at(deadline, rx) => answer.ok().and_then(Result::ok),
+            },
+        };
+        self.claims.remove(&req.request_id);
+        let won = chosen.is_some_and(|c| *c.server_id == *self.id && !c.x_cancel);
+        if !won {
+            Counters::incr(&self.counters.claims_lost);
+        }
+        won
+    }
+
+    async fn respond(&self, req: &Request, result: Result<Bytes>) {
+        let mut resp = Response {
+            request_id: req.request_id.clone(),
+            server_id: self.id.to_string(),
+            sent_at: crate::time::now_unix_nanos(),
+            ..Default::default()
+        };
+        match result {
+            Ok(raw) => resp.raw_response = raw,
+            Err(err) => set_error(&mut resp, &err),
+        }
+        let mut payload = wire::encode_envelope(wire::RESPONSE_TYPE_URL, &resp);
+        let limit = self.bus.max_payload();
+        if payload.len() > limit {
+            let err = Error::new(
+                ErrorCode::Internal,
+                format!(
+                    "response of {} bytes exceeds the bus limit of {limit} bytes",
+                    payload.len()
+                ),
+            );
+            resp.raw_response = Bytes::new();
+            set_error(&mut resp, &err);
+            payload = wire::encode_envelope(wire::RESPONSE_TYPE_URL, &resp);
+        }
+        let channel = Channel::response(self.service.clone(), req.client_id.as_str());
+        if let Err(err) = self.bus.publish(&channel, payload).await {
+            Counters::incr(&self.counters.publish_errors);
+            tracing::warn!(%err, request_id = %req.request_id, "failed to publish a response");
+        }
+    }
+}
+
+fn set_error(resp: &mut Response, err: &Error) {
+    resp.error = err.message().to_owned();
+    resp.code = err.code().as_str().to_owned();
+    resp.error_details = err.details().to_vec();
+}
+
+fn decode_request(payload: Bytes) -> Option<Request> {
+    let msg = wire::decode_envelope(payload).ok()?;
+    if msg.type_url != wire::REQUEST_TYPE_URL {
+        return None;
+    }
+    Request::decode(msg.value).ok()
+}
+
+/// Builds the per-request work of a unary or multi method: decode, claim, handle, respond.
+fn unary_processor<Req, Resp, H, Fut>(
+    method: MethodInfo,
+    handler: H,
+    affinity: Option<AffinityFn<Req>>,
+) -> Processor
+where
+    Req: Message + Default + Send + 'static,
+    Resp: Message + Send + 'static,
+    H: Fn(RequestContext, Req) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Resp>> + Send + 'static,
+{
+    let handler = Arc::new(handler);
+    Arc::new(
+        move |inner: Arc<Inner>, req: Request, deadline: Instant, topics: Arc<[String]>| {
+            let handler = handler.clone();
+            let affinity = affinity.clone();
+            Box::pin(async move {
+                let typed = match Req::decode(req.raw_request.clone()) {
+                    Ok(typed) => typed,
+                    Err(err) => {
+                        Counters::incr(&inner.counters.malformed);
+                        inner
+                            .respond(&req, Err(Error::malformed_request(err)))
+                            .await;
+                        return;
+                    }
+                };
+                // A queue-routed request reached this server alone: answer a Rust caller directly.
+                let direct = req.x_direct && method.queue;
+                if method.require_claim && !direct {
+                    let score = affinity.as_ref().map_or(1.0, |f| f(&typed));
+                    if !inner.claim(&req, score, deadline).await {
+                        return;
+                    }
+                }
+                let cancel = inner.kill.child_token();
+                inner.running.insert(req.request_id.clone(), cancel.clone());
+                let ctx = RequestContext {
+                    method: method.name,
+                    topics,
+                    request_id: req.request_id.clone(),
+                    client_id: req.client_id.clone(),
+                    server_id: inner.id.clone(),
+                    metadata: req.metadata.clone(),
+                    deadline,
+                    cancel: cancel.clone(),
+                };
+                let result = tokio::select! {
+                    biased;
+                    _ = inner.kill.cancelled() => Err(Error::new(ErrorCode::Unavailable, "server killed")),
+                    result = handler(ctx, typed) => result.map(|resp| Bytes::from(resp.encode_to_vec())),
+                    _ = tokio::time::sleep_until(deadline) => Err(Error::timed_out()),
+                };
+                inner.running.remove(&req.request_id);
+                Counters::incr(&inner.counters.handled);
+                if cancel.is_cancelled() && !inner.kill.is_cancelled() {
+                    // The caller is gone: nobody would read a response.
+                    Counters::incr(&inner.counters.cancelled);
+                    return;
+                }
+                inner.respond(&req, result).await;
+            })
+        },
+    )
+}
