@@ -1,0 +1,1 @@
+//! Conformance suite for psrpc buses (work in progress).

@@ -1,0 +1,1 @@
+//! The redis bus for psrpc (work in progress).

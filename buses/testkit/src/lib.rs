@@ -1,0 +1,58 @@
+//! Throwaway brokers for tests: each [`NatsServer`] and [`RedisServer`] is a real
+//! `nats-server` / `redis-server` process on a free loopback port, stopped on drop.
+//!
+//! Tests run in parallel, each with brokers of its own; fault tests can [`kill`] a broker and
+//! [`restart`] it on the same port.
+//!
+//! ```no_run
+//! let nats = psrpc_testkit::NatsServer::start().unwrap();
+//! let redis = psrpc_testkit::RedisServer::start().unwrap();
+//! println!("{} {}", nats.url(), redis.url());
+//! ```
+//!
+//! [`kill`]: NatsServer::kill
+//! [`restart`]: NatsServer::restart
+
+mod nats;
+mod process;
+mod redis;
+
+pub use nats::{NatsOptions, NatsServer};
+pub use redis::{RedisOptions, RedisServer};
+
+/// What can go wrong starting a broker.
+#[derive(Debug, thiserror::Error)]
+pub enum TestkitError {
+    /// The broker binary is not installed.
+    #[error(
+        "`{binary}` was not found on PATH; install it with `apt-get install -y {package}` \
+         (or set {env} to its path)"
+    )]
+    MissingBinary {
+        /// The binary name.
+        binary: &'static str,
+        /// The Debian package that provides it.
+        package: &'static str,
+        /// The environment variable that overrides its path.
+        env: &'static str,
+    },
+    /// The process could not be spawned or its files written.
+    #[error("failed to run {binary}: {source}")]
+    Io {
+        /// The binary name.
+        binary: &'static str,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The broker did not become ready in time.
+    #[error("{binary} did not become ready within {seconds} s: {detail}")]
+    NotReady {
+        /// The binary name.
+        binary: &'static str,
+        /// How long we waited.
+        seconds: u64,
+        /// What was seen (exit status, last log lines).
+        detail: String,
+    },
+}

@@ -1,0 +1,160 @@
+//! A throwaway `nats-server`.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use crate::TestkitError;
+use crate::process::{Proc, find_binary, free_port, port_open, wait_ready};
+
+const BINARY: &str = "nats-server";
+
+/// Options of a [`NatsServer`].
+#[derive(Clone, Debug, Default)]
+pub struct NatsOptions {
+    /// Require this user name and password.
+    pub credentials: Option<(String, String)>,
+    /// The largest message the server accepts (the server default is 1 MiB).
+    pub max_payload: Option<usize>,
+    /// Enable JetStream.
+    pub jetstream: bool,
+}
+
+/// A `nats-server` on a free loopback port, killed on drop.
+#[derive(Debug)]
+pub struct NatsServer {
+    port: u16,
+    options: NatsOptions,
+    binary: PathBuf,
+    dir: tempfile::TempDir,
+    proc: Proc,
+}
+
+impl NatsServer {
+    /// Starts a server with default options and waits until it accepts connections.
+    ///
+    /// # Errors
+    /// [`TestkitError::MissingBinary`] when `nats-server` is not installed, or a start failure.
+    pub fn start() -> Result<Self, TestkitError> {
+        Self::start_with(NatsOptions::default())
+    }
+
+    /// Starts a server with `options`.
+    ///
+    /// # Errors
+    /// As [`start`](Self::start).
+    pub fn start_with(options: NatsOptions) -> Result<Self, TestkitError> {
+        let binary = find_binary(BINARY, "nats-server", "NATS_SERVER_BIN")?;
+        let dir = tempfile::tempdir().map_err(|source| TestkitError::Io {
+            binary: BINARY,
+            source,
+        })?;
+        let mut last_err = None;
+        // A port can be taken between probing and binding; try a few.
+        for _ in 0..5 {
+            let port = free_port().map_err(|source| TestkitError::Io {
+                binary: BINARY,
+                source,
+            })?;
+            match spawn(&binary, &dir, port, &options) {
+                Ok(proc) => {
+                    return Ok(NatsServer {
+                        port,
+                        options,
+                        binary,
+                        dir,
+                        proc,
+                    });
+                }
+                Err(err) => last_err = Some(err),
+            }
+        }
+        Err(last_err.expect("at least one attempt"))
+    }
+
+    /// `nats://127.0.0.1:<port>` (without credentials).
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The process ID, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.pid()
+    }
+
+    /// True while the process runs.
+    pub fn is_running(&mut self) -> bool {
+        self.proc.is_running()
+    }
+
+    /// Kills the server with SIGKILL (no goodbye to clients).
+    pub fn kill(&mut self) {
+        self.proc.kill();
+    }
+
+    /// Stops the server with SIGTERM.
+    pub fn stop(&mut self) {
+        self.proc.stop();
+    }
+
+    /// Starts the server again on the same port (killing it first if it runs).
+    ///
+    /// # Errors
+    /// A start failure.
+    pub fn restart(&mut self) -> Result<(), TestkitError> {
+        self.proc.kill();
+        self.proc = spawn(&self.binary, &self.dir, self.port, &self.options)?;
+        Ok(())
+    }
+}
+
+fn spawn(
+    binary: &PathBuf,
+    dir: &tempfile::TempDir,
+    port: u16,
+    options: &NatsOptions,
+) -> Result<Proc, TestkitError> {
+    let io = |source| TestkitError::Io {
+        binary: BINARY,
+        source,
+    };
+    let mut config = format!("listen: \"127.0.0.1:{port}\"\n");
+    if let Some(max) = options.max_payload {
+        config.push_str(&format!("max_payload: {max}\n"));
+    }
+    if let Some((user, pass)) = &options.credentials {
+        config.push_str(&format!(
+            "authorization {{\n  user: \"{user}\"\n  password: \"{pass}\"\n}}\n"
+        ));
+    }
+    if options.jetstream {
+        let store = dir.path().join("js");
+        config.push_str(&format!("jetstream {{\n  store_dir: {:?}\n}}\n", store));
+    }
+    let config_path = dir.path().join("nats.conf");
+    std::fs::write(&config_path, config).map_err(io)?;
+    let log_path = dir.path().join("nats.log");
+    let _ = std::fs::remove_file(&log_path);
+    let child = Proc::spawn(
+        BINARY,
+        Command::new(binary)
+            .arg("-c")
+            .arg(&config_path)
+            .arg("-l")
+            .arg(&log_path),
+    )?;
+    let mut proc_child = child;
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    match wait_ready(BINARY, &mut proc_child, || port_open(port), log) {
+        Ok(()) => Ok(Proc::new(proc_child)),
+        Err(err) => {
+            let _ = proc_child.kill();
+            let _ = proc_child.wait();
+            Err(err)
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! A throwaway `redis-server`.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::TestkitError;
+use crate::process::{Proc, find_binary, free_port, wait_ready};
+
+const BINARY: &str = "redis-server";
+
+/// Options of a [`RedisServer`].
+#[derive(Clone, Debug, Default)]
+pub struct RedisOptions {
+    /// Require this password (`requirepass`).
+    pub password: Option<String>,
+}
+
+/// A `redis-server` on a free loopback port, persisting nothing, killed on drop.
+#[derive(Debug)]
+pub struct RedisServer {
+    port: u16,
+    options: RedisOptions,
+    binary: PathBuf,
+    dir: tempfile::TempDir,
+    proc: Proc,
+}
+
+impl RedisServer {
+    /// Starts a server with default options and waits until it answers `PING`.
+    ///
+    /// # Errors
+    /// [`TestkitError::MissingBinary`] when `redis-server` is not installed, or a start failure.
+    pub fn start() -> Result<Self, TestkitError> {
+        Self::start_with(RedisOptions::default())
+    }
+
+    /// Starts a server with `options`.
+    ///
+    /// # Errors
+    /// As [`start`](Self::start).
+    pub fn start_with(options: RedisOptions) -> Result<Self, TestkitError> {
+        let binary = find_binary(BINARY, "redis-server", "REDIS_SERVER_BIN")?;
+        let dir = tempfile::tempdir().map_err(|source| TestkitError::Io {
+            binary: BINARY,
+            source,
+        })?;
+        let mut last_err = None;
+        // `--port 0` would disable TCP, so pick a port; it can be taken meanwhile, so retry.
+        for _ in 0..5 {
+            let port = free_port().map_err(|source| TestkitError::Io {
+                binary: BINARY,
+                source,
+            })?;
+            match spawn(&binary, &dir, port, &options) {
+                Ok(proc) => {
+                    return Ok(RedisServer {
+                        port,
+                        options,
+                        binary,
+                        dir,
+                        proc,
+                    });
+                }
+                Err(err) => last_err = Some(err),
+            }
+        }
+        Err(last_err.expect("at least one attempt"))
+    }
+
+    /// `redis://127.0.0.1:<port>/` (with the password when one is set).
+    pub fn url(&self) -> String {
+        match &self.options.password {
+            Some(pass) => format!("redis://:{pass}@127.0.0.1:{}/", self.port),
+            None => format!("redis://127.0.0.1:{}/", self.port),
+        }
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The process ID, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.pid()
+    }
+
+    /// True while the process runs.
+    pub fn is_running(&mut self) -> bool {
+        self.proc.is_running()
+    }
+
+    /// Kills the server with SIGKILL.
+    pub fn kill(&mut self) {
+        self.proc.kill();
+    }
+
+    /// Stops the server with SIGTERM.
+    pub fn stop(&mut self) {
+        self.proc.stop();
+    }
+
+    /// Starts the server again on the same port (killing it first if it runs).
+    ///
+    /// # Errors
+    /// A start failure.
+    pub fn restart(&mut self) -> Result<(), TestkitError> {
+        self.proc.kill();
+        self.proc = spawn(&self.binary, &self.dir, self.port, &self.options)?;
+        Ok(())
+    }
+}
+
+fn spawn(
+    binary: &PathBuf,
+    dir: &tempfile::TempDir,
+    port: u16,
+    options: &RedisOptions,
+) -> Result<Proc, TestkitError> {
+    let log_path = dir.path().join("redis.log");
+    let _ = std::fs::remove_file(&log_path);
+    let mut command = Command::new(binary);
+    command
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+        .arg("--dir")
+        .arg(dir.path())
+        .arg("--logfile")
+        .arg(&log_path);
+    if let Some(pass) = &options.password {
+        command.args(["--requirepass", pass]);
+    }
+    let mut child = Proc::spawn(BINARY, &mut command)?;
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    match wait_ready(BINARY, &mut child, || answers_ping(port), log) {
+        Ok(()) => Ok(Proc::new(child)),
+        Err(err) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(err)
+        }
+    }
+}
+
+/// True once the server answers PING (`+PONG`, or `-NOAUTH` when a password is required).
+fn answers_ping(port: u16) -> bool {
+    let Ok(mut stream) =
+        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200))
+    else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    if stream.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 64];
+    match stream.read(&mut buf) {
+        Ok(n) => buf[..n].starts_with(b"+PONG") || buf[..n].starts_with(b"-NOAUTH"),
+        Err(_) => false,
+    }
+}

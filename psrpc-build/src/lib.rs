@@ -1,0 +1,1 @@
+//! psrpc code generator (work in progress).
