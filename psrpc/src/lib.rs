@@ -32,6 +32,7 @@ mod error;
 pub mod id;
 mod info;
 mod message;
+pub mod options;
 pub mod server;
 pub mod time;
 pub mod wire;

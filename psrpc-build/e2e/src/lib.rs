@@ -1,0 +1,1 @@
+//! Generated-code tests for psrpc-build (work in progress).
