@@ -487,7 +487,7 @@ async fn errors_with_details_cross_the_wire() {
             .unwrap_err();
         assert_eq!(err.code(), &ErrorCode::NotFound);
         assert_eq!(err.message(), "no such thing: boom");
-        assert_eq!(err.details(), [detail.clone()]);
+        assert_eq!(err.details(), std::slice::from_ref(&detail));
     }
 }
 
