@@ -1,1 +1,111 @@
-//! Conformance suite for psrpc buses (work in progress).
+//! One behaviour suite, written once and run against every bus.
+//!
+//! A bus crate's test file builds a [`Harness`] (how to open a new connection to its broker)
+//! and expands [`conformance_suite!`], which declares one `#[tokio::test]` per case in
+//! [`cases`]. Each test gets a harness of its own, so brokers are not shared between tests.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use psrpc::bus::LocalBus;
+//! use psrpc_conformance::Harness;
+//!
+//! fn local() -> Harness {
+//!     let bus = LocalBus::new();
+//!     Harness::new("local", bus.clone(), move || {
+//!         let bus = bus.clone();
+//!         async move { Arc::new(bus) as Arc<dyn psrpc::Bus> }
+//!     })
+//! }
+//! # let _ = local;
+//! ```
+
+pub mod cases;
+
+use std::any::Any;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use psrpc::Bus;
+
+/// How long a case waits for something that should happen before failing.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+type Connect = Box<dyn Fn() -> BoxFuture<'static, Arc<dyn Bus>> + Send + Sync>;
+
+/// A broker under test and a way to open new connections to it.
+pub struct Harness {
+    name: &'static str,
+    connect: Connect,
+    // Keeps the broker process (or anything else) alive for the test.
+    _keep: Box<dyn Any + Send + Sync>,
+}
+
+impl Harness {
+    /// A harness named `name` that keeps `keep` alive and opens buses with `connect`.
+    pub fn new<F, Fut>(name: &'static str, keep: impl Any + Send + Sync, connect: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Arc<dyn Bus>> + Send + 'static,
+    {
+        Harness {
+            name,
+            connect: Box::new(move || Box::pin(connect())),
+            _keep: Box::new(keep),
+        }
+    }
+
+    /// The bus kind under test.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// A new bus instance: for brokers a separate connection, as a separate process would have.
+    pub async fn bus(&self) -> Arc<dyn Bus> {
+        (self.connect)().await
+    }
+}
+
+/// Waits for `fut` at most [`PATIENCE`], panicking with `what` when it takes longer.
+///
+/// # Panics
+/// When the future does not complete in time: that is the test failing.
+pub async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(PATIENCE, fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out after {PATIENCE:?} waiting for {what}"),
+    }
+}
+
+/// Declares one test per conformance case, each running on a fresh harness from `$harness`.
+#[macro_export]
+macro_rules! conformance_suite {
+    ($harness:expr) => {
+        $crate::conformance_suite!(@cases $harness;
+            fan_out_reaches_every_subscriber,
+            queue_delivers_each_message_to_exactly_one_member,
+            subscribe_then_publish_never_loses_the_first_message,
+            closed_subscription_stops_receiving,
+            unary_call_direct_and_claimed,
+            queue_calls_spread_over_servers_on_separate_connections,
+            affinity_call_picks_the_best_server,
+            multi_call_collects_every_server,
+            topic_calls_reach_only_their_topic,
+            subscriptions_fan_out_queue_and_topics,
+            errors_with_details_cross_the_bus,
+            timeouts_and_unserved_methods,
+            metadata_reaches_the_handler,
+            large_payloads_and_the_broker_limit,
+        );
+    };
+    (@cases $harness:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let harness = $harness;
+                $crate::cases::$case(&harness).await;
+            }
+        )*
+    };
+}
