@@ -1,1 +1,325 @@
-//! The nats bus for psrpc (work in progress).
+//! The NATS bus for psrpc, wire-compatible with Go psrpc v0.7 (WIRE.md §4.2, §7).
+//!
+//! [`NatsBus`] carries psrpc over core NATS with [async-nats](async_nats): no JetStream, no
+//! headers, no reply subjects. Every payload is the psrpc envelope; messages to servers carry
+//! their route key (`Method.REQ`, `Method.RCLAIM`, `Method.STR`) in the envelope's field 3,
+//! because one subject carries all methods of a service and topic tuple:
+//!
+//! | channel | subject | route key |
+//! |---|---|---|
+//! | requests, subscription messages | `SRV.Svc[.topic…][.Q]` | `Method.REQ` |
+//! | claim responses | `SRV.Svc[.topic…]` | `Method.RCLAIM` |
+//! | stream frames to servers | `SRV.Svc[.topic…]` | `Method.STR` |
+//! | replies to one client | `CLI.Svc.ClientID.RES` / `.CLAIM` / `.STR` | — |
+//!
+//! # One NATS subscription per subject
+//!
+//! A bus instance holds at most one NATS subscription per subject (and per queue flag), shared
+//! by every local [`Subscription`](psrpc::bus::Subscription) of that subject: all methods of a
+//! service and topic tuple share `SRV.Svc[.topics]`, so a server with ten methods sends one SUB,
+//! not ten, as Go does. A reader task per NATS subscription reads the route key with a cheap scan
+//! ([`psrpc::wire::route_key`], no full decode) and hands the message to the local subscribers of
+//! that key: each fan-out subscriber gets it, or one queue subscriber in round robin on `.Q`
+//! subjects. Delivery never waits: a full subscriber buffer drops the message and counts it on
+//! that subscriber (see [`psrpc::bus::SubscriptionSink::deliver`]), so one slow subscriber never
+//! stalls the other methods of its subject, nor other subjects. Messages without a route key, or
+//! with one no local subscriber wants, are dropped, counted in [`NatsBusStats::unroutable`] and
+//! logged at debug level. The NATS subscription is removed (UNSUB) when its last local
+//! subscriber goes.
+//!
+//! [`Bus::subscribe`](psrpc::Bus::subscribe) returns only once the server has the subscription:
+//! after the SUB it waits for a PING/PONG round trip, so a message published after `subscribe`
+//! returns, from any connection, is delivered.
+//!
+//! # Queue methods share one queue subject
+//!
+//! Queue delivery uses a NATS queue subscription with group `bus` on `SRV.Svc[.topics].Q`. That
+//! subject is shared by **all** queue methods and queue subscriptions of the service and topic
+//! tuple, so the broker picks one member of the group per message without knowing the method.
+//! A bus instance that serves only some of those methods can therefore receive a queue request
+//! for another method: it drops it (counted as unroutable) and the caller does not get an answer
+//! from that delivery, exactly as with Go psrpc. Deployments avoid this by giving each bus
+//! connection the same set of queue methods per service and topic tuple.
+//!
+//! # Reconnects
+//!
+//! async-nats reconnects on its own and re-sends every SUB; the shared subscriptions and their
+//! routing survive a broker restart without any action. Messages published while disconnected
+//! are buffered by the client up to its capacity; messages the broker sent while the connection
+//! was down are lost (core NATS is at-most-once).
+
+mod error;
+mod router;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use psrpc::Channel;
+use psrpc::bus::{Bus, BusError, SubscribeOptions, Subscription};
+
+use router::{Counters, Entry, Membership, Subjects};
+
+/// Options of a [`NatsBus`].
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub struct NatsBusOptions {
+    /// How long [`Bus::subscribe`] waits for the server to confirm a new NATS subscription
+    /// before failing with [`BusError::Timeout`] (default 10 s). While the client is
+    /// disconnected the confirmation waits for the reconnect.
+    pub subscribe_timeout: Duration,
+}
+
+impl Default for NatsBusOptions {
+    fn default() -> Self {
+        NatsBusOptions {
+            subscribe_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl NatsBusOptions {
+    /// Default options.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets [`subscribe_timeout`](Self::subscribe_timeout).
+    pub fn subscribe_timeout(mut self, timeout: Duration) -> Self {
+        self.subscribe_timeout = timeout;
+        self
+    }
+}
+
+/// Counters of a [`NatsBus`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NatsBusStats {
+    /// NATS subscriptions confirmed by the server and not yet unsubscribed.
+    pub nats_subscriptions: usize,
+    /// Local subscriptions fed by them.
+    pub local_subscriptions: usize,
+    /// Messages read from NATS.
+    pub received: u64,
+    /// Messages dropped because they had no route key or no local subscriber wanted their key.
+    pub unroutable: u64,
+}
+
+/// A psrpc [`Bus`] over NATS.
+///
+/// Cloning gives another handle to the same connection and subscriptions. Hand it to
+/// [`psrpc::Server::new`] and [`psrpc::Client::new`]; see the [crate docs](crate) for how
+/// channels map onto subjects.
+///
+/// ```no_run
+/// use psrpc::{Client, MethodInfo, Server};
+/// use psrpc_nats::NatsBus;
+///
+/// const ECHO: MethodInfo = MethodInfo::unary("Echo");
+///
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let bus = NatsBus::connect("nats://127.0.0.1:4222").await?;
+///
+/// let server = Server::new("Greeter", bus.clone());
+/// server
+///     .register_unary(ECHO, &[], |_ctx, name: String| async move { Ok(format!("hi {name}")) })
+///     .await?;
+///
+/// let client = Client::new("Greeter", bus).await?;
+/// let reply: String = client
+///     .request(&ECHO, &[], &"bob".to_string(), Default::default())
+///     .await?;
+/// assert_eq!(reply, "hi bob");
+/// # Ok(()) }
+/// ```
+///
+/// Credentials, TLS and reconnect behaviour come from async-nats:
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), psrpc::bus::BusError> {
+/// let options = async_nats::ConnectOptions::with_user_and_password("app".into(), "secret".into())
+///     .name("my-service");
+/// let bus = psrpc_nats::NatsBus::connect_with_options("nats://127.0.0.1:4222", options).await?;
+/// # let _ = bus; Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct NatsBus {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: async_nats::Client,
+    options: NatsBusOptions,
+    subjects: Arc<Subjects>,
+    counters: Arc<Counters>,
+    next_id: AtomicU64,
+}
+
+impl std::fmt::Debug for NatsBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsBus")
+            .field("state", &self.inner.client.connection_state())
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl NatsBus {
+    /// Connects to the NATS server(s) at `addrs` with default client options.
+    ///
+    /// # Errors
+    /// [`BusError::Connection`] when the connection cannot be established.
+    pub async fn connect(addrs: impl async_nats::ToServerAddrs) -> Result<Self, BusError> {
+        Self::connect_with_options(addrs, async_nats::ConnectOptions::new()).await
+    }
+
+    /// Connects with the given async-nats options (credentials, TLS, reconnect policy, …).
+    ///
+    /// # Errors
+    /// [`BusError::Connection`] when the connection cannot be established.
+    pub async fn connect_with_options(
+        addrs: impl async_nats::ToServerAddrs,
+        options: async_nats::ConnectOptions,
+    ) -> Result<Self, BusError> {
+        let client = options
+            .connect(addrs)
+            .await
+            .map_err(|err| BusError::Connection(Box::new(err)))?;
+        Ok(Self::new(client))
+    }
+
+    /// A bus over an existing client, with default options. The client can still be used for
+    /// other purposes.
+    pub fn new(client: async_nats::Client) -> Self {
+        Self::with_options(client, NatsBusOptions::default())
+    }
+
+    /// A bus over an existing client.
+    pub fn with_options(client: async_nats::Client, options: NatsBusOptions) -> Self {
+        NatsBus {
+            inner: Arc::new(Inner {
+                client,
+                options,
+                subjects: Arc::default(),
+                counters: Arc::default(),
+                next_id: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// The underlying client.
+    pub fn client(&self) -> &async_nats::Client {
+        &self.inner.client
+    }
+
+    /// A snapshot of the bus's counters.
+    pub fn stats(&self) -> NatsBusStats {
+        let counters = &self.inner.counters;
+        let local_subscriptions = router::lock(&self.inner.subjects)
+            .values()
+            .map(|entry| entry.member_count())
+            .sum();
+        NatsBusStats {
+            nats_subscriptions: counters.nats_subscriptions.load(Ordering::Relaxed),
+            local_subscriptions,
+            received: counters.received.load(Ordering::Relaxed),
+            unroutable: counters.unroutable.load(Ordering::Relaxed),
+        }
+    }
+
+    async fn publish_inner(&self, channel: &Channel, payload: Bytes) -> Result<(), BusError> {
+        // Go receivers on `SRV.` subjects drop messages without the route key.
+        let payload = match channel.route_key() {
+            Some(key) => psrpc::wire::with_route_key(&payload, &key),
+            None => payload,
+        };
+        let limit = self.max_payload();
+        let size = payload.len();
+        psrpc::bus::check_payload_size(size, limit)?;
+        self.inner
+            .client
+            .publish(channel.nats_subject(), payload)
+            .await
+            .map_err(|err| error::publish(err, size, self.max_payload()))
+    }
+
+    async fn subscribe_inner(
+        &self,
+        channel: &Channel,
+        options: SubscribeOptions,
+    ) -> Result<Subscription, BusError> {
+        let inner = &self.inner;
+        let subject = channel.nats_subject();
+        let route_key = channel.route_key();
+        let routed = route_key.is_some();
+        let route: Box<str> = route_key.unwrap_or_default().into();
+        let name = if routed {
+            format!("{subject} {route}")
+        } else {
+            subject.clone()
+        };
+        let (sink, sub) = Subscription::new(name, options.capacity);
+        let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let (entry, created) = {
+            let mut map = router::lock(&inner.subjects);
+            let key = (subject, channel.is_queue());
+            let (entry, created) = match map.get(&key) {
+                Some(entry) => (entry.clone(), false),
+                None => {
+                    let entry = Arc::new(Entry::new(key.clone(), routed));
+                    map.insert(key, entry.clone());
+                    (entry, true)
+                }
+            };
+            entry.add(&route, id, sink);
+            (entry, created)
+        };
+        // From here on, dropping this future (or failing) unregisters the subscriber.
+        let membership = Membership {
+            subjects: Arc::downgrade(&inner.subjects),
+            entry: entry.clone(),
+            route,
+            id,
+        };
+        if created {
+            tokio::spawn(router::run(
+                inner.client.clone(),
+                Arc::downgrade(&inner.subjects),
+                entry.clone(),
+                inner.counters.clone(),
+                inner.options.subscribe_timeout,
+            ));
+        }
+        entry.ready().await?;
+        Ok(sub.with_guard(membership))
+    }
+}
+
+impl Bus for NatsBus {
+    fn publish<'a>(
+        &'a self,
+        channel: &'a Channel,
+        payload: Bytes,
+    ) -> BoxFuture<'a, Result<(), BusError>> {
+        Box::pin(self.publish_inner(channel, payload))
+    }
+
+    fn subscribe<'a>(
+        &'a self,
+        channel: &'a Channel,
+        options: SubscribeOptions,
+    ) -> BoxFuture<'a, Result<Subscription, BusError>> {
+        Box::pin(self.subscribe_inner(channel, options))
+    }
+
+    /// The server's `max_payload` (from its latest INFO); the route key counts toward it.
+    fn max_payload(&self) -> usize {
+        self.inner.client.max_payload()
+    }
+
+    fn name(&self) -> &'static str {
+        "nats"
+    }
+}
