@@ -520,13 +520,14 @@ async fn read_pushes(
             continue;
         };
         let payload = Bytes::from(payload);
-        if entry.deliver_fanout(&payload) {
-            if let Err(mpsc::error::TrySendError::Full(job)) =
+        let has_queue = entry.deliver_fanout(&payload);
+        // Queue members get it only once the lock is ours; that round trip runs elsewhere.
+        if has_queue
+            && let Err(mpsc::error::TrySendError::Full(job)) =
                 locks.try_send(LockJob { entry, payload })
-            {
-                counters.lock_overflow.fetch_add(1, Ordering::Relaxed);
-                job.entry.record_queue_drop();
-            }
+        {
+            counters.lock_overflow.fetch_add(1, Ordering::Relaxed);
+            job.entry.record_queue_drop();
         }
     }
 }
