@@ -145,3 +145,15 @@ async fn topics_with_empty_parts_name_the_same_channel() {
     .unwrap();
     assert_eq!(sub.recv().await.unwrap(), payload(7));
 }
+
+#[tokio::test]
+async fn a_subscription_outlives_the_bus_handles() {
+    let bus = LocalBus::new();
+    let mut sub = bus
+        .subscribe(&fanout(), SubscribeOptions::default())
+        .await
+        .unwrap();
+    drop(bus);
+    // Still open (pending), not closed (which would be ready with None).
+    assert!(futures::FutureExt::now_or_never(sub.recv()).is_none());
+}

@@ -64,17 +64,15 @@ impl Members {
 }
 
 struct Unsubscribe {
-    bus: std::sync::Weak<Inner>,
+    // Strong: a subscription keeps its bus alive (the Bus contract).
+    bus: Arc<Inner>,
     name: String,
     id: u64,
 }
 
 impl Drop for Unsubscribe {
     fn drop(&mut self) {
-        let Some(bus) = self.bus.upgrade() else {
-            return;
-        };
-        bus.channels.remove_if_mut(&self.name, |_, members| {
+        self.bus.channels.remove_if_mut(&self.name, |_, members| {
             members.fanout.retain(|(id, _)| *id != self.id);
             members.queue.retain(|(id, _)| *id != self.id);
             members.is_empty()
@@ -180,7 +178,7 @@ impl Bus for LocalBus {
             }
         }
         let guard = Unsubscribe {
-            bus: Arc::downgrade(&self.inner),
+            bus: self.inner.clone(),
             name,
             id,
         };

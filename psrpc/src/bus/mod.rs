@@ -12,6 +12,8 @@
 //!   buffer, and a message arriving when it is full is dropped and counted (see
 //!   [`SubscriptionSink::deliver`]). One slow subscriber never stalls the others.
 //! - A failed publish is an error to the caller, never silent.
+//! - A [`Subscription`] keeps what it needs of its bus alive: it keeps receiving after every
+//!   handle to the bus was dropped, until it is itself dropped or closed.
 //!
 //! ```
 //! use psrpc::{Channel, bus::{Bus, LocalBus, SubscribeOptions}};
