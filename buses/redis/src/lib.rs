@@ -246,7 +246,8 @@ impl RedisBus {
     ///
     /// # Errors
     /// [`RedisBusError::Config`] for a bad URL, [`RedisBusError::Connect`] when the server
-    /// cannot be reached or refuses the connection.
+    /// cannot be reached or refuses the connection (one attempt, no retries: the bus needs a
+    /// server to start; only later losses are retried).
     pub async fn connect(url: &str) -> Result<Self, RedisBusError> {
         let client = redis::Client::open(url).map_err(RedisBusError::Config)?;
         Self::with_options(client, RedisBusOptions::default()).await
@@ -278,6 +279,18 @@ impl RedisBus {
             .set_protocol(redis::ProtocolVersion::RESP3);
         let client =
             redis::Client::open(info.set_redis_settings(resp3)).map_err(RedisBusError::Config)?;
+
+        // One plain attempt first: the managers below retry with backoff for seconds, which
+        // would hide a wrong password or an unreachable server behind a long wait.
+        let probe = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(options.connection_timeout)
+            .set_response_timeout(options.response_timeout);
+        drop(
+            client
+                .get_multiplexed_async_connection_with_config(&probe)
+                .await
+                .map_err(RedisBusError::Connect)?,
+        );
 
         let base = ConnectionManagerConfig::new()
             .set_response_timeout(options.response_timeout)

@@ -377,4 +377,63 @@ async fn errors_are_reported_not_swallowed() {
         matches!(err, BusError::Connection(_) | BusError::Timeout),
         "{err:?}"
     );
+    // No server: connecting fails at once instead of retrying.
+    let err = RedisBus::connect(&server.url()).await.unwrap_err();
+    assert!(matches!(err, RedisBusError::Connect(_)), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_backlog_is_bounded_and_accounted() {
+    let server = server();
+    let client = redis::Client::open(server.url()).unwrap();
+    let bus = RedisBus::with_options(
+        client,
+        RedisBusOptions {
+            max_concurrent_locks: 1,
+            max_pending_locks: 1,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let mut sub = bus
+        .subscribe(&queue(), SubscribeOptions { capacity: 1000 })
+        .await
+        .unwrap();
+    let mut conn = raw(&server).await;
+    const N: u64 = 200;
+    let mut pipe = redis::pipe();
+    for i in 0..N {
+        pipe.cmd("PUBLISH")
+            .arg(queue().pipe_name())
+            .arg(format!("burst-{i}"))
+            .ignore();
+    }
+    let () = pipe.query_async(&mut conn).await.unwrap();
+    // Every message is either locked and delivered or dropped for overflow, none lost silently.
+    eventually("every message accounted for", || async {
+        let s = bus.stats();
+        s.locks_won + s.locks_lost + s.lock_errors + s.lock_overflow == N
+    })
+    .await;
+    let stats = bus.stats();
+    assert_eq!(stats.locks_lost + stats.lock_errors, 0);
+    assert_eq!(sub.stats().delivered(), stats.locks_won);
+    assert_eq!(sub.stats().dropped(), stats.lock_overflow);
+    assert!(recv(&mut sub).await.starts_with(b"burst-"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_bus_ends_its_subscriptions() {
+    let server = server();
+    let bus = bus(&server).await;
+    let mut sub = bus.subscribe(&fanout(), opts()).await.unwrap();
+    let conn = raw(&server).await;
+    drop(bus);
+    assert!(sub.recv().await.is_none());
+    eventually("connection closed, channel gone", || {
+        let mut conn = conn.clone();
+        async move { numsub(&mut conn, &fanout().pipe_name()).await == 0 }
+    })
+    .await;
 }
