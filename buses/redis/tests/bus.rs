@@ -102,7 +102,27 @@ async fn queue_lock_key_matches_go_and_swallows_repeats_within_5s() {
     assert!(key.ends_with('='));
 
     let publisher = bus(&server).await;
+    let monitor = redis::Client::open(server.url())
+        .unwrap()
+        .get_async_monitor()
+        .await
+        .unwrap();
+    let mut monitor = Box::pin(monitor.into_on_message::<String>());
     publisher.publish(&queue(), payload.clone()).await.unwrap();
+    // What the buses told the server, as the Go capture's MONITOR shows Go's
+    // (`"set" "<key>" "<random>" "ex" "5" "nx"`): one SET per queue member.
+    let mut sets = 0;
+    while sets < 2 {
+        let line = tokio::time::timeout(common::PATIENCE, futures::StreamExt::next(&mut monitor))
+            .await
+            .expect("MONITOR line")
+            .expect("MONITOR open")
+            .to_lowercase();
+        if line.contains(&format!("\"set\" \"{}\" ", key.to_lowercase())) {
+            assert!(line.ends_with("\"ex\" \"5\" \"nx\""), "{line}");
+            sets += 1;
+        }
+    }
     let first = tokio::select! {
         m = sa.recv() => m,
         m = sb.recv() => m,
