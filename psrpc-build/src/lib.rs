@@ -1,1 +1,327 @@
-//! psrpc code generator (work in progress).
+//! Generates typed [psrpc](https://docs.rs/psrpc) clients and servers from `.proto` files, in a
+//! build script, without a `protoc` binary.
+//!
+//! Write the `.proto` as for Go psrpc, with the method options of `psrpc/options.proto`
+//! (import it as `"psrpc/options.proto"` or, as Go users do, `"options.proto"`; this crate
+//! embeds the file, so it need not be on your include path):
+//!
+//! ```proto
+//! syntax = "proto3";
+//! package rooms;
+//! import "psrpc/options.proto";
+//!
+//! service Rooms {
+//!   // Looks a room up.
+//!   rpc GetRoom(GetRoomRequest) returns (Room);
+//!   rpc ListAll(ListRequest) returns (Room) { option (psrpc.options).type = MULTI; }
+//!   rpc Join(JoinRequest) returns (Room) {
+//!     option (psrpc.options).type = AFFINITY;
+//!     option (psrpc.options).topics = true;
+//!     option (psrpc.options).topic_params.names = "region";
+//!   }
+//!   rpc Updates(Empty) returns (Room) {
+//!     option (psrpc.options).subscription = true;
+//!     option (psrpc.options).type = MULTI;
+//!   }
+//! }
+//! ```
+//!
+//! Call the generator from `build.rs` (with `psrpc-build` in `[build-dependencies]`):
+//!
+//! ```no_run
+//! // build.rs
+//! fn main() -> Result<(), psrpc_build::Error> {
+//!     psrpc_build::compile_protos(&["proto/rooms.proto"], &["proto"])
+//! }
+//! ```
+//!
+//! and include the generated module (one file per proto package, named after the package):
+//!
+//! ```ignore
+//! pub mod rooms {
+//!     include!(concat!(env!("OUT_DIR"), "/rooms.rs"));
+//! }
+//! ```
+//!
+//! Per service `Rooms` you get the prost messages plus:
+//! - `rooms_methods`: the wire names and routing (`psrpc::MethodInfo` constants);
+//! - `RoomsClient`: `get_room(&req, opts)`, `list_all(&req, opts)` (a stream of per-server
+//!   results), `join(region, &req, opts)`, `subscribe_updates()`;
+//! - `RoomsServerImpl`: a trait with one handler per rpc (`async fn get_room(&self, ctx, req)`)
+//!   and `join_affinity`, all with defaults, so you implement what you serve;
+//! - `RoomsServer`: `new(impl, bus)` serves the methods without topics at once;
+//!   `register_join_topic(region)` / `deregister_join_topic(region)`, `publish_updates(&msg)`,
+//!   `shutdown()`, `kill()`.
+//!
+//! Every generated message implements `psrpc::NamedMessage`, which subscriptions need.
+//!
+//! Options are checked at build time: contradictory ones (topic parameters without `topics`,
+//! MULTI streams, streaming subscriptions, names that collide after case conversion) fail the
+//! build with an [`Error`] naming the file, service and method.
+
+mod codegen;
+mod error;
+mod model;
+mod names;
+mod resolve;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+pub use error::Error;
+
+/// The text of `psrpc/options.proto`, as embedded and served to imports of
+/// `"psrpc/options.proto"` and `"options.proto"`.
+///
+/// ```
+/// assert!(psrpc_build::OPTIONS_PROTO.contains("extend google.protobuf.MethodOptions"));
+/// ```
+pub const OPTIONS_PROTO: &str = resolve::OPTIONS_PROTO;
+
+/// A generator with default settings: client and server code, output to `OUT_DIR`.
+///
+/// ```no_run
+/// // build.rs
+/// fn main() -> Result<(), psrpc_build::Error> {
+///     psrpc_build::configure()
+///         .build_client(true)
+///         .extern_path(".shared", "::shared_protos")
+///         .compile_protos(&["proto/rooms.proto"], &["proto", "../shared/proto"])
+/// }
+/// ```
+pub fn configure() -> Builder {
+    Builder::default()
+}
+
+/// Compiles `protos` (found under `includes`) with default settings into `OUT_DIR`.
+///
+/// # Errors
+/// See [`Builder::compile_protos`].
+///
+/// ```no_run
+/// // build.rs
+/// fn main() -> Result<(), psrpc_build::Error> {
+///     psrpc_build::compile_protos(&["proto/rooms.proto"], &["proto"])
+/// }
+/// ```
+pub fn compile_protos(
+    protos: &[impl AsRef<Path>],
+    includes: &[impl AsRef<Path>],
+) -> Result<(), Error> {
+    configure().compile_protos(protos, includes)
+}
+
+/// Settings of the generator, in the style of `tonic-build`.
+///
+/// ```no_run
+/// let out = std::env::temp_dir().join("psrpc-gen");
+/// std::fs::create_dir_all(&out).unwrap();
+/// psrpc_build::configure()
+///     .out_dir(&out)
+///     .build_server(false)
+///     .emit_rerun_if_changed(false)
+///     .compile_protos(&["proto/rooms.proto"], &["proto"])
+///     .unwrap();
+/// ```
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct Builder {
+    out_dir: Option<PathBuf>,
+    extern_paths: Vec<(String, String)>,
+    build_client: bool,
+    build_server: bool,
+    emit_rerun_if_changed: bool,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder {
+            out_dir: None,
+            extern_paths: Vec::new(),
+            build_client: true,
+            build_server: true,
+            emit_rerun_if_changed: true,
+        }
+    }
+}
+
+impl Builder {
+    /// Writes the generated files to `dir` instead of `OUT_DIR`.
+    ///
+    /// ```
+    /// let builder = psrpc_build::configure().out_dir("src/generated");
+    /// # let _ = builder;
+    /// ```
+    pub fn out_dir(mut self, dir: impl AsRef<Path>) -> Self {
+        self.out_dir = Some(dir.as_ref().to_owned());
+        self
+    }
+
+    /// Uses existing Rust types for a proto package or message instead of generating them,
+    /// as `prost_build::Config::extern_path` (for example `(".shared", "::shared_protos")`).
+    /// Such types need their own `psrpc::NamedMessage` impl to be used in subscriptions.
+    ///
+    /// ```
+    /// let builder = psrpc_build::configure().extern_path(".shared", "::shared_protos");
+    /// # let _ = builder;
+    /// ```
+    pub fn extern_path(
+        mut self,
+        proto_path: impl Into<String>,
+        rust_path: impl Into<String>,
+    ) -> Self {
+        self.extern_paths
+            .push((proto_path.into(), rust_path.into()));
+        self
+    }
+
+    /// Generates the typed clients (default: true).
+    ///
+    /// ```
+    /// let server_only = psrpc_build::configure().build_client(false);
+    /// # let _ = server_only;
+    /// ```
+    pub fn build_client(mut self, enable: bool) -> Self {
+        self.build_client = enable;
+        self
+    }
+
+    /// Generates the server traits and typed servers (default: true).
+    ///
+    /// ```
+    /// let client_only = psrpc_build::configure().build_server(false);
+    /// # let _ = client_only;
+    /// ```
+    pub fn build_server(mut self, enable: bool) -> Self {
+        self.build_server = enable;
+        self
+    }
+
+    /// Prints `cargo:rerun-if-changed` for every `.proto` file read from disk (default: true),
+    /// so Cargo reruns the build script when one changes.
+    ///
+    /// ```
+    /// let quiet = psrpc_build::configure().emit_rerun_if_changed(false);
+    /// # let _ = quiet;
+    /// ```
+    pub fn emit_rerun_if_changed(mut self, enable: bool) -> Self {
+        self.emit_rerun_if_changed = enable;
+        self
+    }
+
+    /// Compiles `protos`, found under `includes`, and writes one `<package>.rs` per proto
+    /// package (`_.rs` for files without a package): prost messages plus psrpc code.
+    ///
+    /// # Errors
+    /// [`Error::Compile`] for a `.proto` that does not compile, [`Error::InvalidMethod`] and
+    /// [`Error::InvalidService`] for psrpc options that cannot work, [`Error::NoOutDir`] and
+    /// [`Error::Write`] for output problems.
+    ///
+    /// ```no_run
+    /// psrpc_build::configure().compile_protos(&["proto/rooms.proto"], &["proto"]).unwrap();
+    /// ```
+    pub fn compile_protos(
+        self,
+        protos: &[impl AsRef<Path>],
+        includes: &[impl AsRef<Path>],
+    ) -> Result<(), Error> {
+        self.compile_with_config(prost_build::Config::new(), protos, includes)
+    }
+
+    /// Like [`compile_protos`](Self::compile_protos), with a prost-build configuration of your
+    /// own (attributes, `bytes`, `btree_map`, …). Its service generator is replaced, and its
+    /// output directory and include file are not used: set them on this builder.
+    ///
+    /// # Errors
+    /// See [`compile_protos`](Self::compile_protos).
+    ///
+    /// ```no_run
+    /// let mut config = prost_build::Config::new();
+    /// config.type_attribute(".", "#[derive(Eq)]");
+    /// psrpc_build::configure()
+    ///     .compile_with_config(config, &["proto/rooms.proto"], &["proto"])
+    ///     .unwrap();
+    /// ```
+    pub fn compile_with_config(
+        self,
+        mut config: prost_build::Config,
+        protos: &[impl AsRef<Path>],
+        includes: &[impl AsRef<Path>],
+    ) -> Result<(), Error> {
+        let includes: Vec<PathBuf> = includes.iter().map(|p| p.as_ref().to_owned()).collect();
+        let mut compiler = protox::Compiler::with_file_resolver(resolve::resolver(&includes));
+        compiler.include_imports(true).include_source_info(true);
+        compiler.open_files(protos)?;
+        if self.emit_rerun_if_changed {
+            for file in compiler.files() {
+                if let Some(path) = file.path() {
+                    println!("cargo:rerun-if-changed={}", path.display());
+                }
+            }
+        }
+        let pool = compiler.descriptor_pool();
+        let services = Rc::new(model::read_services(&pool)?);
+        let out_dir = match self.out_dir {
+            Some(dir) => dir,
+            None => std::env::var_os("OUT_DIR")
+                .map(PathBuf::from)
+                .ok_or(Error::NoOutDir)?,
+        };
+
+        for (proto, rust) in &self.extern_paths {
+            config.extern_path(proto, rust);
+        }
+        let errors = Rc::new(RefCell::new(Vec::new()));
+        config.service_generator(Box::new(codegen::PsrpcGenerator {
+            services,
+            parts: codegen::Parts {
+                client: self.build_client,
+                server: self.build_server,
+            },
+            errors: errors.clone(),
+        }));
+        // The options file is read through the pool, never generated.
+        let requests: Vec<(prost_build::Module, prost_types::FileDescriptorProto)> = compiler
+            .file_descriptor_set()
+            .file
+            .into_iter()
+            .filter(|f| !resolve::is_options_file(f))
+            .map(|f| {
+                (
+                    prost_build::Module::from_protobuf_package_name(f.package()),
+                    f,
+                )
+            })
+            .collect();
+        let packages: HashMap<prost_build::Module, String> = requests
+            .iter()
+            .map(|(module, f)| (module.clone(), f.package().to_owned()))
+            .collect();
+        let modules = config
+            .generate(requests)
+            .map_err(|e| Error::Generate(e.to_string()))?;
+        if let Some(err) = errors.borrow_mut().drain(..).next() {
+            return Err(err);
+        }
+        for (module, mut content) in modules {
+            let package = packages.get(&module).map_or("", String::as_str);
+            content.push_str(&codegen::named_messages(&pool, package, &content)?);
+            let path = out_dir.join(module.to_file_name_or("_"));
+            write_if_changed(&path, &content)?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes only when the content changed, so Cargo does not rebuild dependents needlessly.
+fn write_if_changed(path: &Path, content: &str) -> Result<(), Error> {
+    if std::fs::read(path).is_ok_and(|old| old == content.as_bytes()) {
+        return Ok(());
+    }
+    std::fs::write(path, content).map_err(|source| Error::Write {
+        path: path.to_owned(),
+        source,
+    })
+}

@@ -143,7 +143,10 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(affinity.effective_routing(), crate::Routing::Affinity);
-        assert_eq!(Options::default().effective_routing(), crate::Routing::Queue);
+        assert_eq!(
+            Options::default().effective_routing(),
+            crate::Routing::Queue
+        );
     }
 
     #[test]
@@ -156,9 +159,6 @@ mod tests {
             r#type: Routing::Multi as i32,
             ..Default::default()
         };
-        assert_eq!(
-            opts.encode_to_vec(),
-            [0x08, 1, 0x10, 1, 0x28, 1, 0x40, 2]
-        );
+        assert_eq!(opts.encode_to_vec(), [0x08, 1, 0x10, 1, 0x28, 1, 0x40, 2]);
     }
 }
