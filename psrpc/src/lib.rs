@@ -34,6 +34,7 @@ mod info;
 mod message;
 pub mod options;
 pub mod server;
+pub mod stream;
 pub mod time;
 pub mod wire;
 

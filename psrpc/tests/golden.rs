@@ -956,6 +956,7 @@ fn literal_stream_frames_and_publishes_encode_as_go_does() {
         body: Some(Body::Open(StreamOpen {
             node_id: "CLI_rIac5ANZBlVX".into(),
             metadata: [("x-echo".to_string(), "s1".to_string())].into(),
+            x_window: 0,
         })),
     };
     let ch = Channel::server_stream("Interop", "Chat", Vec::<String>::new());

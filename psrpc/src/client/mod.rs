@@ -27,7 +27,8 @@ pub use select::{Claim, SelectionFn, SelectionOptions};
 pub use subscribe::TypedSubscription;
 
 use crate::bus::{Bus, IntoBus, SubscribeOptions, Subscription};
-use crate::wire::{self, ClaimRequest, ClaimResponse, Request, Response};
+use crate::stream::{Stream, StreamCore, StreamRegistry};
+use crate::wire::{self, ClaimRequest, ClaimResponse, Request, Response, StreamOpen, stream::Body};
 use crate::{Channel, Error, ErrorCode, MethodInfo, NamedMessage, Result};
 
 /// A reply routed to a waiting call.
@@ -57,6 +58,7 @@ pub(crate) struct Inner {
     bus: Arc<dyn Bus>,
     options: ClientOptions,
     pending: DashMap<String, mpsc::UnboundedSender<Reply>>,
+    streams: Arc<StreamRegistry>,
     closed: CancellationToken,
     readers: TaskTracker,
     unroutable: AtomicU64,
@@ -120,6 +122,12 @@ impl Client {
         let claims = bus
             .subscribe(&Channel::claim(service.clone(), id.clone()), sub_opts)
             .await?;
+        let stream_frames = bus
+            .subscribe(
+                &Channel::client_stream(service.clone(), id.clone()),
+                sub_opts,
+            )
+            .await?;
         let closed = CancellationToken::new();
         let inner = Arc::new(Inner {
             service,
@@ -127,6 +135,7 @@ impl Client {
             bus,
             options,
             pending: DashMap::new(),
+            streams: Arc::default(),
             closed: closed.clone(),
             readers: TaskTracker::new(),
             unroutable: AtomicU64::new(0),
@@ -134,6 +143,9 @@ impl Client {
         });
         inner.readers.spawn(reply_loop(inner.clone(), responses));
         inner.readers.spawn(reply_loop(inner.clone(), claims));
+        inner
+            .readers
+            .spawn(reply_loop(inner.clone(), stream_frames));
         inner.readers.close();
         Ok(Client {
             inner,
@@ -292,6 +304,103 @@ impl Client {
         Ok(MultiResponses::new(call, deadline, inner.closed.clone()))
     }
 
+    /// Opens a bidirectional stream to one server of a stream method: the client sends `S` and
+    /// receives `R`. Claim methods choose the server as unary calls do; the call options'
+    /// timeout bounds the opening.
+    ///
+    /// # Errors
+    /// As [`request`](Self::request), for the opening.
+    pub async fn open_stream<S, R>(
+        &self,
+        method: &MethodInfo,
+        topics: &[&str],
+        opts: CallOptions,
+    ) -> Result<Stream<S, R>>
+    where
+        S: Message,
+        R: Message + Default,
+    {
+        let inner = &self.inner;
+        inner.check_open()?;
+        let started = Instant::now();
+        let deadline = opts.deadline_from(started, inner.options.timeout);
+        let stream_id = crate::id::new_stream_id();
+        let open_id = crate::id::new_request_id();
+        let peer =
+            Channel::server_stream(inner.service.clone(), method.name, topics.iter().copied());
+        let (core, inbox) = StreamCore::new(
+            stream_id.clone(),
+            open_id.clone(),
+            inner.bus.clone(),
+            peer.clone(),
+            inner.options.stream,
+        );
+        let acked = core.expect_open_ack();
+        inner.streams.insert(stream_id.clone(), core.clone());
+        // Until it is established, dropping the handle only unregisters the stream.
+        let stream = Stream::new(core.clone(), inbox, inner.streams.clone(), false);
+        let mut call = PendingCall::new(inner.clone(), open_id.clone(), method, topics);
+
+        let sent_at = crate::time::now_unix_nanos();
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let open = wire::Stream {
+            stream_id,
+            request_id: open_id.clone(),
+            sent_at,
+            expiry: sent_at.saturating_add(i64::try_from(remaining.as_nanos()).unwrap_or(i64::MAX)),
+            body: Some(Body::Open(StreamOpen {
+                node_id: inner.id.to_string(),
+                metadata: opts.metadata.clone(),
+                x_window: inner.options.stream.window,
+            })),
+        };
+        let payload = wire::encode_envelope(wire::STREAM_TYPE_URL, &open);
+        crate::bus::check_payload_size(payload.len(), inner.bus.max_payload())?;
+        inner.bus.publish(&peer, payload).await?;
+
+        if method.require_claim {
+            let selection = opts
+                .selection
+                .clone()
+                .unwrap_or_else(|| SelectionOptions::for_method(method));
+            let mut selector = Selector::new(&selection, started);
+            let mut rejection = None;
+            let server = loop {
+                let window = selector.closes_at();
+                tokio::select! {
+                    biased;
+                    _ = inner.closed.cancelled() => return Err(Error::canceled()),
+                    reply = call.rx.recv() => match reply {
+                        Some(Reply::Claim(claim)) => {
+                            let claim = Claim { server_id: claim.server_id, affinity: claim.affinity };
+                            if let Some(server) = selector.on_claim(claim, Instant::now()) {
+                                break server;
+                            }
+                        }
+                        Some(Reply::Response(resp)) => rejection = Some(response_error(resp)),
+                        None => return Err(Error::canceled()),
+                    },
+                    _ = tokio::time::sleep_until(window) => break selector.finish(rejection.take())?,
+                    _ = tokio::time::sleep_until(deadline) => return Err(Error::timed_out()),
+                }
+            };
+            inner
+                .send_claim_response(method, topics, &open_id, &server)
+                .await?;
+        }
+        // From here a server may hold the stream: a failure must tell it.
+        stream.set_close_on_drop(true);
+        let peer_window = tokio::select! {
+            biased;
+            _ = inner.closed.cancelled() => return Err(Error::canceled()),
+            window = acked => window.map_err(|_| Error::canceled())?,
+            _ = tokio::time::sleep_until(deadline) => return Err(Error::timed_out()),
+        };
+        core.set_peer_window(peer_window);
+        tokio::spawn(core.drive());
+        Ok(stream)
+    }
+
     /// Subscribes to a subscription method on `topics`; returns once the subscription is live.
     ///
     /// # Errors
@@ -429,7 +538,7 @@ impl Inner {
         Ok(())
     }
 
-    /// Routes a payload from a reply channel to the call waiting for it.
+    /// Routes a payload from a reply channel to the call or stream waiting for it.
     fn route(&self, payload: Bytes) {
         let reply =
             wire::decode_envelope(payload)
@@ -441,11 +550,20 @@ impl Inner {
                     wire::CLAIM_REQUEST_TYPE_URL => {
                         ClaimRequest::decode(msg.value).ok().map(Reply::Claim)
                     }
-                    _ => None,
+                    wire::STREAM_TYPE_URL => {
+                        if let Ok(frame) = wire::Stream::decode(msg.value) {
+                            self.route_frame(frame);
+                            return None;
+                        }
+                        self.count_malformed();
+                        None
+                    }
+                    _ => {
+                        self.count_malformed();
+                        None
+                    }
                 });
         let Some(reply) = reply else {
-            self.malformed.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(client = %self.id, "dropped a malformed reply");
             return;
         };
         let request_id = match &reply {
@@ -459,6 +577,21 @@ impl Inner {
         if !delivered {
             self.unroutable.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    fn route_frame(&self, frame: wire::Stream) {
+        // Clone out of the map so no shard lock is held while the frame is handled.
+        match self.streams.get(&frame.stream_id).map(|core| core.clone()) {
+            Some(core) => core.on_frame(frame),
+            None => {
+                self.unroutable.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn count_malformed(&self) {
+        self.malformed.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(client = %self.id, "dropped a malformed reply");
     }
 }
 

@@ -22,6 +22,8 @@ pub struct ClientOptions {
     pub direct_queue_calls: bool,
     /// Buffer of the client's reply subscriptions.
     pub subscription_capacity: usize,
+    /// Tuning of the streams this client opens.
+    pub stream: crate::stream::StreamOptions,
 }
 
 impl Default for ClientOptions {
@@ -31,6 +33,7 @@ impl Default for ClientOptions {
             timeout: DEFAULT_TIMEOUT,
             direct_queue_calls: true,
             subscription_capacity: crate::bus::DEFAULT_SUBSCRIPTION_CAPACITY,
+            stream: crate::stream::StreamOptions::default(),
         }
     }
 }

@@ -37,7 +37,8 @@ use stats::Counters;
 pub use stats::ServerStats;
 
 use crate::bus::{Bus, IntoBus, SubscribeOptions, Subscription};
-use crate::wire::{self, ClaimRequest, ClaimResponse, Request, Response};
+use crate::stream::{Stream, StreamCore, StreamOptions, StreamRegistry};
+use crate::wire::{self, ClaimRequest, ClaimResponse, Request, Response, stream::Body};
 use crate::{Channel, Error, ErrorCode, MethodInfo, NamedMessage, Result};
 
 /// Options of a [`Server`].
@@ -50,6 +51,8 @@ pub struct ServerOptions {
     pub max_in_flight: Option<usize>,
     /// Buffer of each request subscription (see [`crate::bus::SubscriptionSink::deliver`]).
     pub subscription_capacity: usize,
+    /// Tuning of the streams this server serves.
+    pub stream: StreamOptions,
 }
 
 impl Default for ServerOptions {
@@ -58,6 +61,7 @@ impl Default for ServerOptions {
             server_id: None,
             max_in_flight: None,
             subscription_capacity: crate::bus::DEFAULT_SUBSCRIPTION_CAPACITY,
+            stream: StreamOptions::default(),
         }
     }
 }
@@ -84,6 +88,20 @@ type Processor = Arc<
     dyn Fn(Arc<Inner>, Request, Instant, Arc<[String]>) -> BoxFuture<'static, ()> + Send + Sync,
 >;
 
+/// Serves the open of a stream (its first frame).
+type StreamProcessor = Arc<
+    dyn Fn(Arc<Inner>, wire::Stream, Instant, Arc<[String]>) -> BoxFuture<'static, ()>
+        + Send
+        + Sync,
+>;
+
+/// What a registration does with what arrives on its channel.
+#[derive(Clone)]
+enum Handler {
+    Unary(Processor),
+    Stream(StreamProcessor),
+}
+
 type RegistrationKey = (&'static str, Vec<String>);
 
 struct Inner {
@@ -96,6 +114,8 @@ struct Inner {
     claims: DashMap<String, oneshot::Sender<ClaimResponse>>,
     /// Handlers running, by request ID, to deliver cancellations.
     running: DashMap<String, CancellationToken>,
+    /// Streams being served, by stream ID.
+    streams: Arc<StreamRegistry>,
     readers: TaskTracker,
     stop_requests: CancellationToken,
     stop_all: CancellationToken,
@@ -111,7 +131,7 @@ struct Registration {
     topics: Arc<[String]>,
     stop: CancellationToken,
     handlers: TaskTracker,
-    processor: Processor,
+    handler: Handler,
 }
 
 impl std::fmt::Debug for Server {
@@ -150,6 +170,7 @@ impl Server {
             registrations: Mutex::default(),
             claims: DashMap::new(),
             running: DashMap::new(),
+            streams: Arc::default(),
             readers: TaskTracker::new(),
             stop_requests: CancellationToken::new(),
             stop_all: CancellationToken::new(),
@@ -207,7 +228,8 @@ impl Server {
         Fut: Future<Output = Result<Resp>> + Send + 'static,
     {
         let processor = unary_processor(method, handler, None);
-        self.register(method, topics, processor).await
+        self.register(method, topics, Handler::Unary(processor))
+            .await
     }
 
     /// Like [`register_unary`](Self::register_unary), with the affinity function servers of an
@@ -229,7 +251,37 @@ impl Server {
         Fut: Future<Output = Result<Resp>> + Send + 'static,
     {
         let processor = unary_processor(method, handler, Some(affinity));
-        self.register(method, topics, processor).await
+        self.register(method, topics, Handler::Unary(processor))
+            .await
+    }
+
+    /// Registers the handler of a stream method, on `topics` (empty for none). The handler
+    /// gets the stream (it sends `Out`, receives `In`); the stream closes when it returns,
+    /// cleanly on `Ok`, with the error on `Err`. The handler's context has no deadline, and
+    /// its cancellation fires when the stream ends.
+    ///
+    /// # Errors
+    /// As [`register_unary`](Self::register_unary).
+    pub async fn register_stream<In, Out, H, Fut>(
+        &self,
+        method: MethodInfo,
+        topics: &[&str],
+        handler: H,
+    ) -> Result<()>
+    where
+        In: Message + Default + Send + 'static,
+        Out: Message + Send + 'static,
+        H: Fn(RequestContext, Stream<Out, In>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<()>> + Send + 'static,
+    {
+        let processor = stream_processor(method, handler);
+        self.register(method, topics, Handler::Stream(processor))
+            .await
+    }
+
+    /// Streams being served now.
+    pub fn open_streams(&self) -> usize {
+        self.inner.streams.len()
     }
 
     /// Stops serving `method` on `topics`; handlers already running finish. Returns whether it
@@ -294,12 +346,7 @@ impl Server {
         self.inner.readers.wait().await;
     }
 
-    async fn register(
-        &self,
-        method: MethodInfo,
-        topics: &[&str],
-        processor: Processor,
-    ) -> Result<()> {
+    async fn register(&self, method: MethodInfo, topics: &[&str], handler: Handler) -> Result<()> {
         let inner = &self.inner;
         if inner.stop_requests.is_cancelled() {
             return Err(Error::new(
@@ -323,12 +370,18 @@ impl Server {
         let options = SubscribeOptions {
             capacity: inner.options.subscription_capacity,
         };
-        let req_channel = Channel::request(
-            inner.service.clone(),
-            method.name,
-            topics.iter().cloned(),
-            method.queue,
-        );
+        let req_channel = match handler {
+            Handler::Unary(_) => Channel::request(
+                inner.service.clone(),
+                method.name,
+                topics.iter().cloned(),
+                method.queue,
+            ),
+            // Stream frames to servers always fan out; the claim picks the server.
+            Handler::Stream(_) => {
+                Channel::server_stream(inner.service.clone(), method.name, topics.iter().cloned())
+            }
+        };
         let claim_channel =
             Channel::claim_response(inner.service.clone(), method.name, topics.iter().cloned());
         let subscribed = async {
@@ -350,7 +403,7 @@ impl Server {
             topics,
             stop,
             handlers: TaskTracker::new(),
-            processor,
+            handler,
         };
         inner
             .readers
@@ -368,13 +421,37 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 async fn request_loop(inner: Arc<Inner>, mut sub: Subscription, reg: Registration) {
+    // Streams keep receiving frames after new opens stop, until the streams already open end.
+    let keeps_routing = matches!(reg.handler, Handler::Stream(_));
+    let mut accepting = true;
+    let drained = reg.handlers.wait();
+    tokio::pin!(drained);
     loop {
         tokio::select! {
             biased;
-            _ = reg.stop.cancelled() => break,
-            _ = inner.stop_requests.cancelled() => break,
+            _ = inner.stop_all.cancelled() => break,
+            _ = reg.stop.cancelled(), if accepting => {
+                accepting = false;
+                reg.handlers.close();
+                if !keeps_routing {
+                    break;
+                }
+            }
+            _ = inner.stop_requests.cancelled(), if accepting => {
+                accepting = false;
+                reg.handlers.close();
+                if !keeps_routing {
+                    break;
+                }
+            }
+            _ = &mut drained, if !accepting => break,
             payload = sub.recv() => match payload {
-                Some(payload) => inner.accept(&reg, payload),
+                Some(payload) => match &reg.handler {
+                    Handler::Unary(processor) => inner.accept(&reg, processor, payload),
+                    Handler::Stream(processor) => {
+                        inner.accept_frame(&reg, processor, payload, accepting);
+                    }
+                },
                 None => break,
             },
         }
@@ -409,7 +486,7 @@ impl Inner {
     }
 
     /// Decodes a request and hands it to a task of its own.
-    fn accept(self: &Arc<Self>, reg: &Registration, payload: Bytes) {
+    fn accept(self: &Arc<Self>, reg: &Registration, processor: &Processor, payload: Bytes) {
         let Some(req) = decode_request(payload) else {
             Counters::incr(&self.counters.malformed);
             tracing::debug!(service = %self.service, method = reg.method.name, "dropped a malformed request");
@@ -437,7 +514,51 @@ impl Inner {
             }
         };
         Counters::incr(&self.counters.received);
-        let work = (reg.processor)(self.clone(), req, deadline, reg.topics.clone());
+        let work = processor(self.clone(), req, deadline, reg.topics.clone());
+        reg.handlers.spawn(async move {
+            work.await;
+            drop(permit);
+        });
+    }
+
+    /// Handles a frame on a stream channel: an open starts a task, other frames go to the
+    /// stream they belong to (frames of streams served elsewhere are ignored).
+    fn accept_frame(
+        self: &Arc<Self>,
+        reg: &Registration,
+        processor: &StreamProcessor,
+        payload: Bytes,
+        accepting: bool,
+    ) {
+        let frame = wire::decode_envelope(payload)
+            .ok()
+            .filter(|msg| msg.type_url == wire::STREAM_TYPE_URL)
+            .and_then(|msg| wire::Stream::decode(msg.value).ok());
+        let Some(frame) = frame else {
+            Counters::incr(&self.counters.malformed);
+            return;
+        };
+        if !matches!(frame.body, Some(Body::Open(_))) {
+            if let Some(core) = self.streams.get(&frame.stream_id).map(|c| c.clone()) {
+                core.on_frame(frame);
+            }
+            return;
+        }
+        if !accepting {
+            // Shutting down or deregistered: other servers may claim it.
+            return;
+        }
+        let Some(deadline) = crate::time::deadline_from_expiry(frame.expiry) else {
+            Counters::incr(&self.counters.expired);
+            return;
+        };
+        let Ok(permit) = self.try_acquire() else {
+            // Other servers may claim it; this one stays silent.
+            Counters::incr(&self.counters.shed);
+            return;
+        };
+        Counters::incr(&self.counters.received);
+        let work = processor(self.clone(), frame, deadline, reg.topics.clone());
         reg.handlers.spawn(async move {
             work.await;
             drop(permit);
@@ -477,19 +598,25 @@ impl Inner {
     }
 
     /// Runs the claim exchange; true if this server was chosen.
-    async fn claim(&self, req: &Request, affinity: f32, deadline: Instant) -> bool {
+    async fn claim(
+        &self,
+        request_id: &str,
+        client_id: &str,
+        affinity: f32,
+        deadline: Instant,
+    ) -> bool {
         // NaN or negative: this server declines.
         if affinity.is_nan() || affinity < 0.0 {
             return false;
         }
         let (tx, rx) = oneshot::channel();
-        self.claims.insert(req.request_id.clone(), tx);
+        self.claims.insert(request_id.to_owned(), tx);
         let claim = ClaimRequest {
-            request_id: req.request_id.clone(),
+            request_id: request_id.to_owned(),
             server_id: self.id.to_string(),
             affinity,
         };
-        let channel = Channel::claim(self.service.clone(), req.client_id.as_str());
+        let channel = Channel::claim(self.service.clone(), client_id);
         let payload = wire::encode_envelope(wire::CLAIM_REQUEST_TYPE_URL, &claim);
         let chosen = match self.bus.publish(&channel, payload).await {
             Err(err) => {
@@ -503,7 +630,7 @@ impl Inner {
                 answer = tokio::time::timeout_at(deadline, rx) => answer.ok().and_then(Result::ok),
             },
         };
-        self.claims.remove(&req.request_id);
+        self.claims.remove(request_id);
         let won = chosen.is_some_and(|c| *c.server_id == *self.id && !c.x_cancel);
         if !won {
             Counters::incr(&self.counters.claims_lost);
@@ -590,7 +717,10 @@ where
                 let direct = req.x_direct && method.queue;
                 if method.require_claim && !direct {
                     let score = affinity.as_ref().map_or(1.0, |f| f(&typed));
-                    if !inner.claim(&req, score, deadline).await {
+                    if !inner
+                        .claim(&req.request_id, &req.client_id, score, deadline)
+                        .await
+                    {
                         return;
                     }
                 }
@@ -624,3 +754,75 @@ where
         },
     )
 }
+
+/// Builds the work of a stream open: claim, acknowledge, run the handler, close.
+fn stream_processor<In, Out, H, Fut>(method: MethodInfo, handler: H) -> StreamProcessor
+where
+    In: Message + Default + Send + 'static,
+    Out: Message + Send + 'static,
+    H: Fn(RequestContext, Stream<Out, In>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<()>> + Send + 'static,
+{
+    let handler = Arc::new(handler);
+    Arc::new(
+        move |inner: Arc<Inner>, open: wire::Stream, deadline: Instant, topics: Arc<[String]>| {
+            let handler = handler.clone();
+            Box::pin(async move {
+                let Some(Body::Open(opening)) = &open.body else {
+                    return;
+                };
+                if method.require_claim
+                    && !inner
+                        .claim(&open.request_id, &opening.node_id, 1.0, deadline)
+                        .await
+                {
+                    return;
+                }
+                let peer = Channel::client_stream(inner.service.clone(), opening.node_id.as_str());
+                let (core, inbox) = StreamCore::new(
+                    open.stream_id.clone(),
+                    open.request_id.clone(),
+                    inner.bus.clone(),
+                    peer,
+                    inner.options.stream,
+                );
+                core.set_peer_window(opening.x_window);
+                inner.streams.insert(open.stream_id.clone(), core.clone());
+                if let Err(err) = core.ack_open(&open).await {
+                    Counters::incr(&inner.counters.publish_errors);
+                    tracing::warn!(%err, stream_id = %open.stream_id, "failed to acknowledge a stream open");
+                    inner.streams.remove(&open.stream_id);
+                    return;
+                }
+                let stream = Stream::new(core.clone(), inbox, inner.streams.clone(), false);
+                let ctx = RequestContext {
+                    method: method.name,
+                    topics,
+                    request_id: open.request_id.clone(),
+                    client_id: opening.node_id.clone(),
+                    server_id: inner.id.clone(),
+                    metadata: opening.metadata.clone(),
+                    // A stream lives until either side closes it.
+                    deadline: Instant::now() + STREAM_HORIZON,
+                    cancel: core.closed.clone(),
+                };
+                let served = async {
+                    let result = handler(ctx, stream).await;
+                    core.close(result.err()).await;
+                };
+                tokio::select! {
+                    biased;
+                    _ = inner.kill.cancelled() => {
+                        let err = Error::new(ErrorCode::Unavailable, "server killed");
+                        core.close_now(Some(err)).await;
+                    }
+                    _ = futures::future::join(served, core.clone().drive()) => {}
+                }
+                Counters::incr(&inner.counters.handled);
+            })
+        },
+    )
+}
+
+/// The deadline a stream handler's context reports: streams have none.
+const STREAM_HORIZON: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 24 * 3600);

@@ -127,7 +127,7 @@ pub struct Stream {
     #[prost(int64, tag = "4")]
     pub expiry: i64,
     /// What the frame carries.
-    #[prost(oneof = "stream::Body", tags = "6, 7, 8, 9")]
+    #[prost(oneof = "stream::Body", tags = "6, 7, 8, 9, 1001")]
     pub body: Option<stream::Body>,
 }
 
@@ -148,6 +148,12 @@ pub mod stream {
         /// Ends the stream, optionally with an error.
         #[prost(message, tag = "9")]
         Close(super::StreamClose),
+        /// Rust extension: a keepalive between Rust peers, so a vanished peer is detected.
+        ///
+        /// Only sent to peers that announced a window ([`super::StreamOpen::x_window`] or
+        /// [`super::StreamAck::x_window`]), never to Go peers.
+        #[prost(message, tag = "1001")]
+        XPing(super::StreamAck),
     }
 }
 
@@ -160,6 +166,10 @@ pub struct StreamOpen {
     /// Caller metadata.
     #[prost(btree_map = "string, string", tag = "7")]
     pub metadata: BTreeMap<String, String>,
+    /// Rust extension: how many unacknowledged messages the opener accepts (0: a Go peer, which
+    /// gets stop-and-wait).
+    #[prost(uint32, tag = "1001")]
+    pub x_window: u32,
 }
 
 /// A user message on a stream (`internal.StreamMessage`).
@@ -172,7 +182,11 @@ pub struct StreamMessage {
 
 /// Acknowledges a stream frame (`internal.StreamAck`).
 #[derive(Clone, Copy, PartialEq, prost::Message)]
-pub struct StreamAck {}
+pub struct StreamAck {
+    /// Rust extension, on the ack of an open: the server's window (0 for Go servers).
+    #[prost(uint32, tag = "1001")]
+    pub x_window: u32,
+}
 
 /// Closes a stream (`internal.StreamClose`).
 #[derive(Clone, PartialEq, prost::Message)]

@@ -1,6 +1,7 @@
 //! Helpers shared by the runtime tests.
 #![allow(dead_code)]
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -44,6 +45,16 @@ impl RecordingBus {
             .collect()
     }
 
+    /// The payloads published, in order.
+    pub fn payloads(&self) -> Vec<Bytes> {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, p)| p.clone())
+            .collect()
+    }
+
     pub fn clear(&self) {
         self.log.lock().unwrap().clear();
     }
@@ -76,5 +87,55 @@ impl Bus for RecordingBus {
 
     fn name(&self) -> &'static str {
         "recording"
+    }
+}
+
+/// A real in-process bus whose publishes can be cut, as if this node's network went away.
+#[derive(Clone, Default)]
+pub struct CuttableBus {
+    inner: LocalBus,
+    cut: Arc<AtomicBool>,
+}
+
+impl CuttableBus {
+    pub fn new(inner: LocalBus) -> Self {
+        CuttableBus {
+            inner,
+            cut: Arc::default(),
+        }
+    }
+
+    /// From now on, publishes vanish.
+    pub fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Bus for CuttableBus {
+    fn publish<'a>(
+        &'a self,
+        channel: &'a Channel,
+        payload: Bytes,
+    ) -> BoxFuture<'a, Result<(), BusError>> {
+        if self.cut.load(Ordering::SeqCst) {
+            return Box::pin(std::future::ready(Ok(())));
+        }
+        self.inner.publish(channel, payload)
+    }
+
+    fn subscribe<'a>(
+        &'a self,
+        channel: &'a Channel,
+        options: SubscribeOptions,
+    ) -> BoxFuture<'a, Result<Subscription, BusError>> {
+        self.inner.subscribe(channel, options)
+    }
+
+    fn max_payload(&self) -> usize {
+        self.inner.max_payload()
+    }
+
+    fn name(&self) -> &'static str {
+        "cuttable"
     }
 }

@@ -327,6 +327,7 @@ impl Inner {
                         let open = Out::default()
                             .str("node_id", &o.node_id)
                             .map("metadata", &o.metadata)
+                            .int("x_window", i64::from(o.x_window))
                             .done();
                         out.msg("open", open).done()
                     }
@@ -334,7 +335,13 @@ impl Inner {
                         let msg = Out::default().bytes("raw_message", &m.raw_message).done();
                         out.msg("message", msg).done()
                     }
-                    Some(Body::Ack(_)) => out.msg("ack", Vec::new()).done(),
+                    Some(Body::Ack(a)) => {
+                        let ack = Out::default().int("x_window", i64::from(a.x_window)).done();
+                        out.msg("ack", ack).done()
+                    }
+                    // A Rust-only keepalive never appears in a Go capture: rendering it makes the
+                    // comparison fail.
+                    Some(Body::XPing(_)) => out.msg("x_ping", Vec::new()).done(),
                     Some(Body::Close(c)) => {
                         let close = Out::default()
                             .str("error", &c.error)

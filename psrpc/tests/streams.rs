@@ -1,0 +1,475 @@
+//! Bidirectional streams on the in-process bus.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{CuttableBus, RecordingBus};
+use psrpc::bus::LocalBus;
+use psrpc::stream::{Stream, StreamOptions};
+use psrpc::wire::{self, stream::Body};
+use psrpc::{
+    CallOptions, Client, ClientOptions, Error, ErrorCode, MethodInfo, Server, ServerOptions,
+};
+use tokio::sync::oneshot;
+
+const SVC: &str = "Streams";
+const CHAT: MethodInfo = MethodInfo::unary("Chat");
+
+fn s(v: &str) -> String {
+    v.to_owned()
+}
+
+/// A server whose Chat echoes every message with its ID, until the client ends the stream.
+async fn echo_server(bus: impl psrpc::IntoBus) -> Server {
+    let server = Server::new(SVC, bus);
+    server
+        .register_stream(
+            CHAT,
+            &[],
+            |ctx, mut stream: Stream<String, String>| async move {
+                while let Some(msg) = stream.recv().await {
+                    stream
+                        .send(&format!("{}: {}", ctx.server_id(), msg?))
+                        .await?;
+                }
+                Ok(())
+            },
+        )
+        .await
+        .unwrap();
+    server
+}
+
+#[tokio::test(start_paused = true)]
+async fn ping_pong() {
+    let bus = LocalBus::new();
+    let server = echo_server(bus.clone()).await;
+    let client = Client::new(SVC, bus).await.unwrap();
+    let mut stream = client
+        .open_stream::<String, String>(&CHAT, &[], CallOptions::new())
+        .await
+        .unwrap();
+    for word in ["hi", "there", "bye"] {
+        stream.send(&s(word)).await.unwrap();
+        let reply = stream.recv().await.unwrap().unwrap();
+        assert_eq!(reply, format!("{}: {word}", server.id()));
+    }
+    stream.close(None).await;
+    assert!(stream.is_closed());
+    assert_eq!(stream.recv().await, None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn ten_thousand_messages_each_way_in_order() {
+    const N: u32 = 10_000;
+    let bus = LocalBus::new();
+    // Full duplex: each side sends and receives at once through split halves.
+    let server = Server::new(SVC, bus.clone());
+    server
+        .register_stream(
+            CHAT,
+            &["bulk"],
+            |_ctx, stream: Stream<u32, u32>| async move {
+                let (tx, mut rx) = stream.split();
+                let sending = async {
+                    for i in 0..N {
+                        tx.send(&i).await?;
+                    }
+                    Ok::<_, Error>(())
+                };
+                let receiving = async {
+                    for i in 0..N {
+                        assert_eq!(
+                            rx.recv().await.expect("open")?,
+                            i,
+                            "server received out of order"
+                        );
+                    }
+                    Ok::<_, Error>(())
+                };
+                let (sent, received) = tokio::join!(sending, receiving);
+                sent?;
+                received?;
+                tx.closed().await;
+                Ok(())
+            },
+        )
+        .await
+        .unwrap();
+    let client = Client::new(SVC, bus).await.unwrap();
+    let stream = client
+        .open_stream::<u32, u32>(&CHAT, &["bulk"], CallOptions::new())
+        .await
+        .unwrap();
+    assert_eq!(stream.dropped(), 0);
+    let (tx, mut rx) = stream.split();
+    let sending = async {
+        for i in 0..N {
+            tx.send(&i).await.unwrap();
+        }
+    };
+    let receiving = async {
+        for i in 0..N {
+            assert_eq!(
+                rx.recv().await.unwrap().unwrap(),
+                i,
+                "client received out of order"
+            );
+        }
+    };
+    tokio::join!(sending, receiving);
+    tx.close(None).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_receiver_holds_the_sender_back_without_loss() {
+    let bus = LocalBus::new();
+    let window = 4;
+    let (got_tx, got_rx) = oneshot::channel::<Vec<u32>>();
+    let got_tx = Arc::new(std::sync::Mutex::new(Some(got_tx)));
+    let server = Server::with_options(
+        SVC,
+        bus.clone(),
+        ServerOptions {
+            stream: StreamOptions {
+                window,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    );
+    let (release_tx, release_rx) = oneshot::channel::<()>();
+    let release_rx = Arc::new(std::sync::Mutex::new(Some(release_rx)));
+    server
+        .register_stream(CHAT, &[], move |_ctx, mut stream: Stream<u32, u32>| {
+            let got_tx = got_tx.lock().unwrap().take().unwrap();
+            let release = release_rx.lock().unwrap().take().unwrap();
+            async move {
+                // Take nothing until released: the client's sends must stall at the window.
+                let _ = release.await;
+                let mut got = Vec::new();
+                while let Some(msg) = stream.recv().await {
+                    got.push(msg?);
+                    if got.len() == 20 {
+                        break;
+                    }
+                }
+                let _ = got_tx.send(got);
+                Ok(())
+            }
+        })
+        .await
+        .unwrap();
+    let client = Client::new(SVC, bus).await.unwrap();
+    let stream = client
+        .open_stream::<u32, u32>(&CHAT, &[], CallOptions::new())
+        .await
+        .unwrap();
+    for i in 0..window {
+        stream.send(&i).await.unwrap();
+    }
+    // The window is full: the next send waits.
+    let next = stream.send(&window);
+    tokio::pin!(next);
+    assert!(futures::poll!(next.as_mut()).is_pending());
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+    assert!(
+        futures::poll!(next.as_mut()).is_pending(),
+        "send must wait for window space"
+    );
+    release_tx.send(()).unwrap();
+    next.await.unwrap();
+    for i in window + 1..20 {
+        stream.send(&i).await.unwrap();
+    }
+    assert_eq!(got_rx.await.unwrap(), (0..20).collect::<Vec<_>>());
+}
+
+#[tokio::test(start_paused = true)]
+async fn handler_error_closes_the_stream_with_its_code() {
+    let bus = LocalBus::new();
+    let server = Server::new(SVC, bus.clone());
+    server
+        .register_stream(
+            CHAT,
+            &[],
+            |_ctx, mut stream: Stream<String, String>| async move {
+                let first = stream.recv().await.unwrap()?;
+                Err(Error::new(
+                    ErrorCode::PermissionDenied,
+                    format!("no {first} for you"),
+                ))
+            },
+        )
+        .await
+        .unwrap();
+    let client = Client::new(SVC, bus).await.unwrap();
+    let mut stream = client
+        .open_stream::<String, String>(&CHAT, &[], CallOptions::new())
+        .await
+        .unwrap();
+    stream.send(&s("soup")).await.unwrap();
+    let err = stream.recv().await.unwrap().unwrap_err();
+    assert_eq!(err.code(), &ErrorCode::PermissionDenied);
+    assert_eq!(err.message(), "no soup for you");
+    assert!(stream.is_closed());
+    assert_eq!(stream.send(&s("more")).await.unwrap_err(), err);
+}
+
+#[tokio::test(start_paused = true)]
+async fn client_close_with_error_reaches_the_handler() {
+    let bus = LocalBus::new();
+    let server = Server::new(SVC, bus.clone());
+    let (seen_tx, seen_rx) = oneshot::channel::<Option<Error>>();
+    let seen_tx = Arc::new(std::sync::Mutex::new(Some(seen_tx)));
+    server
+        .register_stream(
+            CHAT,
+            &[],
+            move |_ctx, mut stream: Stream<String, String>| {
+                let seen = seen_tx.lock().unwrap().take().unwrap();
+                async move {
+                    let outcome = stream.recv().await.and_then(Result::err);
+                    let _ = seen.send(outcome);
+                    Ok(())
+                }
+            },
+        )
+        .await
+        .unwrap();
+    let client = Client::new(SVC, bus).await.unwrap();
+    let stream = client
+        .open_stream::<String, String>(&CHAT, &[], CallOptions::new())
+        .await
+        .unwrap();
+    stream
+        .close(Some(Error::new(ErrorCode::Aborted, "changed my mind")))
+        .await;
+    let err = seen_rx.await.unwrap().expect("the handler saw an error");
+    assert_eq!(err, Error::new(ErrorCode::Aborted, "changed my mind"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn handler_returning_closes_the_stream_cleanly() {
+    let bus = LocalBus::new();
+    let server = Server::new(SVC, bus.clone());
+    server
+        .register_stream(
+            CHAT,
+            &[],
+            |_ctx, stream: Stream<String, String>| async move {
+                stream.send(&s("only one")).await?;
+                Ok(())
+            },
+        )
+        .await
+        .unwrap();
+    let client = Client::new(SVC, bus).await.unwrap();
+    let mut stream = client
+        .open_stream::<String, String>(&CHAT, &[], CallOptions::new())
+        .await
+        .unwrap();
+    assert_eq!(stream.recv().await.unwrap().unwrap(), "only one");
+    assert_eq!(stream.recv().await, None, "a clean end, not an error");
+    assert_eq!(server.open_streams(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_the_client_handle_closes_the_server_side() {
+    let bus = LocalBus::new();
+    let server = Server::new(SVC, bus.clone());
+    let (ended_tx, ended_rx) = oneshot::channel::<bool>();
+    let ended_tx = Arc::new(std::sync::Mutex::new(Some(ended_tx)));
+    server
+        .register_stream(CHAT, &[], move |ctx, mut stream: Stream<String, String>| {
+            let ended = ended_tx.lock().unwrap().take().unwrap();
+            async move {
+                let clean_end = stream.recv().await.is_none();
+                let _ = ended.send(clean_end && ctx.is_cancelled());
+                Ok(())
+            }
+        })
+        .await
+        .unwrap();
+    let client = Client::new(SVC, bus).await.unwrap();
+    let stream = client
+        .open_stream::<String, String>(&CHAT, &[], CallOptions::new())
+        .await
+        .unwrap();
+    drop(stream);
+    assert!(
+        ended_rx.await.unwrap(),
+        "the handler saw a clean end and its context cancelled"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_vanished_client_is_detected_by_the_server() {
+    let local = LocalBus::new();
+    let server = Server::new(SVC, local.clone());
+    let (outcome_tx, outcome_rx) = oneshot::channel::<Option<Error>>();
+    let outcome_tx = Arc::new(std::sync::Mutex::new(Some(outcome_tx)));
+    server
+        .register_stream(
+            CHAT,
+            &[],
+            move |_ctx, mut stream: Stream<String, String>| {
+                let outcome = outcome_tx.lock().unwrap().take().unwrap();
+                async move {
+                    let end = stream.recv().await.and_then(Result::err);
+                    let _ = outcome.send(end);
+                    Ok(())
+                }
+            },
+        )
+        .await
+        .unwrap();
+    let client_bus = CuttableBus::new(local);
+    let client = Client::new(SVC, client_bus.clone()).await.unwrap();
+    let stream = client
+        .open_stream::<String, String>(&CHAT, &[], CallOptions::new())
+        .await
+        .unwrap();
+    let opened = tokio::time::Instant::now();
+    // The client's network goes away: no close, no keepalives.
+    client_bus.cut();
+    let err = outcome_rx.await.unwrap().expect("the server noticed");
+    assert_eq!(
+        err,
+        Error::new(ErrorCode::Unavailable, "stream peer vanished")
+    );
+    let idle = StreamOptions::default().idle_timeout;
+    let waited = opened.elapsed();
+    assert!(
+        waited >= idle && waited <= idle + Duration::from_secs(2),
+        "{waited:?}"
+    );
+    drop(stream);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_vanished_server_is_detected_by_the_client() {
+    let local = LocalBus::new();
+    let server_bus = CuttableBus::new(local.clone());
+    let _server = echo_server(server_bus.clone()).await;
+    let client = Client::with_options(
+        SVC,
+        local,
+        ClientOptions {
+            stream: StreamOptions {
+                idle_timeout: Duration::from_secs(2),
+                keepalive_interval: Duration::from_millis(500),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let mut stream = client
+        .open_stream::<String, String>(&CHAT, &[], CallOptions::new())
+        .await
+        .unwrap();
+    server_bus.cut();
+    let err = stream.recv().await.unwrap().unwrap_err();
+    assert_eq!(
+        err,
+        Error::new(ErrorCode::Unavailable, "stream peer vanished")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn unacknowledged_messages_fail_the_stream() {
+    let local = LocalBus::new();
+    let server_bus = CuttableBus::new(local.clone());
+    // A server that never reads: its acks never come (and its keepalives are cut too).
+    let server = Server::new(SVC, server_bus.clone());
+    server
+        .register_stream(
+            CHAT,
+            &[],
+            |_ctx, stream: Stream<String, String>| async move {
+                stream.closed().await;
+                Ok(())
+            },
+        )
+        .await
+        .unwrap();
+    let client = Client::new(SVC, local).await.unwrap();
+    let stream = client
+        .open_stream::<String, String>(&CHAT, &[], CallOptions::new())
+        .await
+        .unwrap();
+    server_bus.cut();
+    stream.send(&s("anyone?")).await.unwrap();
+    stream.closed().await;
+    let err = stream.send(&s("again")).await.unwrap_err();
+    assert!(
+        err.code() == &ErrorCode::DeadlineExceeded || err.code() == &ErrorCode::Unavailable,
+        "{err}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn frames_follow_the_go_exchange() {
+    let local = LocalBus::new();
+    let server_bus = RecordingBus::new(local.clone());
+    let server = echo_server(server_bus.clone()).await;
+    let client_bus = RecordingBus::new(local);
+    let client = Client::new(SVC, client_bus.clone()).await.unwrap();
+    let mut stream = client
+        .open_stream::<String, String>(&CHAT, &[], CallOptions::new().metadata("x-echo", "s1"))
+        .await
+        .unwrap();
+    stream.send(&s("hi")).await.unwrap();
+    assert_eq!(
+        stream.recv().await.unwrap().unwrap(),
+        format!("{}: hi", server.id())
+    );
+    stream.close(None).await;
+    server.shutdown().await;
+
+    let frames = |bus: &RecordingBus| -> Vec<String> {
+        bus.payloads()
+            .into_iter()
+            .map(|p| {
+                let msg = wire::decode_envelope(p).unwrap();
+                match msg.type_url.as_str() {
+                    wire::STREAM_TYPE_URL => {
+                        let frame: wire::Stream = prost::Message::decode(msg.value).unwrap();
+                        match frame.body {
+                            Some(Body::Open(o)) => format!("open(window={})", o.x_window),
+                            Some(Body::Message(_)) => "message".into(),
+                            Some(Body::Ack(a)) => format!("ack(window={})", a.x_window),
+                            Some(Body::Close(c)) => format!("close({}/{})", c.error, c.code),
+                            Some(Body::XPing(_)) => "ping".into(),
+                            None => "empty".into(),
+                        }
+                    }
+                    other => other
+                        .trim_start_matches("type.googleapis.com/internal.")
+                        .to_owned(),
+                }
+            })
+            .filter(|f| f != "ping")
+            .collect()
+    };
+    assert_eq!(
+        frames(&client_bus),
+        [
+            "open(window=64)",
+            "ClaimResponse",
+            "message",
+            "ack(window=0)",
+            "close(stream closed/canceled)"
+        ]
+    );
+    assert_eq!(
+        frames(&server_bus),
+        ["ClaimRequest", "ack(window=64)", "ack(window=0)", "message"]
+    );
+}
