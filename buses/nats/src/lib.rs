@@ -15,7 +15,7 @@
 //! # One NATS subscription per subject
 //!
 //! A bus instance holds at most one NATS subscription per subject (and per queue flag), shared
-//! by every local [`Subscription`](psrpc::bus::Subscription) of that subject: all methods of a
+//! by every local [`Subscription`] of that subject: all methods of a
 //! service and topic tuple share `SRV.Svc[.topics]`, so a server with ten methods sends one SUB,
 //! not ten, as Go does. A reader task per NATS subscription reads the route key with a cheap scan
 //! ([`psrpc::wire::route_key`], no full decode) and hands the message to the local subscribers of
@@ -27,7 +27,7 @@
 //! logged at debug level. The NATS subscription is removed (UNSUB) when its last local
 //! subscriber goes.
 //!
-//! [`Bus::subscribe`](psrpc::Bus::subscribe) returns only once the server has the subscription:
+//! [`Bus::subscribe`] returns only once the server has the subscription:
 //! after the SUB it waits for a PING/PONG round trip, so a message published after `subscribe`
 //! returns, from any connection, is delivered.
 //!

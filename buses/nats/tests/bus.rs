@@ -136,7 +136,10 @@ async fn route_keys_demultiplex_methods_on_one_subject() {
         .unwrap();
 
     publisher.publish(&other, envelope("o1")).await.unwrap();
-    publisher.publish(&echo_claims, envelope("c1")).await.unwrap();
+    publisher
+        .publish(&echo_claims, envelope("c1"))
+        .await
+        .unwrap();
     publisher.publish(&echo, envelope("e1")).await.unwrap();
 
     assert_eq!(recv_text(&mut echo_sub).await, "e1");
@@ -197,7 +200,10 @@ async fn closed_subscriptions_stop_and_the_last_one_removes_the_sub() {
     s1.close();
     drop(s3);
     assert_eq!(a.stats().local_subscriptions, 2);
-    publisher.publish(&ch, envelope("after close")).await.unwrap();
+    publisher
+        .publish(&ch, envelope("after close"))
+        .await
+        .unwrap();
     assert_eq!(recv_text(&mut s2).await, "after close");
     assert!(s1.recv().await.is_none());
 
@@ -208,7 +214,10 @@ async fn closed_subscriptions_stop_and_the_last_one_removes_the_sub() {
     a.client().flush().await.unwrap();
     let before = a.client().statistics().in_messages.load(Ordering::Relaxed);
     publisher.publish(&ch, envelope("nobody")).await.unwrap();
-    publisher.publish(&marker, envelope("marker")).await.unwrap();
+    publisher
+        .publish(&marker, envelope("marker"))
+        .await
+        .unwrap();
     assert_eq!(recv_text(&mut marker_sub).await, "marker");
     // The server sent the marker and nothing for the unsubscribed subject.
     let after = a.client().statistics().in_messages.load(Ordering::Relaxed);

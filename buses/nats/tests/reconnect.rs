@@ -78,7 +78,10 @@ async fn subscriptions_survive_a_broker_restart() {
     .await;
 
     // No re-subscribing: the same local subscriptions receive again.
-    for (ch, sub) in [&events, &claims, &jobs, &replies].into_iter().zip(&mut subs) {
+    for (ch, sub) in [&events, &claims, &jobs, &replies]
+        .into_iter()
+        .zip(&mut subs)
+    {
         publish_until_received(&publisher, ch, sub, "after").await;
     }
     let stats = a.stats();

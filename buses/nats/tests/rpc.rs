@@ -35,9 +35,11 @@ async fn rpc_over_nats() {
         .await
         .unwrap();
     }
-    s1.register_unary(REGION_ECHO, &["eu-west.1/🚀"], |ctx, req: String| async move {
-        Ok(format!("{req}@{}", ctx.topics().join(",")))
-    })
+    s1.register_unary(
+        REGION_ECHO,
+        &["eu-west.1/🚀"],
+        |ctx, req: String| async move { Ok(format!("{req}@{}", ctx.topics().join(","))) },
+    )
     .await
     .unwrap();
     // Affinity: every server claims, the caller picks the best.
@@ -93,10 +95,7 @@ async fn rpc_over_nats() {
             a.server_id
         })
         .collect();
-    assert_eq!(
-        ids,
-        HashSet::from([s1.id().to_owned(), s2.id().to_owned()])
-    );
+    assert_eq!(ids, HashSet::from([s1.id().to_owned(), s2.id().to_owned()]));
 
     // A topic that needs sanitising on the subject.
     let reply: String = client
@@ -145,7 +144,8 @@ async fn subscriptions_over_nats() {
     let server = nats();
     // A service of its own: on NATS, queue subscriptions share `SRV.Svc.Q` and group `bus` with
     // the service's queue RPCs, so mixing them with RPC servers would steal deliveries (as in Go).
-    let (pub_bus, sub_bus1, sub_bus2) = (bus(&server).await, bus(&server).await, bus(&server).await);
+    let (pub_bus, sub_bus1, sub_bus2) =
+        (bus(&server).await, bus(&server).await, bus(&server).await);
     let publisher = Server::new("Feed", pub_bus);
     let c1 = Client::new("Feed", sub_bus1).await.unwrap();
     let c2 = Client::new("Feed", sub_bus2).await.unwrap();

@@ -70,7 +70,12 @@ async fn unary_with_claims_and_multi_match_the_go_wire_format() {
     assert_eq!(client_bus.stats().nats_subscriptions, 2);
 
     let reply: String = client
-        .request(&ECHO, &[], &"x".to_string(), CallOptions::new().direct(false))
+        .request(
+            &ECHO,
+            &[],
+            &"x".to_string(),
+            CallOptions::new().direct(false),
+        )
         .await
         .unwrap();
     assert_eq!(reply, "x");
