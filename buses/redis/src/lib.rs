@@ -63,8 +63,8 @@ mod lock;
 mod router;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -410,7 +410,7 @@ impl RedisBus {
             entry.add(id, sink.clone(), channel.is_queue());
             // Created before the SUBSCRIBE, so a cancelled subscribe still cleans up.
             let guard = Unsubscribe {
-                bus: Arc::downgrade(inner),
+                bus: inner.clone(),
                 entry: entry.clone(),
                 id,
             };
@@ -455,7 +455,8 @@ impl Bus for RedisBus {
 /// Removes one local subscriber when its [`Subscription`] goes; the last one of a channel
 /// unsubscribes it at Redis.
 struct Unsubscribe {
-    bus: Weak<Inner>,
+    // Strong: a subscription keeps its bus (and its connections) alive, per the Bus contract.
+    bus: Arc<Inner>,
     entry: Arc<Entry>,
     id: u64,
 }
@@ -466,10 +467,7 @@ impl Drop for Unsubscribe {
         if !self.entry.is_empty() {
             return;
         }
-        // Without the bus its connection is gone, and with it the Redis subscription.
-        let Some(inner) = self.bus.upgrade() else {
-            return;
-        };
+        let inner = self.bus.clone();
         let runtime = inner.runtime.clone();
         runtime.spawn(retire(inner, self.entry.clone()));
     }

@@ -444,14 +444,22 @@ async fn lock_backlog_is_bounded_and_accounted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dropping_the_bus_ends_its_subscriptions() {
+async fn a_subscription_keeps_its_bus_alive() {
     let server = server();
     let bus = bus(&server).await;
     let mut sub = bus.subscribe(&fanout(), opts()).await.unwrap();
-    let conn = raw(&server).await;
     drop(bus);
-    assert!(sub.recv().await.is_none());
-    eventually("connection closed, channel gone", || {
+    // Another connection still reaches the subscription of the dropped handle.
+    let publisher = self::bus(&server).await;
+    publisher
+        .publish(&fanout(), Bytes::from_static(b"still here"))
+        .await
+        .unwrap();
+    assert_eq!(recv(&mut sub).await, Bytes::from_static(b"still here"));
+    // Dropping the subscription then unsubscribes and releases the connection.
+    let conn = raw(&server).await;
+    drop(sub);
+    eventually("channel gone", || {
         let mut conn = conn.clone();
         async move { numsub(&mut conn, &fanout().pipe_name()).await == 0 }
     })
