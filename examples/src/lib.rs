@@ -16,6 +16,8 @@ pub async fn bus_from_args() -> Result<Arc<dyn Bus>, String> {
         .cloned();
     match url {
         None => Ok(Arc::new(LocalBus::new())),
-        Some(url) => Err(format!("unsupported bus URL {url:?}: only the in-process bus is built in yet")),
+        Some(url) => Err(format!(
+            "unsupported bus URL {url:?}: only the in-process bus is built in yet"
+        )),
     }
 }

@@ -48,24 +48,37 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             })
             .await?;
         server
-            .register_unary(REGION_ECHO, &[region], move |ctx, text: String| async move {
-                Ok(format!("{text} served in {region} by {}", ctx.server_id()))
-            })
+            .register_unary(
+                REGION_ECHO,
+                &[region],
+                move |ctx, text: String| async move {
+                    Ok(format!("{text} served in {region} by {}", ctx.server_id()))
+                },
+            )
             .await?;
         servers.push(server);
     }
 
     let client = Client::new(SERVICE, bus.clone()).await?;
 
-    let reply: String = client.request(&ECHO, &[], &"hello".to_string(), CallOptions::new()).await?;
+    let reply: String = client
+        .request(&ECHO, &[], &"hello".to_string(), CallOptions::new())
+        .await?;
     println!("queue call:    {reply}");
 
-    let chosen: String = client.request(&PICK, &[], &"render".to_string(), CallOptions::new()).await?;
+    let chosen: String = client
+        .request(&PICK, &[], &"render".to_string(), CallOptions::new())
+        .await?;
     println!("affinity call: least loaded server is {chosen}");
 
     println!("multi call:");
     let mut answers = client
-        .request_multi::<(), String>(&STATS, &[], &(), CallOptions::new().timeout(Duration::from_millis(500)))
+        .request_multi::<(), String>(
+            &STATS,
+            &[],
+            &(),
+            CallOptions::new().timeout(Duration::from_millis(500)),
+        )
         .await?;
     while let Some(answer) = answers.next().await {
         match answer.result {
@@ -76,13 +89,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     for region in ["eu-west", "us-east"] {
         let reply: String = client
-            .request(&REGION_ECHO, &[region], &"ping".to_string(), CallOptions::new())
+            .request(
+                &REGION_ECHO,
+                &[region],
+                &"ping".to_string(),
+                CallOptions::new(),
+            )
             .await?;
         println!("topic call:    {reply}");
     }
 
     let mut news = client.subscribe::<String>(&NEWS, &[]).await?;
-    servers[0].publish(&NEWS, &[], &"psrpc speaks Go's wire format".to_string()).await?;
+    servers[0]
+        .publish(&NEWS, &[], &"psrpc speaks Go's wire format".to_string())
+        .await?;
     println!("subscription:  {}", news.recv().await.unwrap_or_default());
 
     for server in &servers {
