@@ -18,7 +18,8 @@
 #[non_exhaustive]
 pub enum Error {
     /// A `.proto` file did not parse, an import was not found, or a type did not resolve.
-    #[error("failed to compile the .proto files: {0}")]
+    // protox puts `file:line:column` in its Debug form only.
+    #[error("failed to compile the .proto files: {0:?}")]
     Compile(#[from] Box<protox::Error>),
     /// A method's psrpc options are contradictory or unsupported.
     #[error("{file}: service {service}, method {method}: {reason}")]
