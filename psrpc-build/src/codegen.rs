@@ -148,7 +148,7 @@ impl Method<'_> {
             (_, Routing::Affinity) => quote!(::psrpc::MethodInfo::affinity(#name)),
             (_, Routing::Queue) => quote!(::psrpc::MethodInfo::unary(#name)),
         };
-        if self.model.single_server && self.model.kind == Kind::Unary {
+        if self.model.single_server && matches!(self.model.kind, Kind::Unary | Kind::Stream) {
             quote!(#base.single_server())
         } else {
             base
@@ -162,6 +162,10 @@ impl Method<'_> {
                 "subscription: every subscriber gets every message"
             }
             (Kind::Subscription, _) => "queue subscription: each message goes to one subscriber",
+            (Kind::Stream, _) if self.model.single_server => {
+                "bidirectional stream, single server: no claim exchange"
+            }
+            (Kind::Stream, _) => "bidirectional stream with one server",
             (_, Routing::Multi) => "MULTI: every server answers",
             (_, Routing::Affinity) => {
                 "AFFINITY: servers claim with an affinity, the caller picks one"
@@ -427,6 +431,29 @@ fn client_code(
                     }
                 }
             }
+            Kind::Stream => {
+                let allow = allow_many(params.len() + 2);
+                quote! {
+                    #method_docs
+                    ///
+                    #[doc = #routing]
+                    /// Opens the stream: send requests, receive responses; the call options'
+                    /// timeout bounds the opening.
+                    ///
+                    /// # Errors
+                    /// As for a unary call, for the opening.
+                    #allow
+                    pub async fn #fn_ident(
+                        &self,
+                        #(#params,)*
+                        opts: ::psrpc::CallOptions,
+                    ) -> ::psrpc::Result<::psrpc::stream::Stream<#input, #output>> {
+                        self.client
+                            .open_stream::<#input, #output>(&#methods_mod::#konst, #topics, opts)
+                            .await
+                    }
+                }
+            }
             Kind::Subscription => {
                 let sub = format_ident!("subscribe_{}", m.model.snake);
                 let allow = allow_many(params.len() + 1);
@@ -553,6 +580,23 @@ fn server_code(
             } else {
                 quote!()
             };
+            if m.model.kind == Kind::Stream {
+                return quote! {
+                    #method_docs
+                    ///
+                    #[doc = #routing]
+                    /// Serves one stream (send responses, receive requests); it closes when this
+                    /// returns, with the error on `Err`. Defaults to an `unimplemented` error.
+                    fn #fn_ident(
+                        &self,
+                        ctx: ::psrpc::RequestContext,
+                        stream: ::psrpc::stream::Stream<#output, #input>,
+                    ) -> impl ::core::future::Future<Output = ::psrpc::Result<()>> + ::core::marker::Send {
+                        let _ = (ctx, stream);
+                        ::core::future::ready(::core::result::Result::Err(::psrpc::Error::unimplemented(#wire)))
+                    }
+                };
+            }
             quote! {
                 #method_docs
                 ///
@@ -575,6 +619,23 @@ fn server_code(
         let fn_ident = m.fn_ident();
         let konst = &m.konst;
         let input = &m.input;
+        if m.model.kind == Kind::Stream {
+            let output = &m.output;
+            return quote! {
+                #srv.register_stream(
+                    #methods_mod::#konst,
+                    #topics,
+                    {
+                        let handler_impl = ::std::sync::Arc::clone(#imp);
+                        move |ctx: ::psrpc::RequestContext, stream: ::psrpc::stream::Stream<#output, #input>| {
+                            let handler_impl = ::std::sync::Arc::clone(&handler_impl);
+                            async move { handler_impl.#fn_ident(ctx, stream).await }
+                        }
+                    },
+                )
+                .await
+            };
+        }
         let handler = quote! {
             {
                 let handler_impl = ::std::sync::Arc::clone(#imp);

@@ -29,6 +29,8 @@ pub(crate) enum Kind {
     Multi,
     /// Servers publish, clients subscribe.
     Subscription,
+    /// A bidirectional stream with one server.
+    Stream,
 }
 
 /// One topic parameter of a method.
@@ -246,9 +248,11 @@ fn finish_method(
         if opts.subscription {
             return fail("a method cannot be both a subscription and a stream");
         }
-        return fail(
-            "stream methods are not supported yet: the psrpc runtime has no streams; remove `stream = true`",
-        );
+        if opts.routing == Routing::Affinity {
+            return fail(
+                "AFFINITY streams are not supported yet: the psrpc runtime has no stream affinity function; use QUEUE",
+            );
+        }
     }
     if opts.subscription && opts.routing == Routing::Affinity {
         return fail("a subscription cannot use AFFINITY routing; use QUEUE or MULTI");
@@ -327,6 +331,8 @@ fn finish_method(
     }
     let kind = if opts.subscription {
         Kind::Subscription
+    } else if opts.stream {
+        Kind::Stream
     } else if opts.routing == Routing::Multi {
         Kind::Multi
     } else {
@@ -395,7 +401,7 @@ fn check_service(service: &ServiceDescriptor, model: &ServiceModel) -> Result<()
                 insert(&mut client, format!("subscribe_{}", m.snake), owner)?;
                 insert(&mut server, format!("publish_{}", m.snake), owner)?;
             }
-            Kind::Unary | Kind::Multi => {
+            Kind::Unary | Kind::Multi | Kind::Stream => {
                 insert(&mut client, m.snake.clone(), owner)?;
                 insert(&mut server_impl, m.snake.clone(), owner)?;
                 if m.routing == Routing::Affinity {

@@ -146,9 +146,26 @@ fn multi_stream() {
 }
 
 #[test]
-fn streams_are_not_supported_yet() {
-    let msg = method_error("option (psrpc.options).stream = true;");
+fn affinity_streams_are_not_supported_yet() {
+    let msg = method_error(
+        "option (psrpc.options).stream = true; option (psrpc.options).type = AFFINITY;",
+    );
     assert!(msg.contains("not supported"), "{msg}");
+}
+
+#[test]
+fn streams_open_typed_streams() {
+    let files = generate(&[(
+        "demo.proto",
+        &service("option (psrpc.options).stream = true;"),
+    )])
+    .unwrap();
+    let code = &files[0].1;
+    assert!(
+        code.contains("::psrpc::Result<::psrpc::stream::Stream<Req, Req>>"),
+        "{code}"
+    );
+    assert!(code.contains(".register_stream("), "{code}");
 }
 
 #[test]

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use psrpc::bus::LocalBus;
+use psrpc::stream::Stream;
 use psrpc::{CallOptions, ErrorCode, NamedMessage, RequestContext};
 use psrpc_build_e2e::everything::{
     EchoReply, EchoRequest, EverythingClient, EverythingServer, EverythingServerImpl, Update,
@@ -72,6 +73,27 @@ impl EverythingServerImpl for Node {
 
     fn pick_on_topic_affinity(&self, req: &EchoRequest) -> f32 {
         req.affinity * self.affinity
+    }
+
+    async fn chat(
+        &self,
+        ctx: RequestContext,
+        mut stream: Stream<EchoReply, EchoRequest>,
+    ) -> psrpc::Result<()> {
+        while let Some(req) = stream.recv().await {
+            let mut reply = self.reply(req?)?;
+            reply.text = format!("{}@{}", reply.text, ctx.topics().join("/"));
+            stream.send(&reply).await?;
+        }
+        Ok(())
+    }
+
+    async fn room_chat(
+        &self,
+        ctx: RequestContext,
+        stream: Stream<EchoReply, EchoRequest>,
+    ) -> psrpc::Result<()> {
+        self.chat(ctx, stream).await
     }
 
     async fn old_pick(&self, _ctx: RequestContext, req: EchoRequest) -> psrpc::Result<EchoReply> {
@@ -309,6 +331,31 @@ async fn subscriptions_fan_out_and_queue() {
 }
 
 #[tokio::test]
+async fn streams_with_and_without_topics() {
+    let bus = LocalBus::new();
+    let server = Server::new(node("a", 1.0), bus.clone()).await.unwrap();
+    let client: Client = EverythingClient::new(bus).await.unwrap();
+
+    let mut chat = client.chat(CallOptions::new()).await.unwrap();
+    for text in ["one", "two"] {
+        chat.send(&req(text)).await.unwrap();
+        let reply = within(chat.recv()).await.unwrap().unwrap();
+        assert_eq!(
+            (reply.text.as_str(), reply.server.as_str()),
+            (format!("{text}@").as_str(), "a")
+        );
+    }
+    chat.close(None).await;
+
+    server.register_room_chat_topic("lobby").await.unwrap();
+    let mut room = client.room_chat("lobby", CallOptions::new()).await.unwrap();
+    room.send(&req("hi")).await.unwrap();
+    assert_eq!(within(room.recv()).await.unwrap().unwrap().text, "hi@lobby");
+    room.close(None).await;
+    assert!(server.deregister_room_chat_topic("lobby"));
+}
+
+#[tokio::test]
 async fn method_infos_follow_the_options() {
     use everything_methods as m;
     use psrpc::MethodInfo;
@@ -325,6 +372,8 @@ async fn method_infos_follow_the_options() {
     assert_eq!(m::UPDATES, MethodInfo::subscription("Updates", false));
     assert_eq!(m::JOBS, MethodInfo::subscription("Jobs", true));
     assert_eq!(m::NOTES, MethodInfo::subscription("Notes", false));
+    assert_eq!(m::CHAT, MethodInfo::unary("Chat"));
+    assert_eq!(m::ROOM_CHAT, MethodInfo::unary("RoomChat").single_server());
 }
 
 #[tokio::test]
