@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use async_nats::client::{FlushError, PublishError, PublishErrorKind, SubscribeErrorKind};
+use async_nats::client::{PublishError, PublishErrorKind, SubscribeErrorKind};
 use psrpc::bus::BusError;
 
 /// Maps a failed publish of `size` bytes; `limit` is the limit the client enforced.
@@ -37,10 +37,6 @@ impl SetupFailure {
             }
             SubscribeErrorKind::Other => SetupFailure::Connection(Arc::new(err)),
         }
-    }
-
-    pub(crate) fn from_flush(err: FlushError) -> Self {
-        SetupFailure::Connection(Arc::new(err))
     }
 
     /// A fresh [`BusError`] for one waiting caller.

@@ -27,9 +27,14 @@
 //! logged at debug level. The NATS subscription is removed (UNSUB) when its last local
 //! subscriber goes.
 //!
-//! [`Bus::subscribe`] returns only once the server has the subscription:
-//! after the SUB it waits for a PING/PONG round trip, so a message published after `subscribe`
-//! returns, from any connection, is delivered.
+//! [`Bus::subscribe`] returns only once the server has the subscription, so a message published
+//! after `subscribe` returns, from any connection, is delivered. async-nats has no public
+//! PING/PONG (its `flush` only flushes the socket), so the bus confirms a new SUB by echo: it
+//! publishes an empty message to a private `_INBOX.<id>.<n>` subject of its own client and waits
+//! for it to come back, which the server sends only after processing the SUB before it. This
+//! needs echo enabled on the connection (the async-nats default, which psrpc needs anyway for a
+//! client and a server sharing one bus), and it is the only traffic outside `SRV.`/`CLI.`: one
+//! small message per new NATS subscription, invisible to psrpc peers.
 //!
 //! # Queue methods share one queue subject
 //!
@@ -48,6 +53,7 @@
 //! are buffered by the client up to its capacity; messages the broker sent while the connection
 //! was down are lost (core NATS is at-most-once).
 
+mod confirm;
 mod error;
 mod router;
 
@@ -60,6 +66,7 @@ use futures::future::BoxFuture;
 use psrpc::Channel;
 use psrpc::bus::{Bus, BusError, SubscribeOptions, Subscription};
 
+use confirm::Confirmer;
 use router::{Counters, Entry, Membership, Subjects};
 
 /// Options of a [`NatsBus`].
@@ -151,10 +158,17 @@ pub struct NatsBus {
 
 struct Inner {
     client: async_nats::Client,
+    confirmer: Arc<Confirmer>,
     options: NatsBusOptions,
     subjects: Arc<Subjects>,
     counters: Arc<Counters>,
     next_id: AtomicU64,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.confirmer.stop();
+    }
 }
 
 impl std::fmt::Debug for NatsBus {
@@ -200,6 +214,7 @@ impl NatsBus {
     pub fn with_options(client: async_nats::Client, options: NatsBusOptions) -> Self {
         NatsBus {
             inner: Arc::new(Inner {
+                confirmer: Arc::new(Confirmer::new(client.clone())),
                 client,
                 options,
                 subjects: Arc::default(),
@@ -227,6 +242,27 @@ impl NatsBus {
             received: counters.received.load(Ordering::Relaxed),
             unroutable: counters.unroutable.load(Ordering::Relaxed),
         }
+    }
+
+    /// Waits until the server has processed everything this bus sent before the call: every
+    /// SUB, UNSUB and PUB. Like nats.go's `Flush` (async-nats's `Client::flush` only flushes
+    /// the socket).
+    ///
+    /// It works by echo: an empty message to a private `_INBOX.` subject of this client, so it
+    /// needs echo enabled (the async-nats default). Bounded by
+    /// [`NatsBusOptions::subscribe_timeout`].
+    ///
+    /// # Errors
+    /// [`BusError::Timeout`] when no echo came back in time, [`BusError::Connection`] when the
+    /// client is closed.
+    pub async fn round_trip(&self) -> Result<(), BusError> {
+        tokio::time::timeout(
+            self.inner.options.subscribe_timeout,
+            self.inner.confirmer.round_trip(),
+        )
+        .await
+        .map_err(|_| BusError::Timeout)?
+        .map_err(|failure| failure.to_bus_error())
     }
 
     async fn publish_inner(&self, channel: &Channel, payload: Bytes) -> Result<(), BusError> {
@@ -286,6 +322,7 @@ impl NatsBus {
         if created {
             tokio::spawn(router::run(
                 inner.client.clone(),
+                inner.confirmer.clone(),
                 Arc::downgrade(&inner.subjects),
                 entry.clone(),
                 inner.counters.clone(),

@@ -11,6 +11,7 @@ use psrpc::bus::{BusError, Delivery, SubscriptionSink};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::confirm::Confirmer;
 use crate::error::SetupFailure;
 
 /// The queue group of every psrpc queue subscription (WIRE.md §4.2).
@@ -236,13 +237,14 @@ fn forget_weak(subjects: &Weak<Subjects>, entry: &Arc<Entry>) {
     }
 }
 
-/// The life of one shared subscription: SUB, confirm with a round trip, then read and route
+/// The life of one shared subscription: SUB, confirm with a round trip through the server, then read and route
 /// until the last local subscriber goes (UNSUB) or the client closes.
 ///
 /// Runs in a task of its own so that a caller giving up on `subscribe` cannot leave the other
 /// callers waiting on the same entry.
 pub(crate) async fn run(
     client: async_nats::Client,
+    confirmer: Arc<Confirmer>,
     subjects: Weak<Subjects>,
     entry: Arc<Entry>,
     counters: Arc<Counters>,
@@ -258,8 +260,8 @@ pub(crate) async fn run(
             client.subscribe(subject).await
         }
         .map_err(SetupFailure::from_subscribe)?;
-        // The PONG comes after the server has processed our SUB.
-        client.flush().await.map_err(SetupFailure::from_flush)?;
+        // The echo comes back after the server has processed our SUB.
+        confirmer.round_trip().await?;
         Ok(subscriber)
     };
     let outcome = tokio::select! {
