@@ -23,6 +23,7 @@
 //!     option (psrpc.options).subscription = true;
 //!     option (psrpc.options).type = MULTI;
 //!   }
+//!   rpc Chat(Message) returns (Message) { option (psrpc.options).stream = true; }
 //! }
 //! ```
 //!
@@ -46,14 +47,20 @@
 //! Per service `Rooms` you get the prost messages plus:
 //! - `rooms_methods`: the wire names and routing (`psrpc::MethodInfo` constants);
 //! - `RoomsClient`: `get_room(&req, opts)`, `list_all(&req, opts)` (a stream of per-server
-//!   results), `join(region, &req, opts)`, `subscribe_updates()`;
+//!   results), `join(region, &req, opts)`, `subscribe_updates()` (a typed subscription),
+//!   `chat(opts)` (a typed bidirectional `psrpc::stream::Stream`);
 //! - `RoomsServerImpl`: a trait with one handler per rpc (`async fn get_room(&self, ctx, req)`)
-//!   and `join_affinity`, all with defaults, so you implement what you serve;
+//!   and `join_affinity`, all with defaults, so you implement what you serve (a stream
+//!   handler gets the server's end of the stream);
 //! - `RoomsServer`: `new(impl, bus)` serves the methods without topics at once;
 //!   `register_join_topic(region)` / `deregister_join_topic(region)`, `publish_updates(&msg)`,
 //!   `shutdown()`, `kill()`.
 //!
 //! Every generated message implements `psrpc::NamedMessage`, which subscriptions need.
+//!
+//! With `topic_params.typed`, the client and server are generic over one `…TopicType`
+//! parameter per topic name (any `AsRef<str>` type, `str` by default), as Go's typed topics
+//! are; name the type (`let client: RoomsClient = …`) to take the defaults.
 //!
 //! Options are checked at build time: contradictory ones (topic parameters without `topics`,
 //! MULTI streams, streaming subscriptions, names that collide after case conversion) fail the
