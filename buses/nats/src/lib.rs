@@ -15,9 +15,8 @@
 //! # One NATS subscription per subject
 //!
 //! A bus instance holds at most one NATS subscription per subject (and per queue flag), shared
-//! by every local [`Subscription`] of that subject: all methods of a
-//! service and topic tuple share `SRV.Svc[.topics]`, so a server with ten methods sends one SUB,
-//! not ten, as Go does. A reader task per NATS subscription reads the route key with a cheap scan
+//! by every local [`Subscription`] of that subject: all methods of a service and topic tuple
+//! share `SRV.Svc[.topics]`, so a server with ten methods sends one SUB, not ten, as Go does. A reader task per NATS subscription reads the route key with a cheap scan
 //! ([`psrpc::wire::route_key`], no full decode) and hands the message to the local subscribers of
 //! that key: each fan-out subscriber gets it, or one queue subscriber in round robin on `.Q`
 //! subjects. Delivery never waits: a full subscriber buffer drops the message and counts it on
@@ -49,9 +48,9 @@
 //! # Reconnects
 //!
 //! async-nats reconnects on its own and re-sends every SUB; the shared subscriptions and their
-//! routing survive a broker restart without any action. Messages published while disconnected
-//! are buffered by the client up to its capacity; messages the broker sent while the connection
-//! was down are lost (core NATS is at-most-once).
+//! routing survive a broker restart without any action. Messages in flight while the
+//! connection is down can be lost either way (core NATS is at-most-once); psrpc calls then time
+//! out as they would with Go.
 
 mod confirm;
 mod error;
