@@ -138,7 +138,6 @@ pub async fn subscribe_then_publish_never_loses_the_first_message(h: &Harness) {
             .await
             .unwrap();
         publisher.publish(&channel, envelope(&topic)).await.unwrap();
-        eprintln!("round {i} queue={queue}");
         assert_eq!(next(&mut sub, "the first message").await, topic);
     }
 }
