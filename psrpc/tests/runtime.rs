@@ -934,3 +934,35 @@ async fn oversized_payloads_get_a_clear_error() {
     assert_eq!(err.code(), &ErrorCode::Internal);
     assert!(err.message().contains("exceeds the bus limit"), "{err}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn calls_to_nobody_fail_at_once() {
+    let bus = LocalBus::new();
+    let client = client(bus).await;
+    const NOBODY: MethodInfo = MethodInfo::unary("Nobody");
+    let started = Instant::now();
+    for direct in [true, false] {
+        let err = client
+            .request::<_, String>(&NOBODY, &[], &s("x"), CallOptions::new().direct(direct))
+            .await
+            .unwrap_err();
+        assert_eq!(err, Error::no_response());
+    }
+    let results = client
+        .request_multi::<_, String>(&GATHER, &[], &s("x"), CallOptions::new())
+        .await
+        .unwrap()
+        .collect_all()
+        .await;
+    assert!(results.is_empty());
+    let err = client
+        .open_stream::<String, String>(&NOBODY, &[], CallOptions::new())
+        .await
+        .unwrap_err();
+    assert_eq!(err, Error::no_response());
+    assert_eq!(
+        started.elapsed(),
+        Duration::ZERO,
+        "no claim window, no timeout waited"
+    );
+}

@@ -458,6 +458,46 @@ pub async fn timeouts_and_unserved_methods(h: &Harness) {
     assert_eq!(err, Error::no_response());
 }
 
+/// Calls to a method nobody serves fail at once with `unavailable`, not at their timeout.
+///
+/// The errors tell the paths apart without timing: a direct call that is not told "nobody"
+/// would end with `deadline_exceeded` at its 60 s timeout, long after the harness gives up.
+pub async fn unserved_methods_fail_fast(h: &Harness) {
+    const NOBODY: MethodInfo = MethodInfo::unary("Nobody");
+    const NOBODY_MULTI: MethodInfo = MethodInfo::multi("NobodyMulti");
+    let client = client(h).await;
+    let patient = || CallOptions::new().timeout(Duration::from_secs(60));
+    for direct in [true, false] {
+        let opts = patient()
+            .direct(direct)
+            .selection(SelectionOptions::default().affinity_timeout(Duration::from_secs(60)));
+        let err = within(
+            "a fast failure",
+            client.request::<_, String>(&NOBODY, &[], &String::new(), opts),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err, Error::no_response(), "direct={direct}");
+    }
+    let results = within("an empty multi call", async {
+        client
+            .request_multi::<_, String>(&NOBODY_MULTI, &[], &String::new(), patient())
+            .await
+            .unwrap()
+            .collect_all()
+            .await
+    })
+    .await;
+    assert!(results.is_empty());
+    let err = within(
+        "a failed stream open",
+        client.open_stream::<String, String>(&NOBODY, &[], patient()),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err, Error::no_response());
+}
+
 /// Metadata and the caller's identity reach the handler.
 pub async fn metadata_reaches_the_handler(h: &Harness) {
     let server = server(h).await;

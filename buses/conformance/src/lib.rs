@@ -95,6 +95,7 @@ macro_rules! conformance_suite {
             subscriptions_fan_out_queue_and_topics,
             errors_with_details_cross_the_bus,
             timeouts_and_unserved_methods,
+            unserved_methods_fail_fast,
             metadata_reaches_the_handler,
             large_payloads_and_the_broker_limit,
         );

@@ -16,6 +16,8 @@ use futures::StreamExt;
 use tokio::sync::{OnceCell, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use psrpc::bus::NoReceivers;
+
 use crate::error::SetupFailure;
 use crate::router::lock;
 
@@ -96,6 +98,46 @@ impl Confirmer {
                 Err(_) => continue,
             }
         }
+    }
+}
+
+impl Confirmer {
+    /// A reply subject for a publish, and a report that resolves if the broker answers on it
+    /// with its no-responders status: the server sends that (and nothing else arrives there,
+    /// since psrpc servers never reply to a reply subject) when no subscription matched.
+    pub(crate) async fn watch(self: &Arc<Self>) -> Result<(String, NoReceivers), SetupFailure> {
+        self.start().await?;
+        let token = self.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        lock(&self.waiters).insert(token, tx);
+        // Built outside the report, so dropping the report unpolled still forgets the waiter.
+        let forget = OwnedForget {
+            confirmer: self.clone(),
+            token,
+        };
+        let report = async move {
+            let _forget = forget;
+            if rx.await.is_ok() {
+                return;
+            }
+            // The bus went away: nobody will report anything.
+            std::future::pending::<()>().await
+        };
+        Ok((
+            format!("{}.{token}", self.inbox),
+            NoReceivers::later(report),
+        ))
+    }
+}
+
+struct OwnedForget {
+    confirmer: Arc<Confirmer>,
+    token: u64,
+}
+
+impl Drop for OwnedForget {
+    fn drop(&mut self) {
+        lock(&self.confirmer.waiters).remove(&self.token);
     }
 }
 

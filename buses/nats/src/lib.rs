@@ -1,7 +1,10 @@
 //! The NATS bus for psrpc, wire-compatible with Go psrpc v0.7 (WIRE.md §4.2, §7).
 //!
 //! [`NatsBus`] carries psrpc over core NATS with [async-nats](async_nats): no JetStream, no
-//! headers, no reply subjects. Every payload is the psrpc envelope; messages to servers carry
+//! headers. Requests published through [`Bus::publish_watched`] carry a reply subject (a
+//! private inbox) only so that the broker reports "no responders" when nobody subscribes, and a
+//! call to a method nobody serves fails at once; psrpc servers, Go's included, ignore reply
+//! subjects. Every payload is the psrpc envelope; messages to servers carry
 //! their route key (`Method.REQ`, `Method.RCLAIM`, `Method.STR`) in the envelope's field 3,
 //! because one subject carries all methods of a service and topic tuple:
 //!
@@ -63,7 +66,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use psrpc::Channel;
-use psrpc::bus::{Bus, BusError, SubscribeOptions, Subscription};
+use psrpc::bus::{Bus, BusError, NoReceivers, SubscribeOptions, Subscription};
 
 use confirm::Confirmer;
 use router::{Counters, Entry, Membership, Subjects};
@@ -264,7 +267,33 @@ impl NatsBus {
         .map_err(|failure| failure.to_bus_error())
     }
 
-    async fn publish_inner(&self, channel: &Channel, payload: Bytes) -> Result<(), BusError> {
+    async fn publish_watched_inner(
+        &self,
+        channel: &Channel,
+        payload: Bytes,
+    ) -> Result<NoReceivers, BusError> {
+        if channel.route_key().is_none() {
+            self.publish_inner(channel, payload, None).await?;
+            return Ok(NoReceivers::unknown());
+        }
+        // A reply subject makes the broker report "no responders" when no subscription
+        // matched; psrpc peers (Go's too) ignore reply subjects.
+        let (reply, nobody) = self
+            .inner
+            .confirmer
+            .watch()
+            .await
+            .map_err(|failure| failure.to_bus_error())?;
+        self.publish_inner(channel, payload, Some(reply)).await?;
+        Ok(nobody)
+    }
+
+    async fn publish_inner(
+        &self,
+        channel: &Channel,
+        payload: Bytes,
+        reply: Option<String>,
+    ) -> Result<(), BusError> {
         // Go receivers on `SRV.` subjects drop messages without the route key.
         let payload = match channel.route_key() {
             Some(key) => psrpc::wire::with_route_key(&payload, &key),
@@ -273,11 +302,16 @@ impl NatsBus {
         let limit = self.max_payload();
         let size = payload.len();
         psrpc::bus::check_payload_size(size, limit)?;
-        self.inner
-            .client
-            .publish(channel.nats_subject(), payload)
-            .await
-            .map_err(|err| error::publish(err, size, self.max_payload()))
+        let client = &self.inner.client;
+        let sent = match reply {
+            None => client.publish(channel.nats_subject(), payload).await,
+            Some(reply) => {
+                client
+                    .publish_with_reply(channel.nats_subject(), reply, payload)
+                    .await
+            }
+        };
+        sent.map_err(|err| error::publish(err, size, self.max_payload()))
     }
 
     async fn subscribe_inner(
@@ -339,7 +373,16 @@ impl Bus for NatsBus {
         channel: &'a Channel,
         payload: Bytes,
     ) -> BoxFuture<'a, Result<(), BusError>> {
-        Box::pin(self.publish_inner(channel, payload))
+        Box::pin(self.publish_inner(channel, payload, None))
+    }
+
+    /// Requests carry a reply subject on which the broker reports "no responders".
+    fn publish_watched<'a>(
+        &'a self,
+        channel: &'a Channel,
+        payload: Bytes,
+    ) -> BoxFuture<'a, Result<NoReceivers, BusError>> {
+        Box::pin(self.publish_watched_inner(channel, payload))
     }
 
     fn subscribe<'a>(

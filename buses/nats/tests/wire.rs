@@ -37,10 +37,23 @@ async fn next_message(sniff: &mut async_nats::Subscriber) -> async_nats::Message
 
 async fn next_captured(sniff: &mut async_nats::Subscriber) -> Captured {
     let m = next_message(sniff).await;
-    // Go peers use neither headers nor reply subjects.
+    // No headers, as with Go peers. A reply subject appears only on requests: a private inbox
+    // where the broker reports "no responders" (Go peers ignore reply subjects).
     assert!(m.headers.is_none(), "headers on {}", m.subject);
-    assert!(m.reply.is_none(), "reply subject on {}", m.subject);
     let msg = wire::decode_envelope(m.payload.clone()).expect("an envelope");
+    if let Some(reply) = &m.reply {
+        assert!(
+            reply.starts_with("_INBOX."),
+            "reply subject {reply} on {}",
+            m.subject
+        );
+        assert_eq!(
+            msg.type_url,
+            wire::REQUEST_TYPE_URL,
+            "reply subject on {}",
+            m.subject
+        );
+    }
     // Byte layout as Go writes it: type_url, value, then the route key last (if any).
     let relaid = if msg.channel.is_empty() {
         wire::encode_envelope_raw(&msg.type_url, &msg.value)

@@ -70,7 +70,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use psrpc::Channel;
-use psrpc::bus::{Bus, BusError, SubscribeOptions, Subscription};
+use psrpc::bus::{Bus, BusError, NoReceivers, SubscribeOptions, Subscription};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{PushInfo, PushKind, RedisError, Value};
 use tokio::sync::mpsc;
@@ -433,6 +433,18 @@ impl Bus for RedisBus {
         payload: Bytes,
     ) -> BoxFuture<'a, Result<(), BusError>> {
         Box::pin(async move { self.publish_counted(channel, payload).await.map(drop) })
+    }
+
+    /// `PUBLISH` tells how many connections received the message: zero resolves at once.
+    fn publish_watched<'a>(
+        &'a self,
+        channel: &'a Channel,
+        payload: Bytes,
+    ) -> BoxFuture<'a, Result<NoReceivers, BusError>> {
+        Box::pin(async move {
+            let receivers = self.publish_counted(channel, payload).await?;
+            Ok(NoReceivers::from_count(receivers))
+        })
     }
 
     fn subscribe<'a>(

@@ -7,7 +7,9 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use futures::future::BoxFuture;
 
-use super::{Bus, BusError, Delivery, SubscribeOptions, Subscription, SubscriptionSink};
+use super::{
+    Bus, BusError, Delivery, NoReceivers, SubscribeOptions, Subscription, SubscriptionSink,
+};
 use crate::Channel;
 
 /// Options of [`LocalBus`].
@@ -113,11 +115,11 @@ impl LocalBus {
         let Some(members) = self.inner.channels.get(name) else {
             return 0;
         };
-        let mut receivers = 0;
+        // Subscribers present, whether or not their buffers had room: a full buffer is a slow
+        // subscriber, not an absent one.
+        let receivers = members.fanout.len() + usize::from(!members.queue.is_empty());
         for (_, sink) in &members.fanout {
-            if sink.deliver(payload.clone()) == Delivery::Delivered {
-                receivers += 1;
-            }
+            let _ = sink.deliver(payload.clone());
         }
         let n = members.queue.len();
         if n > 0 {
@@ -137,9 +139,7 @@ impl LocalBus {
                     Delivery::Closed => {}
                 }
             }
-            if taken {
-                receivers += 1;
-            } else if let Some(sink) = first_full {
+            if !taken && let Some(sink) = first_full {
                 // Every live member is full: count the drop on the one whose turn it was.
                 sink.record_drop();
             }
@@ -158,6 +158,16 @@ impl Bus for LocalBus {
             super::check_payload_size(payload.len(), self.inner.options.max_payload).map(|()| {
                 self.deliver(&channel.pipe_name(), payload);
             });
+        Box::pin(std::future::ready(result))
+    }
+
+    fn publish_watched<'a>(
+        &'a self,
+        channel: &'a Channel,
+        payload: Bytes,
+    ) -> BoxFuture<'a, Result<NoReceivers, BusError>> {
+        let result = super::check_payload_size(payload.len(), self.inner.options.max_payload)
+            .map(|()| NoReceivers::from_count(self.deliver(&channel.pipe_name(), payload)));
         Box::pin(std::future::ready(result))
     }
 

@@ -100,6 +100,23 @@ pub trait Bus: Send + Sync + 'static {
         options: SubscribeOptions,
     ) -> BoxFuture<'a, Result<Subscription, BusError>>;
 
+    /// Publishes like [`publish`](Self::publish), and watches for the broker's report that
+    /// nobody received the message.
+    ///
+    /// The runtime publishes requests with it, so a call to a method nobody serves fails at
+    /// once instead of after the claim timeout. The default cannot tell and returns
+    /// [`NoReceivers::unknown`].
+    fn publish_watched<'a>(
+        &'a self,
+        channel: &'a Channel,
+        payload: Bytes,
+    ) -> BoxFuture<'a, Result<NoReceivers, BusError>> {
+        Box::pin(async move {
+            self.publish(channel, payload).await?;
+            Ok(NoReceivers::unknown())
+        })
+    }
+
     /// The largest payload this bus accepts, in bytes.
     fn max_payload(&self) -> usize {
         usize::MAX
@@ -107,6 +124,69 @@ pub trait Bus: Send + Sync + 'static {
 
     /// A short name for logs and metrics, e.g. `"nats"`.
     fn name(&self) -> &'static str;
+}
+
+/// Resolves if the broker reported that nobody received a published message; stays pending
+/// when somebody did or the bus cannot tell. Returned by [`Bus::publish_watched`].
+///
+/// ```
+/// use futures::FutureExt;
+/// use psrpc::bus::NoReceivers;
+///
+/// assert!(NoReceivers::now().now_or_never().is_some());
+/// assert!(NoReceivers::unknown().now_or_never().is_none());
+/// ```
+#[must_use = "drop it when the answer no longer matters"]
+pub struct NoReceivers(Option<BoxFuture<'static, ()>>);
+
+impl NoReceivers {
+    /// Nobody received the message.
+    pub fn now() -> Self {
+        NoReceivers(Some(Box::pin(std::future::ready(()))))
+    }
+
+    /// Somebody received it, or the bus cannot tell: never resolves.
+    pub fn unknown() -> Self {
+        NoReceivers(None)
+    }
+
+    /// Resolves when `report` does, meaning nobody received the message.
+    pub fn later(report: impl std::future::Future<Output = ()> + Send + 'static) -> Self {
+        NoReceivers(Some(Box::pin(report)))
+    }
+
+    /// From a receiver count: `now` for zero, `unknown` otherwise.
+    pub fn from_count(receivers: usize) -> Self {
+        if receivers == 0 {
+            Self::now()
+        } else {
+            Self::unknown()
+        }
+    }
+}
+
+impl std::fmt::Debug for NoReceivers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "NoReceivers(watching)"
+        } else {
+            "NoReceivers(unknown)"
+        })
+    }
+}
+
+impl std::future::Future for NoReceivers {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        match &mut self.0 {
+            Some(report) => report.as_mut().poll(cx),
+            None => std::task::Poll::Pending,
+        }
+    }
 }
 
 /// Conversion into the shared handle the runtime keeps.

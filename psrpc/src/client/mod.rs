@@ -26,7 +26,7 @@ use select::Selector;
 pub use select::{Claim, SelectionFn, SelectionOptions};
 pub use subscribe::TypedSubscription;
 
-use crate::bus::{Bus, IntoBus, SubscribeOptions, Subscription};
+use crate::bus::{Bus, IntoBus, NoReceivers, SubscribeOptions, Subscription};
 use crate::stream::{Stream, StreamCore, StreamRegistry};
 use crate::wire::{self, ClaimRequest, ClaimResponse, Request, Response, StreamOpen, stream::Body};
 use crate::{Channel, Error, ErrorCode, MethodInfo, NamedMessage, Result};
@@ -212,7 +212,7 @@ impl Client {
         let direct = method.queue && opts.direct.unwrap_or(inner.options.direct_queue_calls);
         let request = inner.build_request(req, &opts, deadline, false, direct);
         let mut call = PendingCall::new(inner.clone(), request.request_id.clone(), method, topics);
-        inner.publish_request(method, topics, &request).await?;
+        let mut nobody = inner.publish_request(method, topics, &request).await?;
         call.armed = true;
 
         let selection = opts
@@ -271,6 +271,7 @@ impl Client {
                         Err(err) => break Err(err),
                     }
                 }
+                _ = &mut nobody => break Err(Error::no_response()),
                 _ = tokio::time::sleep_until(deadline) => break Err(Error::timed_out()),
             }
         };
@@ -299,9 +300,14 @@ impl Client {
         let deadline = opts.deadline_from(Instant::now(), inner.options.timeout);
         let request = inner.build_request(req, &opts, deadline, true, false);
         let mut call = PendingCall::new(inner.clone(), request.request_id.clone(), method, topics);
-        inner.publish_request(method, topics, &request).await?;
+        let nobody = inner.publish_request(method, topics, &request).await?;
         call.armed = true;
-        Ok(MultiResponses::new(call, deadline, inner.closed.clone()))
+        Ok(MultiResponses::new(
+            call,
+            deadline,
+            inner.closed.clone(),
+            nobody,
+        ))
     }
 
     /// Opens a bidirectional stream to one server of a stream method: the client sends `S` and
@@ -356,7 +362,7 @@ impl Client {
         };
         let payload = wire::encode_envelope(wire::STREAM_TYPE_URL, &open);
         crate::bus::check_payload_size(payload.len(), inner.bus.max_payload())?;
-        inner.bus.publish(&peer, payload).await?;
+        let mut nobody = inner.bus.publish_watched(&peer, payload).await?;
 
         if method.require_claim {
             let selection = opts
@@ -381,6 +387,7 @@ impl Client {
                         None => return Err(Error::canceled()),
                     },
                     _ = tokio::time::sleep_until(window) => break selector.finish(rejection.take())?,
+                    _ = &mut nobody => return Err(Error::no_response()),
                     _ = tokio::time::sleep_until(deadline) => return Err(Error::timed_out()),
                 }
             };
@@ -394,6 +401,7 @@ impl Client {
             biased;
             _ = inner.closed.cancelled() => return Err(Error::canceled()),
             window = acked => window.map_err(|_| Error::canceled())?,
+            _ = &mut nobody => return Err(Error::no_response()),
             _ = tokio::time::sleep_until(deadline) => return Err(Error::timed_out()),
         };
         core.set_peer_window(peer_window);
@@ -502,7 +510,7 @@ impl Inner {
         method: &MethodInfo,
         topics: &[&str],
         request: &Request,
-    ) -> Result<()> {
+    ) -> Result<NoReceivers> {
         let payload = wire::encode_envelope(wire::REQUEST_TYPE_URL, request);
         crate::bus::check_payload_size(payload.len(), self.bus.max_payload())?;
         let channel = Channel::request(
@@ -511,8 +519,7 @@ impl Inner {
             topics.iter().copied(),
             method.queue,
         );
-        self.bus.publish(&channel, payload).await?;
-        Ok(())
+        Ok(self.bus.publish_watched(&channel, payload).await?)
     }
 
     async fn send_claim_response(

@@ -11,6 +11,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use super::{PendingCall, Reply, decode_response};
 use crate::Result;
+use crate::bus::NoReceivers;
 
 /// One server's answer to a multi call.
 #[derive(Clone, Debug, PartialEq)]
@@ -39,6 +40,7 @@ pub struct MultiResponses<T> {
     call: PendingCall,
     timer: Pin<Box<Sleep>>,
     closed: Pin<Box<WaitForCancellationFutureOwned>>,
+    nobody: NoReceivers,
     done: bool,
     _type: PhantomData<fn() -> T>,
 }
@@ -53,11 +55,17 @@ impl<T> std::fmt::Debug for MultiResponses<T> {
 }
 
 impl<T: Message + Default> MultiResponses<T> {
-    pub(crate) fn new(call: PendingCall, deadline: Instant, closed: CancellationToken) -> Self {
+    pub(crate) fn new(
+        call: PendingCall,
+        deadline: Instant,
+        closed: CancellationToken,
+        nobody: NoReceivers,
+    ) -> Self {
         MultiResponses {
             call,
             timer: Box::pin(tokio::time::sleep_until(deadline)),
             closed: Box::pin(closed.cancelled_owned()),
+            nobody,
             done: false,
             _type: PhantomData,
         }
@@ -106,7 +114,9 @@ impl<T: Message + Default> Stream for MultiResponses<T> {
                 Poll::Pending => break,
             }
         }
-        if this.timer.as_mut().poll(cx).is_ready() {
+        // Nobody received the request (when the bus can tell), or the deadline passed.
+        if Pin::new(&mut this.nobody).poll(cx).is_ready() || this.timer.as_mut().poll(cx).is_ready()
+        {
             return this.finish();
         }
         Poll::Pending
