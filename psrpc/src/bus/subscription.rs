@@ -82,13 +82,17 @@ impl SubscriptionSink {
     /// Like [`deliver`](Self::deliver), but a full buffer is not counted as a drop yet: for queue
     /// delivery, which then offers the message to the next member.
     pub fn offer(&self, payload: Bytes) -> Delivery {
+        // Counted before the hand-over, so a receiver that got the message sees it counted.
+        self.stats.delivered.fetch_add(1, Ordering::Relaxed);
         match self.tx.try_send(payload) {
-            Ok(()) => {
-                self.stats.delivered.fetch_add(1, Ordering::Relaxed);
-                Delivery::Delivered
+            Ok(()) => Delivery::Delivered,
+            Err(err) => {
+                self.stats.delivered.fetch_sub(1, Ordering::Relaxed);
+                match err {
+                    mpsc::error::TrySendError::Full(_) => Delivery::Dropped,
+                    mpsc::error::TrySendError::Closed(_) => Delivery::Closed,
+                }
             }
-            Err(mpsc::error::TrySendError::Full(_)) => Delivery::Dropped,
-            Err(mpsc::error::TrySendError::Closed(_)) => Delivery::Closed,
         }
     }
 
