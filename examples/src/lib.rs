@@ -1,23 +1,102 @@
-//! Shared pieces of the psrpc examples: choosing the bus from the command line.
+//! Shared pieces of the psrpc examples: the code generated from `proto/` by psrpc-build, and
+//! choosing the bus from the command line.
 
-use psrpc::bus::{Bus, LocalBus};
 use std::sync::Arc;
 
-/// The bus named by `--bus URL` on the command line, or an in-process bus without it.
+use psrpc::bus::{Bus, LocalBus};
+
+/// One method of every kind, for the `demo` tour (`proto/demo.proto`).
+pub mod demo {
+    include!(concat!(env!("OUT_DIR"), "/demo.rs"));
+}
+
+/// Fleet statistics by multi call, for `fleet-stats` (`proto/fleet.proto`).
+pub mod fleet {
+    include!(concat!(env!("OUT_DIR"), "/fleet.rs"));
+}
+
+/// Region-scoped calls and events, for `regions` (`proto/regions.proto`).
+pub mod regions {
+    include!(concat!(env!("OUT_DIR"), "/regions.rs"));
+}
+
+/// Job placement by affinity, for `affinity` (`proto/placement.proto`).
+pub mod placement {
+    include!(concat!(env!("OUT_DIR"), "/placement.rs"));
+}
+
+/// The bus named by `--bus URL` (or `--bus=URL`) on the command line, or an in-process bus
+/// without it.
 ///
 /// # Errors
 /// A message for an unknown scheme or a bus that cannot connect.
 pub async fn bus_from_args() -> Result<Arc<dyn Bus>, String> {
-    let args: Vec<String> = std::env::args().collect();
-    let url = args
-        .iter()
-        .position(|a| a == "--bus")
-        .and_then(|i| args.get(i + 1))
-        .cloned();
-    match url {
+    match bus_url(std::env::args().skip(1))? {
         None => Ok(Arc::new(LocalBus::new())),
-        Some(url) => Err(format!(
-            "unsupported bus URL {url:?}: only the in-process bus is built in yet"
+        Some(url) => connect(&url).await,
+    }
+}
+
+/// [`bus_from_args`], or the end of the program with the message and exit status 2.
+pub async fn bus_or_exit() -> Arc<dyn Bus> {
+    match bus_from_args().await {
+        Ok(bus) => bus,
+        Err(msg) => {
+            eprintln!("error: {msg}");
+            std::process::exit(2);
+        }
+    }
+}
+
+/// The value of `--bus` among `args`, if given.
+///
+/// # Errors
+/// A message when `--bus` has no value.
+pub fn bus_url(args: impl IntoIterator<Item = String>) -> Result<Option<String>, String> {
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        if arg == "--bus" {
+            return args
+                .next()
+                .map(Some)
+                .ok_or_else(|| "--bus needs a URL, like nats://127.0.0.1:4222".to_owned());
+        }
+        if let Some(url) = arg.strip_prefix("--bus=") {
+            return Ok(Some(url.to_owned()));
+        }
+    }
+    Ok(None)
+}
+
+/// Connects to the bus at `url`: `nats://…` for NATS, `redis://…` or `rediss://…` for Redis,
+/// `local` for an in-process bus.
+///
+/// # Errors
+/// A message for an unknown scheme or a broker that cannot be reached.
+pub async fn connect(url: &str) -> Result<Arc<dyn Bus>, String> {
+    let scheme = url.split_once("://").map_or(url, |(scheme, _)| scheme);
+    match scheme {
+        "local" => Ok(Arc::new(LocalBus::new())),
+        "nats" => psrpc_nats::NatsBus::connect(url)
+            .await
+            .map(|bus| Arc::new(bus) as Arc<dyn Bus>)
+            .map_err(|err| format!("cannot connect to NATS at {url}: {err}")),
+        "redis" | "rediss" => psrpc_redis::RedisBus::connect(url)
+            .await
+            .map(|bus| Arc::new(bus) as Arc<dyn Bus>)
+            .map_err(|err| format!("cannot connect to Redis at {url}: {err}")),
+        _ => Err(format!(
+            "unsupported bus URL {url}: use nats://HOST:PORT, redis://HOST:PORT (or \
+             rediss://), or leave --bus out for the in-process bus"
         )),
+    }
+}
+
+/// Server options with a readable server ID, so the output names servers `node-a`, … instead
+/// of random IDs.
+pub fn named(server_id: &str) -> psrpc::ServerOptions {
+    psrpc::ServerOptions {
+        server_id: Some(server_id.to_owned()),
+        ..Default::default()
     }
 }

@@ -1,0 +1,13 @@
+//! Generates the typed clients and servers of the examples from `proto/`.
+
+fn main() -> Result<(), psrpc_build::Error> {
+    psrpc_build::compile_protos(
+        &[
+            "proto/demo.proto",
+            "proto/fleet.proto",
+            "proto/regions.proto",
+            "proto/placement.proto",
+        ],
+        &["proto"],
+    )
+}
