@@ -100,3 +100,32 @@ pub fn named(server_id: &str) -> psrpc::ServerOptions {
         ..Default::default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::bus_url;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn bus_url_in_both_spellings() {
+        assert_eq!(bus_url(args(&[])), Ok(None));
+        assert_eq!(
+            bus_url(args(&["--bus", "nats://h:1"])),
+            Ok(Some("nats://h:1".into()))
+        );
+        assert_eq!(
+            bus_url(args(&["-v", "--bus=redis://h:2"])),
+            Ok(Some("redis://h:2".into()))
+        );
+        assert!(bus_url(args(&["--bus"])).is_err());
+    }
+
+    #[tokio::test]
+    async fn unknown_scheme_is_refused() {
+        let err = super::connect("amqp://h:5672").await.err().unwrap();
+        assert!(err.contains("unsupported bus URL amqp://h:5672"), "{err}");
+    }
+}
