@@ -68,8 +68,9 @@ pub fn bus_url(args: impl IntoIterator<Item = String>) -> Result<Option<String>,
     Ok(None)
 }
 
-/// Connects to the bus at `url`: `nats://…` for NATS, `redis://…` or `rediss://…` for Redis,
-/// `local` for an in-process bus.
+/// Connects to the bus at `url`: `nats://…` for NATS, `redis://…` or `rediss://…` for Redis
+/// (TLS needs a TLS feature of the `redis` crate, off in this workspace), `local` for an
+/// in-process bus.
 ///
 /// # Errors
 /// A message for an unknown scheme or a broker that cannot be reached.
