@@ -1,0 +1,146 @@
+//! The brokers of a run and the buses made on them.
+
+use std::sync::Arc;
+
+use psrpc::Bus;
+use psrpc::bus::LocalBus;
+use psrpc_nats::NatsBus;
+use psrpc_redis::RedisBus;
+use psrpc_testkit::{NatsServer, RedisServer};
+
+use crate::harness::Result;
+
+/// Which bus a scenario runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BusKind {
+    /// The in-process bus.
+    Local,
+    /// NATS.
+    Nats,
+    /// Redis.
+    Redis,
+}
+
+impl BusKind {
+    /// Every kind, in the order they run.
+    pub const ALL: [BusKind; 3] = [BusKind::Local, BusKind::Nats, BusKind::Redis];
+
+    /// The name in results.
+    pub fn name(self) -> &'static str {
+        match self {
+            BusKind::Local => "local",
+            BusKind::Nats => "nats",
+            BusKind::Redis => "redis",
+        }
+    }
+}
+
+/// The brokers of the run: given by URL, or started through the test kit (and stopped on drop).
+pub struct Brokers {
+    nats_url: Option<String>,
+    redis_url: Option<String>,
+    _nats: Option<NatsServer>,
+    _redis: Option<RedisServer>,
+}
+
+impl Brokers {
+    /// Uses the URLs given and starts what is missing among the brokers `wanted`.
+    ///
+    /// # Errors
+    /// A broker that cannot be started (not installed, not ready).
+    pub fn start(
+        nats_url: Option<String>,
+        redis_url: Option<String>,
+        wanted: &[BusKind],
+    ) -> Result<Self> {
+        let mut brokers = Brokers {
+            nats_url,
+            redis_url,
+            _nats: None,
+            _redis: None,
+        };
+        if wanted.contains(&BusKind::Nats) && brokers.nats_url.is_none() {
+            let server = NatsServer::start()?;
+            brokers.nats_url = Some(server.url());
+            brokers._nats = Some(server);
+        }
+        if wanted.contains(&BusKind::Redis) && brokers.redis_url.is_none() {
+            let server = RedisServer::start()?;
+            brokers.redis_url = Some(server.url());
+            brokers._redis = Some(server);
+        }
+        Ok(brokers)
+    }
+
+    /// The NATS URL.
+    ///
+    /// # Errors
+    /// When no NATS broker is part of this run.
+    pub fn nats_url(&self) -> Result<&str> {
+        self.nats_url
+            .as_deref()
+            .ok_or_else(|| "no NATS broker".into())
+    }
+
+    /// The Redis URL.
+    ///
+    /// # Errors
+    /// When no Redis broker is part of this run.
+    pub fn redis_url(&self) -> Result<&str> {
+        self.redis_url
+            .as_deref()
+            .ok_or_else(|| "no Redis broker".into())
+    }
+
+    /// Where the brokers are, for the log.
+    pub fn describe(&self) -> String {
+        format!(
+            "nats={} redis={}",
+            self.nats_url.as_deref().unwrap_or("-"),
+            self.redis_url.as_deref().unwrap_or("-")
+        )
+    }
+}
+
+/// Makes the buses of one scenario. Each call to [`Fabric::bus`] on a broker is a connection
+/// of its own, as a separate process would have; the in-process bus is shared, as in one
+/// process.
+pub struct Fabric<'a> {
+    /// The bus kind.
+    pub kind: BusKind,
+    brokers: &'a Brokers,
+    local: LocalBus,
+}
+
+impl<'a> Fabric<'a> {
+    /// A fabric for one scenario (a fresh in-process bus).
+    pub fn new(kind: BusKind, brokers: &'a Brokers) -> Self {
+        Fabric {
+            kind,
+            brokers,
+            local: LocalBus::new(),
+        }
+    }
+
+    /// A bus: a new broker connection, or the scenario's in-process bus.
+    ///
+    /// # Errors
+    /// A failed connection.
+    pub async fn bus(&self) -> Result<Arc<dyn Bus>> {
+        Ok(match self.kind {
+            BusKind::Local => Arc::new(self.local.clone()),
+            BusKind::Nats => Arc::new(NatsBus::connect(self.brokers.nats_url()?).await?),
+            BusKind::Redis => Arc::new(RedisBus::connect(self.brokers.redis_url()?).await?),
+        })
+    }
+
+    /// The scenario's in-process bus (the raw transport of the `local` kind).
+    pub fn local(&self) -> &LocalBus {
+        &self.local
+    }
+
+    /// The brokers.
+    pub fn brokers(&self) -> &Brokers {
+        self.brokers
+    }
+}
