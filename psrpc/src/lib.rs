@@ -31,11 +31,15 @@ pub mod client;
 mod error;
 pub mod id;
 mod info;
+pub mod interceptor;
 mod message;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 pub mod options;
 pub mod server;
 pub mod stream;
 pub mod time;
+pub mod trace;
 pub mod wire;
 
 pub use bus::{Bus, IntoBus};

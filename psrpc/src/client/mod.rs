@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 pub use multi::{MultiResponses, MultiResult};
 pub use options::{CallOptions, ClientOptions, DEFAULT_TIMEOUT};
@@ -27,7 +28,9 @@ pub use select::{Claim, SelectionFn, SelectionOptions};
 pub use subscribe::TypedSubscription;
 
 use crate::bus::{Bus, IntoBus, NoReceivers, SubscribeOptions, Subscription};
+use crate::interceptor::{BoxResponse, ClientCall, ClientInterceptor, ClientNext};
 use crate::stream::{Stream, StreamCore, StreamRegistry};
+use crate::trace::{TRACEPARENT, TraceContext};
 use crate::wire::{self, ClaimRequest, ClaimResponse, Request, Response, StreamOpen, stream::Body};
 use crate::{Channel, Error, ErrorCode, MethodInfo, NamedMessage, Result};
 
@@ -63,6 +66,7 @@ pub(crate) struct Inner {
     readers: TaskTracker,
     unroutable: AtomicU64,
     malformed: AtomicU64,
+    chain: Arc<[Arc<dyn ClientInterceptor>]>,
 }
 
 impl std::fmt::Debug for Client {
@@ -129,6 +133,7 @@ impl Client {
             )
             .await?;
         let closed = CancellationToken::new();
+        let chain = options.interceptors.chain();
         let inner = Arc::new(Inner {
             service,
             id,
@@ -140,6 +145,7 @@ impl Client {
             readers: TaskTracker::new(),
             unroutable: AtomicU64::new(0),
             malformed: AtomicU64::new(0),
+            chain,
         });
         inner.readers.spawn(reply_loop(inner.clone(), responses));
         inner.readers.spawn(reply_loop(inner.clone(), claims));
@@ -206,77 +212,48 @@ impl Client {
         Resp: Message + Default,
     {
         let inner = &self.inner;
-        inner.check_open()?;
-        let started = Instant::now();
-        let deadline = opts.deadline_from(started, inner.options.timeout);
-        let direct = method.queue && opts.direct.unwrap_or(inner.options.direct_queue_calls);
-        let request = inner.build_request(req, &opts, deadline, false, direct);
-        let mut call = PendingCall::new(inner.clone(), request.request_id.clone(), method, topics);
-        let mut nobody = inner.publish_request(method, topics, &request).await?;
-        call.armed = true;
-
-        let selection = opts
-            .selection
-            .clone()
-            .unwrap_or_else(|| SelectionOptions::for_method(method));
-        let mut phase = if method.require_claim {
-            Phase::Selecting(Selector::new(&selection, started))
-        } else {
-            Phase::Waiting(None)
-        };
-        let mut rejection = None;
-        let result = loop {
-            // The selection window bounds the wait for claims, except on the direct path,
-            // where a Rust server answers without claiming.
-            let window = match &phase {
-                Phase::Selecting(sel) if !direct => Some(sel.closes_at()),
-                _ => None,
-            };
-            tokio::select! {
-                biased;
-                _ = inner.closed.cancelled() => break Err(Error::canceled()),
-                reply = call.rx.recv() => match (reply, &mut phase) {
-                    (Some(Reply::Response(resp)), Phase::Selecting(_)) => {
-                        if direct || resp.error.is_empty() {
-                            break decode_response(resp);
-                        }
-                        // Before any claim only a malformed_request answer comes; keep it in
-                        // case no server claims.
-                        rejection = Some(response_error(resp));
-                    }
-                    (Some(Reply::Response(resp)), Phase::Waiting(chosen)) => {
-                        if chosen.as_ref().is_none_or(|c| *c == resp.server_id) {
-                            break decode_response(resp);
-                        }
-                    }
-                    (Some(Reply::Claim(claim)), Phase::Selecting(sel)) => {
-                        let claim = Claim { server_id: claim.server_id, affinity: claim.affinity };
-                        if let Some(server) = sel.on_claim(claim, Instant::now()) {
-                            inner.send_claim_response(method, topics, &call.request_id, &server).await?;
-                            phase = Phase::Waiting(Some(server));
-                        }
-                    }
-                    (Some(Reply::Claim(_)), Phase::Waiting(_)) => {}
-                    (None, _) => break Err(Error::canceled()),
-                },
-                _ = sleep_until_opt(window) => {
-                    let Phase::Selecting(sel) = std::mem::replace(&mut phase, Phase::Waiting(None)) else {
-                        continue;
-                    };
-                    match sel.finish(rejection.take()) {
-                        Ok(server) => {
-                            inner.send_claim_response(method, topics, &call.request_id, &server).await?;
-                            phase = Phase::Waiting(Some(server));
-                        }
-                        Err(err) => break Err(err),
-                    }
-                }
-                _ = &mut nobody => break Err(Error::no_response()),
-                _ = tokio::time::sleep_until(deadline) => break Err(Error::timed_out()),
+        let raw = Bytes::from(req.encode_to_vec());
+        let span = tracing::debug_span!(
+            "psrpc.client",
+            service = %inner.service,
+            method = method.name,
+            topics = ?topics,
+            client_id = %inner.id,
+            request_id = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
+            code = tracing::field::Empty,
+        );
+        let outcome = async {
+            if inner.chain.is_empty() {
+                return inner.unary(method, topics, raw, opts).await;
             }
-        };
-        call.armed = false;
-        result
+            let call = ClientCall {
+                service: inner.service.clone(),
+                method: *method,
+                topics: topics.iter().map(|t| t.to_string()).collect(),
+                request: raw,
+                options: opts,
+                started: Instant::now(),
+            };
+            let sender = inner.clone();
+            let send = Arc::new(move |call: ClientCall| -> BoxResponse {
+                let inner = sender.clone();
+                Box::pin(async move {
+                    let topics: Vec<&str> = call.topics.iter().map(String::as_str).collect();
+                    inner
+                        .unary(&call.method, &topics, call.request, call.options)
+                        .await
+                })
+            });
+            ClientNext::new(inner.chain.clone(), send).run(call).await
+        }
+        .instrument(span.clone())
+        .await;
+        span.record(
+            "code",
+            outcome.as_ref().err().map_or("ok", |e| e.code().as_str()),
+        );
+        Resp::decode(outcome?).map_err(Error::malformed_result)
     }
 
     /// Calls a MULTI method: every server answers. The stream yields each server's result
@@ -297,16 +274,23 @@ impl Client {
     {
         let inner = &self.inner;
         inner.check_open()?;
+        let raw = Bytes::from(req.encode_to_vec());
+        let (opts, observed) = inner.intercept(method, topics, raw.clone(), opts, |i, call| {
+            i.on_multi_request(call)
+        })?;
         let deadline = opts.deadline_from(Instant::now(), inner.options.timeout);
-        let request = inner.build_request(req, &opts, deadline, true, false);
+        let request = inner.build_request(raw, &opts, deadline, true, false);
         let mut call = PendingCall::new(inner.clone(), request.request_id.clone(), method, topics);
-        let nobody = inner.publish_request(method, topics, &request).await?;
+        let nobody = inner
+            .publish_request(method, topics, &request, deadline)
+            .await?;
         call.armed = true;
         Ok(MultiResponses::new(
             call,
             deadline,
             inner.closed.clone(),
             nobody,
+            observed.map(|call| (inner.chain.clone(), call)),
         ))
     }
 
@@ -328,6 +312,9 @@ impl Client {
     {
         let inner = &self.inner;
         inner.check_open()?;
+        let (opts, _) = inner.intercept(method, topics, Bytes::new(), opts, |i, call| {
+            i.on_stream_open(call)
+        })?;
         let started = Instant::now();
         let deadline = opts.deadline_from(started, inner.options.timeout);
         let stream_id = crate::id::new_stream_id();
@@ -356,13 +343,17 @@ impl Client {
             expiry: sent_at.saturating_add(i64::try_from(remaining.as_nanos()).unwrap_or(i64::MAX)),
             body: Some(Body::Open(StreamOpen {
                 node_id: inner.id.to_string(),
-                metadata: opts.metadata.clone(),
+                metadata: inner.outgoing_metadata(&opts),
                 x_window: inner.options.stream.window,
             })),
         };
         let payload = wire::encode_envelope(wire::STREAM_TYPE_URL, &open);
         crate::bus::check_payload_size(payload.len(), inner.bus.max_payload())?;
-        let mut nobody = inner.bus.publish_watched(&peer, payload).await?;
+        // Bounded by the deadline, as a request's publish.
+        let mut nobody =
+            tokio::time::timeout_at(deadline, inner.bus.publish_watched(&peer, payload))
+                .await
+                .map_err(|_| Error::timed_out())??;
 
         if method.require_claim {
             let selection = opts
@@ -392,7 +383,7 @@ impl Client {
                 }
             };
             inner
-                .send_claim_response(method, topics, &open_id, &server)
+                .send_claim_response(method, topics, &open_id, &server, deadline)
                 .await?;
         }
         // From here a server may hold the stream: a failure must tell it.
@@ -401,6 +392,8 @@ impl Client {
             biased;
             _ = inner.closed.cancelled() => return Err(Error::canceled()),
             window = acked => window.map_err(|_| Error::canceled())?,
+            // The server refused the stream (an interceptor), closing it instead of acking.
+            _ = core.closed.cancelled() => return Err(core.closed_error()),
             _ = &mut nobody => return Err(Error::no_response()),
             _ = tokio::time::sleep_until(deadline) => return Err(Error::timed_out()),
         };
@@ -455,11 +448,11 @@ fn response_error(resp: Response) -> Error {
     Error::from_wire(resp.error, &resp.code, resp.error_details)
 }
 
-fn decode_response<Resp: Message + Default>(resp: Response) -> Result<Resp> {
+fn raw_response(resp: Response) -> Result<Bytes> {
     if !resp.error.is_empty() {
         return Err(response_error(resp));
     }
-    Resp::decode(resp.raw_response).map_err(Error::malformed_result)
+    Ok(resp.raw_response)
 }
 
 async fn reply_loop(inner: Arc<Inner>, mut sub: Subscription) {
@@ -476,6 +469,115 @@ async fn reply_loop(inner: Arc<Inner>, mut sub: Subscription) {
 }
 
 impl Inner {
+    /// A unary call on encoded bytes: publish, select among claims, wait for the answer.
+    async fn unary(
+        self: &Arc<Self>,
+        method: &MethodInfo,
+        topics: &[&str],
+        raw: Bytes,
+        opts: CallOptions,
+    ) -> Result<Bytes> {
+        let inner = self;
+        inner.check_open()?;
+        let started = Instant::now();
+        let deadline = opts.deadline_from(started, inner.options.timeout);
+        let direct = method.queue && opts.direct.unwrap_or(inner.options.direct_queue_calls);
+        let request = inner.build_request(raw, &opts, deadline, false, direct);
+        let mut call = PendingCall::new(inner.clone(), request.request_id.clone(), method, topics);
+        let mut nobody = inner
+            .publish_request(method, topics, &request, deadline)
+            .await?;
+        call.armed = true;
+
+        let selection = opts
+            .selection
+            .clone()
+            .unwrap_or_else(|| SelectionOptions::for_method(method));
+        let mut phase = if method.require_claim {
+            Phase::Selecting(Selector::new(&selection, started))
+        } else {
+            Phase::Waiting(None)
+        };
+        let mut rejection = None;
+        let result = loop {
+            // The selection window bounds the wait for claims, except on the direct path,
+            // where a Rust server answers without claiming.
+            let window = match &phase {
+                Phase::Selecting(sel) if !direct => Some(sel.closes_at()),
+                _ => None,
+            };
+            tokio::select! {
+                biased;
+                _ = inner.closed.cancelled() => break Err(Error::canceled()),
+                reply = call.rx.recv() => match (reply, &mut phase) {
+                    (Some(Reply::Response(resp)), Phase::Selecting(_)) => {
+                        if direct || resp.error.is_empty() {
+                            break raw_response(resp);
+                        }
+                        // Before any claim only a malformed_request answer comes; keep it in
+                        // case no server claims.
+                        rejection = Some(response_error(resp));
+                    }
+                    (Some(Reply::Response(resp)), Phase::Waiting(chosen)) => {
+                        if chosen.as_ref().is_none_or(|c| *c == resp.server_id) {
+                            break raw_response(resp);
+                        }
+                    }
+                    (Some(Reply::Claim(claim)), Phase::Selecting(sel)) => {
+                        let claim = Claim { server_id: claim.server_id, affinity: claim.affinity };
+                        if let Some(server) = sel.on_claim(claim, Instant::now()) {
+                            inner.send_claim_response(method, topics, &call.request_id, &server, deadline).await?;
+                            phase = Phase::Waiting(Some(server));
+                        }
+                    }
+                    (Some(Reply::Claim(_)), Phase::Waiting(_)) => {}
+                    (None, _) => break Err(Error::canceled()),
+                },
+                _ = sleep_until_opt(window) => {
+                    let Phase::Selecting(sel) = std::mem::replace(&mut phase, Phase::Waiting(None)) else {
+                        continue;
+                    };
+                    match sel.finish(rejection.take()) {
+                        Ok(server) => {
+                            inner.send_claim_response(method, topics, &call.request_id, &server, deadline).await?;
+                            phase = Phase::Waiting(Some(server));
+                        }
+                        Err(err) => break Err(err),
+                    }
+                }
+                _ = &mut nobody => break Err(Error::no_response()),
+                _ = tokio::time::sleep_until(deadline) => break Err(Error::timed_out()),
+            }
+        };
+        call.armed = false;
+        result
+    }
+
+    /// Lets the interceptors see (and change) a multi call or stream open before it goes out;
+    /// returns the options to use and, with interceptors, the call they saw.
+    fn intercept(
+        &self,
+        method: &MethodInfo,
+        topics: &[&str],
+        request: Bytes,
+        opts: CallOptions,
+        hook: impl Fn(&dyn ClientInterceptor, &mut ClientCall) -> Result<()>,
+    ) -> Result<(CallOptions, Option<ClientCall>)> {
+        if self.chain.is_empty() {
+            return Ok((opts, None));
+        }
+        let mut call = ClientCall {
+            service: self.service.clone(),
+            method: *method,
+            topics: topics.iter().map(|t| t.to_string()).collect(),
+            request,
+            options: opts,
+            started: Instant::now(),
+        };
+        crate::interceptor::each(&self.chain, |i| hook(i, &mut call))?;
+        Ok((call.options.clone(), Some(call)))
+    }
+
     fn check_open(&self) -> Result<()> {
         if self.closed.is_cancelled() {
             return Err(Error::canceled());
@@ -483,9 +585,9 @@ impl Inner {
         Ok(())
     }
 
-    fn build_request<Req: Message>(
+    fn build_request(
         &self,
-        req: &Req,
+        raw: Bytes,
         opts: &CallOptions,
         deadline: Instant,
         multi: bool,
@@ -499,10 +601,31 @@ impl Inner {
             sent_at,
             expiry: sent_at.saturating_add(i64::try_from(remaining.as_nanos()).unwrap_or(i64::MAX)),
             multi,
-            metadata: opts.metadata.clone(),
-            raw_request: Bytes::from(req.encode_to_vec()),
+            metadata: self.outgoing_metadata(opts),
+            raw_request: raw,
             x_direct: direct,
         }
+    }
+
+    /// The call's metadata, with a `traceparent` continuing the current trace (or starting one
+    /// when the client is set to) unless the caller set one.
+    fn outgoing_metadata(&self, opts: &CallOptions) -> crate::Metadata {
+        let mut metadata = opts.metadata.clone();
+        if !metadata.contains_key(TRACEPARENT) {
+            let trace = TraceContext::current()
+                .map(|current| current.child())
+                .or_else(|| self.options.start_traces.then(TraceContext::new_root));
+            if let Some(trace) = trace {
+                trace.inject(&mut metadata);
+            }
+        }
+        if let Some(parent) = metadata.get(TRACEPARENT) {
+            let span = tracing::Span::current();
+            if let Some(trace) = TraceContext::parse(parent) {
+                span.record("trace_id", trace.trace_id());
+            }
+        }
+        metadata
     }
 
     async fn publish_request(
@@ -510,6 +633,7 @@ impl Inner {
         method: &MethodInfo,
         topics: &[&str],
         request: &Request,
+        deadline: Instant,
     ) -> Result<NoReceivers> {
         let payload = wire::encode_envelope(wire::REQUEST_TYPE_URL, request);
         crate::bus::check_payload_size(payload.len(), self.bus.max_payload())?;
@@ -519,7 +643,10 @@ impl Inner {
             topics.iter().copied(),
             method.queue,
         );
-        Ok(self.bus.publish_watched(&channel, payload).await?)
+        // Bounded by the call's deadline: a bus waiting for a reconnect (Redis waits up to its
+        // response timeout, 3 s by default) must not hold the caller past it.
+        let sent = tokio::time::timeout_at(deadline, self.bus.publish_watched(&channel, payload));
+        Ok(sent.await.map_err(|_| Error::timed_out())??)
     }
 
     async fn send_claim_response(
@@ -528,6 +655,7 @@ impl Inner {
         topics: &[&str],
         request_id: &str,
         server_id: &str,
+        deadline: Instant,
     ) -> Result<()> {
         let resp = ClaimResponse {
             request_id: request_id.to_owned(),
@@ -536,41 +664,36 @@ impl Inner {
         };
         let channel =
             Channel::claim_response(self.service.clone(), method.name, topics.iter().copied());
-        self.bus
-            .publish(
-                &channel,
-                wire::encode_envelope(wire::CLAIM_RESPONSE_TYPE_URL, &resp),
-            )
-            .await?;
+        let payload = wire::encode_envelope(wire::CLAIM_RESPONSE_TYPE_URL, &resp);
+        // Bounded by the call's deadline, as the request's publish.
+        tokio::time::timeout_at(deadline, self.bus.publish(&channel, payload))
+            .await
+            .map_err(|_| Error::timed_out())??;
         Ok(())
     }
 
     /// Routes a payload from a reply channel to the call or stream waiting for it.
     fn route(&self, payload: Bytes) {
-        let reply =
-            wire::decode_envelope(payload)
-                .ok()
-                .and_then(|msg| match msg.type_url.as_str() {
-                    wire::RESPONSE_TYPE_URL => {
-                        Response::decode(msg.value).ok().map(Reply::Response)
-                    }
-                    wire::CLAIM_REQUEST_TYPE_URL => {
-                        ClaimRequest::decode(msg.value).ok().map(Reply::Claim)
-                    }
-                    wire::STREAM_TYPE_URL => {
-                        if let Ok(frame) = wire::Stream::decode(msg.value) {
-                            self.route_frame(frame);
-                            return None;
-                        }
-                        self.count_malformed();
-                        None
-                    }
-                    _ => {
-                        self.count_malformed();
-                        None
-                    }
-                });
-        let Some(reply) = reply else {
+        // Whatever does not decode is counted, the envelope and the inner message alike:
+        // garbage from the wire is never dropped silently.
+        let Ok(msg) = wire::decode_envelope(payload) else {
+            self.count_malformed();
+            return;
+        };
+        let reply = match msg.type_url.as_str() {
+            wire::RESPONSE_TYPE_URL => Response::decode(msg.value).map(Reply::Response),
+            wire::CLAIM_REQUEST_TYPE_URL => ClaimRequest::decode(msg.value).map(Reply::Claim),
+            wire::STREAM_TYPE_URL => match wire::Stream::decode(msg.value) {
+                Ok(frame) => return self.route_frame(frame),
+                Err(err) => Err(err),
+            },
+            _ => {
+                self.count_malformed();
+                return;
+            }
+        };
+        let Ok(reply) = reply else {
+            self.count_malformed();
             return;
         };
         let request_id = match &reply {
@@ -583,6 +706,7 @@ impl Inner {
             .is_some_and(|tx| tx.send(reply).is_ok());
         if !delivered {
             self.unroutable.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(client = %self.id, "dropped a reply for a call no longer waiting");
         }
     }
 

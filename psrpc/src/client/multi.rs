@@ -9,9 +9,18 @@ use prost::Message;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-use super::{PendingCall, Reply, decode_response};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::{PendingCall, Reply, raw_response};
+use crate::Error;
 use crate::Result;
 use crate::bus::NoReceivers;
+use crate::interceptor::{ClientCall, ClientInterceptor};
+
+/// The interceptors that see each answer, and the call they saw go out.
+pub(crate) type Observed = (Arc<[Arc<dyn ClientInterceptor>]>, ClientCall);
 
 /// One server's answer to a multi call.
 #[derive(Clone, Debug, PartialEq)]
@@ -41,6 +50,7 @@ pub struct MultiResponses<T> {
     timer: Pin<Box<Sleep>>,
     closed: Pin<Box<WaitForCancellationFutureOwned>>,
     nobody: NoReceivers,
+    observed: Option<Observed>,
     done: bool,
     _type: PhantomData<fn() -> T>,
 }
@@ -60,12 +70,14 @@ impl<T: Message + Default> MultiResponses<T> {
         deadline: Instant,
         closed: CancellationToken,
         nobody: NoReceivers,
+        observed: Option<Observed>,
     ) -> Self {
         MultiResponses {
             call,
             timer: Box::pin(tokio::time::sleep_until(deadline)),
             closed: Box::pin(closed.cancelled_owned()),
             nobody,
+            observed,
             done: false,
             _type: PhantomData,
         }
@@ -103,10 +115,19 @@ impl<T: Message + Default> Stream for MultiResponses<T> {
         loop {
             match this.call.rx.poll_recv(cx) {
                 Poll::Ready(Some(Reply::Response(resp))) => {
-                    let server_id = resp.server_id.clone();
+                    let raw = MultiResult {
+                        server_id: resp.server_id.clone(),
+                        result: raw_response(resp),
+                    };
+                    if let Some((chain, call)) = &this.observed {
+                        chain.iter().for_each(|i| i.on_multi_result(call, &raw));
+                    }
+                    let result = raw
+                        .result
+                        .and_then(|bytes: Bytes| T::decode(bytes).map_err(Error::malformed_result));
                     return Poll::Ready(Some(MultiResult {
-                        server_id,
-                        result: decode_response(resp),
+                        server_id: raw.server_id,
+                        result,
                     }));
                 }
                 Poll::Ready(Some(Reply::Claim(_))) => continue,

@@ -6,6 +6,7 @@ use tokio::time::Instant;
 
 use super::SelectionOptions;
 use crate::Metadata;
+use crate::interceptor::{ClientInterceptor, Interceptors};
 
 /// Default time a call waits for its answer (WIRE.md §9).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -24,6 +25,19 @@ pub struct ClientOptions {
     pub subscription_capacity: usize,
     /// Tuning of the streams this client opens.
     pub stream: crate::stream::StreamOptions,
+    /// Middleware around every call, outermost first.
+    pub interceptors: Interceptors<dyn ClientInterceptor>,
+    /// Start a new trace (a `traceparent` in the metadata) for calls made outside any traced
+    /// request. Calls made while serving a traced request always continue its trace.
+    pub start_traces: bool,
+}
+
+impl ClientOptions {
+    /// Adds an interceptor after those already added.
+    pub fn interceptor(mut self, interceptor: impl ClientInterceptor) -> Self {
+        self.interceptors.0.push(std::sync::Arc::new(interceptor));
+        self
+    }
 }
 
 impl Default for ClientOptions {
@@ -34,6 +48,8 @@ impl Default for ClientOptions {
             direct_queue_calls: true,
             subscription_capacity: crate::bus::DEFAULT_SUBSCRIPTION_CAPACITY,
             stream: crate::stream::StreamOptions::default(),
+            interceptors: Interceptors::default(),
+            start_traces: false,
         }
     }
 }

@@ -6,6 +6,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::Metadata;
+use crate::trace::TraceContext;
 
 /// The context of one request, passed to every handler.
 ///
@@ -23,6 +24,7 @@ use crate::Metadata;
 /// ```
 #[derive(Clone, Debug)]
 pub struct RequestContext {
+    pub(crate) service: Arc<str>,
     pub(crate) method: &'static str,
     pub(crate) topics: Arc<[String]>,
     pub(crate) request_id: String,
@@ -31,9 +33,38 @@ pub struct RequestContext {
     pub(crate) metadata: Metadata,
     pub(crate) deadline: Instant,
     pub(crate) cancel: CancellationToken,
+    pub(crate) multi: bool,
+    pub(crate) received_at: Instant,
+    pub(crate) trace: Option<TraceContext>,
 }
 
 impl RequestContext {
+    /// The service being served.
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+
+    /// True for a multi call (every server answers).
+    pub fn is_multi(&self) -> bool {
+        self.multi
+    }
+
+    /// When this server accepted the request (or the stream open).
+    pub fn received_at(&self) -> Instant {
+        self.received_at
+    }
+
+    /// The caller's metadata, for interceptors that change it.
+    pub fn metadata_mut(&mut self) -> &mut Metadata {
+        &mut self.metadata
+    }
+
+    /// The trace position of this request (a child of the caller's `traceparent`), if the
+    /// caller sent one.
+    pub fn trace(&self) -> Option<&TraceContext> {
+        self.trace.as_ref()
+    }
+
     /// The method being served.
     pub fn method(&self) -> &'static str {
         self.method

@@ -25,19 +25,23 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use dashmap::DashMap;
+use futures::FutureExt;
 use futures::future::BoxFuture;
 use prost::Message;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 pub use context::RequestContext;
 use stats::Counters;
 pub use stats::ServerStats;
 
 use crate::bus::{Bus, IntoBus, SubscribeOptions, Subscription};
+use crate::interceptor::{BoxResponse, Interceptors, ServerCall, ServerInterceptor, ServerNext};
 use crate::stream::{Stream, StreamCore, StreamOptions, StreamRegistry};
+use crate::trace::TraceContext;
 use crate::wire::{self, ClaimRequest, ClaimResponse, Request, Response, stream::Body};
 use crate::{Channel, Error, ErrorCode, MethodInfo, NamedMessage, Result};
 
@@ -53,6 +57,16 @@ pub struct ServerOptions {
     pub subscription_capacity: usize,
     /// Tuning of the streams this server serves.
     pub stream: StreamOptions,
+    /// Middleware around every request and stream, outermost first.
+    pub interceptors: Interceptors<dyn ServerInterceptor>,
+}
+
+impl ServerOptions {
+    /// Adds an interceptor after those already added.
+    pub fn interceptor(mut self, interceptor: impl ServerInterceptor) -> Self {
+        self.interceptors.0.push(Arc::new(interceptor));
+        self
+    }
 }
 
 impl Default for ServerOptions {
@@ -62,6 +76,7 @@ impl Default for ServerOptions {
             max_in_flight: None,
             subscription_capacity: crate::bus::DEFAULT_SUBSCRIPTION_CAPACITY,
             stream: StreamOptions::default(),
+            interceptors: Interceptors::default(),
         }
     }
 }
@@ -122,6 +137,7 @@ struct Inner {
     kill: CancellationToken,
     limiter: Option<Arc<Semaphore>>,
     counters: Counters,
+    chain: Arc<[Arc<dyn ServerInterceptor>]>,
 }
 
 /// What the reader tasks of one registration share.
@@ -166,6 +182,7 @@ impl Server {
             id,
             bus: bus.into_bus(),
             limiter: options.max_in_flight.map(|n| Arc::new(Semaphore::new(n))),
+            chain: options.interceptors.chain(),
             options,
             registrations: Mutex::default(),
             claims: DashMap::new(),
@@ -671,6 +688,25 @@ impl Inner {
     }
 }
 
+/// Keeps a handler's cancellation token findable while it runs, even if the handler panics.
+struct Running<'a> {
+    inner: &'a Inner,
+    request_id: &'a str,
+}
+
+impl<'a> Running<'a> {
+    fn register(inner: &'a Inner, request_id: &'a str, cancel: &CancellationToken) -> Self {
+        inner.running.insert(request_id.to_owned(), cancel.clone());
+        Running { inner, request_id }
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.inner.running.remove(self.request_id);
+    }
+}
+
 fn set_error(resp: &mut Response, err: &Error) {
     resp.error = err.message().to_owned();
     resp.code = err.code().as_str().to_owned();
@@ -703,6 +739,7 @@ where
             let handler = handler.clone();
             let affinity = affinity.clone();
             Box::pin(async move {
+                let received_at = Instant::now();
                 let typed = match Req::decode(req.raw_request.clone()) {
                     Ok(typed) => typed,
                     Err(err) => {
@@ -725,8 +762,24 @@ where
                     }
                 }
                 let cancel = inner.kill.child_token();
-                inner.running.insert(req.request_id.clone(), cancel.clone());
+                let _running = Running::register(&inner, &req.request_id, &cancel);
+                let trace = TraceContext::from_metadata(&req.metadata).map(|parent| parent.child());
+                let span = tracing::debug_span!(
+                    "psrpc.server",
+                    service = %inner.service,
+                    method = method.name,
+                    topics = ?topics,
+                    request_id = %req.request_id,
+                    client_id = %req.client_id,
+                    server_id = %inner.id,
+                    trace_id = tracing::field::Empty,
+                    code = tracing::field::Empty,
+                );
+                if let Some(trace) = &trace {
+                    span.record("trace_id", trace.trace_id());
+                }
                 let ctx = RequestContext {
+                    service: inner.service.clone(),
                     method: method.name,
                     topics,
                     request_id: req.request_id.clone(),
@@ -735,14 +788,41 @@ where
                     metadata: req.metadata.clone(),
                     deadline,
                     cancel: cancel.clone(),
+                    multi: req.multi,
+                    received_at,
+                    trace: trace.clone(),
+                };
+                let serve = move |ctx: RequestContext| -> BoxResponse {
+                    Box::pin(
+                        handler(ctx, typed)
+                            .map(|r| r.map(|resp| Bytes::from(resp.encode_to_vec()))),
+                    )
+                };
+                let work = if inner.chain.is_empty() {
+                    serve(ctx)
+                } else {
+                    let call = ServerCall {
+                        ctx,
+                        request: req.raw_request.clone(),
+                    };
+                    ServerNext::new(inner.chain.clone(), move |call: ServerCall| serve(call.ctx))
+                        .run(call)
+                };
+                // Calls the handler makes continue the caller's trace.
+                let work = match trace {
+                    Some(trace) => Box::pin(trace.scope(work)) as BoxResponse,
+                    None => work,
                 };
                 let result = tokio::select! {
                     biased;
                     _ = inner.kill.cancelled() => Err(Error::new(ErrorCode::Unavailable, "server killed")),
-                    result = handler(ctx, typed) => result.map(|resp| Bytes::from(resp.encode_to_vec())),
+                    result = work.instrument(span.clone()) => result,
                     _ = tokio::time::sleep_until(deadline) => Err(Error::timed_out()),
                 };
-                inner.running.remove(&req.request_id);
+                span.record(
+                    "code",
+                    result.as_ref().err().map_or("ok", |e| e.code().as_str()),
+                );
                 Counters::incr(&inner.counters.handled);
                 if cancel.is_cancelled() && !inner.kill.is_cancelled() {
                     // The caller is gone: nobody would read a response.
@@ -768,6 +848,7 @@ where
         move |inner: Arc<Inner>, open: wire::Stream, deadline: Instant, topics: Arc<[String]>| {
             let handler = handler.clone();
             Box::pin(async move {
+                let received_at = Instant::now();
                 let Some(Body::Open(opening)) = &open.body else {
                     return;
                 };
@@ -788,14 +869,10 @@ where
                 );
                 core.set_peer_window(opening.x_window);
                 inner.streams.insert(open.stream_id.clone(), core.clone());
-                if let Err(err) = core.ack_open(&open).await {
-                    Counters::incr(&inner.counters.publish_errors);
-                    tracing::warn!(%err, stream_id = %open.stream_id, "failed to acknowledge a stream open");
-                    inner.streams.remove(&open.stream_id);
-                    return;
-                }
-                let stream = Stream::new(core.clone(), inbox, inner.streams.clone(), false);
-                let ctx = RequestContext {
+                let trace =
+                    TraceContext::from_metadata(&opening.metadata).map(|parent| parent.child());
+                let mut ctx = RequestContext {
+                    service: inner.service.clone(),
                     method: method.name,
                     topics,
                     request_id: open.request_id.clone(),
@@ -805,9 +882,51 @@ where
                     // A stream lives until either side closes it.
                     deadline: Instant::now() + STREAM_HORIZON,
                     cancel: core.closed.clone(),
+                    multi: false,
+                    received_at,
+                    trace: trace.clone(),
                 };
+                if let Err(err) =
+                    crate::interceptor::each(&inner.chain, |i| i.on_stream_open(&mut ctx))
+                {
+                    // Refused: the client's open fails with this error.
+                    core.close_now(Some(err)).await;
+                    inner.streams.remove(&open.stream_id);
+                    return;
+                }
+                if let Err(err) = core.ack_open(&open).await {
+                    Counters::incr(&inner.counters.publish_errors);
+                    tracing::warn!(%err, stream_id = %open.stream_id, "failed to acknowledge a stream open");
+                    inner.streams.remove(&open.stream_id);
+                    return;
+                }
+                let span = tracing::debug_span!(
+                    "psrpc.server.stream",
+                    service = %inner.service,
+                    method = method.name,
+                    stream_id = %open.stream_id,
+                    client_id = %opening.node_id,
+                    server_id = %inner.id,
+                    trace_id = tracing::field::Empty,
+                    code = tracing::field::Empty,
+                );
+                if let Some(trace) = &trace {
+                    span.record("trace_id", trace.trace_id());
+                }
+                let stream = Stream::new(core.clone(), inbox, inner.streams.clone(), false);
+                let chain = inner.chain.clone();
                 let served = async {
-                    let result = handler(ctx, stream).await;
+                    let observed = ctx.clone();
+                    let handled = handler(ctx, stream);
+                    let result = match trace {
+                        Some(trace) => trace.scope(handled).await,
+                        None => handled.await,
+                    };
+                    for interceptor in chain.iter() {
+                        interceptor.on_stream_close(&observed, &result);
+                    }
+                    let code = result.as_ref().err().map_or("ok", |e| e.code().as_str());
+                    tracing::Span::current().record("code", code);
                     core.close(result.err()).await;
                 };
                 tokio::select! {
@@ -816,7 +935,7 @@ where
                         let err = Error::new(ErrorCode::Unavailable, "server killed");
                         core.close_now(Some(err)).await;
                     }
-                    _ = futures::future::join(served, core.clone().drive()) => {}
+                    _ = futures::future::join(served.instrument(span), core.clone().drive()) => {}
                 }
                 Counters::incr(&inner.counters.handled);
             })
