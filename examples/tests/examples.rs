@@ -12,7 +12,7 @@ const RUN_LIMIT: Duration = Duration::from_secs(60);
 
 /// Runs an example binary with `args`, killing it if it outlives [`RUN_LIMIT`].
 fn run(binary: &str, args: &[&str]) -> Output {
-    let mut child = Command::new(binary)
+    let child = Command::new(binary)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
