@@ -977,3 +977,26 @@ async fn calls_to_nobody_fail_at_once() {
         "no claim window, no timeout waited"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn servers_stop_waiting_when_no_claim_is_chosen() {
+    let bus = LocalBus::new();
+    // Affinity 0 is never picked without accept-first: the call fails after the window.
+    let server = affinity_server(&bus, 0.0).await;
+    let client = client(bus).await;
+    let opts = CallOptions::new().timeout(Duration::from_secs(30));
+    let err = client
+        .request::<_, String>(&PICK, &[], &s("x"), opts)
+        .await
+        .unwrap_err();
+    assert_eq!(err, Error::no_servers_available());
+    // The claiming server was told, instead of waiting 30 s for a choice.
+    let at = Instant::now();
+    server.shutdown().await;
+    assert!(
+        at.elapsed() < Duration::from_millis(1),
+        "{:?}",
+        at.elapsed()
+    );
+    assert_eq!(server.stats().claims_lost, 1);
+}

@@ -20,6 +20,7 @@
 //! ```
 
 pub mod cases;
+pub mod streams;
 
 use std::any::Any;
 use std::future::Future;
@@ -106,6 +107,23 @@ macro_rules! conformance_suite {
             async fn $case() {
                 let harness = $harness;
                 $crate::cases::$case(&harness).await;
+            }
+        )*
+        $crate::conformance_suite!(@streams $harness;
+            stream_ping_pong,
+            stream_ten_thousand_each_way_in_order,
+            stream_close_with_error_propagates_its_code,
+            stream_handler_return_closes_the_stream,
+            stream_client_drop_closes_the_server_side,
+            stream_vanished_peer_is_detected,
+        );
+    };
+    (@streams $harness:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let harness = $harness;
+                $crate::streams::$case(&harness).await;
             }
         )*
     };

@@ -331,7 +331,7 @@ impl Client {
         let acked = core.expect_open_ack();
         inner.streams.insert(stream_id.clone(), core.clone());
         // Until it is established, dropping the handle only unregisters the stream.
-        let stream = Stream::new(core.clone(), inbox, inner.streams.clone(), false);
+        let stream = Stream::new(core.clone(), inbox, Some(inner.streams.clone()), false);
         let mut call = PendingCall::new(inner.clone(), open_id.clone(), method, topics);
 
         let sent_at = crate::time::now_unix_nanos();
@@ -499,6 +499,7 @@ impl Inner {
             Phase::Waiting(None)
         };
         let mut rejection = None;
+        let mut answered = false;
         let result = loop {
             // The selection window bounds the wait for claims, except on the direct path,
             // where a Rust server answers without claiming.
@@ -512,6 +513,7 @@ impl Inner {
                 reply = call.rx.recv() => match (reply, &mut phase) {
                     (Some(Reply::Response(resp)), Phase::Selecting(_)) => {
                         if direct || resp.error.is_empty() {
+                            answered = true;
                             break raw_response(resp);
                         }
                         // Before any claim only a malformed_request answer comes; keep it in
@@ -520,6 +522,7 @@ impl Inner {
                     }
                     (Some(Reply::Response(resp)), Phase::Waiting(chosen)) => {
                         if chosen.as_ref().is_none_or(|c| *c == resp.server_id) {
+                            answered = true;
                             break raw_response(resp);
                         }
                     }
@@ -549,7 +552,10 @@ impl Inner {
                 _ = tokio::time::sleep_until(deadline) => break Err(Error::timed_out()),
             }
         };
-        call.armed = false;
+        // Ended without a server's answer (no acceptable claim, timed out, closed): the armed
+        // call tells the servers on drop, so those that claimed stop waiting for a choice and a
+        // running handler sees its cancellation.
+        call.armed = !answered;
         result
     }
 

@@ -913,7 +913,7 @@ where
                 if let Some(trace) = &trace {
                     span.record("trace_id", trace.trace_id());
                 }
-                let stream = Stream::new(core.clone(), inbox, inner.streams.clone(), false);
+                let stream = Stream::new(core.clone(), inbox, None, false);
                 let chain = inner.chain.clone();
                 let served = async {
                     let observed = ctx.clone();
@@ -937,6 +937,7 @@ where
                     }
                     _ = futures::future::join(served.instrument(span), core.clone().drive()) => {}
                 }
+                inner.streams.remove(&open.stream_id);
                 Counters::incr(&inner.counters.handled);
             })
         },

@@ -85,10 +85,12 @@ pub struct StreamReceiver<R> {
     _type: PhantomData<fn() -> R>,
 }
 
-/// Unregisters the stream, and closes it for a client, when the last half is dropped.
+/// Closes a client's stream, and unregisters it, when the last half is dropped.
 struct Guard {
     core: Arc<StreamCore>,
-    registry: Arc<StreamRegistry>,
+    /// The client's registry; `None` on a server, whose task unregisters the stream once it has
+    /// closed (frames such as the last acks must still reach it after the handler returned).
+    registry: Option<Arc<StreamRegistry>>,
     close_on_drop: AtomicBool,
 }
 
@@ -130,7 +132,7 @@ impl<S: Message, R: Message + Default> Stream<S, R> {
     pub(crate) fn new(
         core: Arc<StreamCore>,
         inbox: mpsc::Receiver<Incoming>,
-        registry: Arc<StreamRegistry>,
+        registry: Option<Arc<StreamRegistry>>,
         close_on_drop: bool,
     ) -> Self {
         let guard = Arc::new(Guard {
@@ -250,7 +252,9 @@ impl<R: Message + Default> StreamReceiver<R> {
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        self.registry.remove(&self.core.id);
+        if let Some(registry) = &self.registry {
+            registry.remove(&self.core.id);
+        }
         if !self.close_on_drop.load(Ordering::Relaxed) || self.core.closed.is_cancelled() {
             return;
         }
