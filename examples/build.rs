@@ -7,6 +7,7 @@ fn main() -> Result<(), psrpc_build::Error> {
             "proto/fleet.proto",
             "proto/regions.proto",
             "proto/placement.proto",
+            "proto/gateway.proto",
         ],
         &["proto"],
     )

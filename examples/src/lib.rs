@@ -25,6 +25,11 @@ pub mod placement {
     include!(concat!(env!("OUT_DIR"), "/placement.rs"));
 }
 
+/// Two services calling each other, for `middleware` (`proto/gateway.proto`).
+pub mod gateway {
+    include!(concat!(env!("OUT_DIR"), "/gateway.rs"));
+}
+
 /// The bus named by `--bus URL` (or `--bus=URL`) on the command line, or an in-process bus
 /// without it.
 ///

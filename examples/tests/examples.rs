@@ -151,12 +151,37 @@ fn check_affinity(bus: &str, args: &[&str]) {
     );
 }
 
+fn check_middleware(bus: &str, args: &[&str]) {
+    let out = run_ok(env!("CARGO_BIN_EXE_middleware"), args);
+    assert_lines_in_order(
+        "middleware",
+        &out,
+        &[
+            &format!("bus: {bus}"),
+            // The first lookup failed `unavailable` and the client's retry got through.
+            "greeting:      hello, dear ada (after a retried lookup)",
+            "-> one trace across two hops",
+            "no user:       unauthenticated: say who you are",
+            "panic:         internal: internal error: handler panicked",
+            "shed with resource_exhausted",
+            "observed calls:",
+            "server Profiles.Get unavailable",
+            "server Profiles.Get ok",
+            "client Greeter.Greet ok",
+            "server Greeter.Greet unauthenticated",
+            "server Profiles.Get internal",
+            "server Profiles.Get resource_exhausted",
+        ],
+    );
+}
+
 /// Every example against the bus of `args`, which the output names `bus`.
 fn check_all(bus: &str, args: &[&str]) {
     check_demo(bus, args);
     check_fleet_stats(bus, args);
     check_regions(bus, args);
     check_affinity(bus, args);
+    check_middleware(bus, args);
 }
 
 #[test]
