@@ -173,13 +173,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut limited = 0;
     for _ in 0..6 {
-        if let Err(err) = plain
+        let outcome = plain
             .get(&ProfileRequest { name: "bob".into() }, CallOptions::new())
-            .await
-        {
-            if err.code() == &ErrorCode::ResourceExhausted {
-                limited += 1;
-            }
+            .await;
+        if outcome.is_err_and(|err| err.code() == &ErrorCode::ResourceExhausted) {
+            limited += 1;
         }
     }
     println!("rate limit:    {limited} of 6 quick lookups shed with resource_exhausted");
