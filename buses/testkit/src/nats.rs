@@ -1,10 +1,10 @@
 //! A throwaway `nats-server`.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::Command;
 
 use crate::TestkitError;
-use crate::process::{Proc, find_binary, free_port, port_open, wait_ready};
+use crate::process::{Broker, Proc, port_open, wait_ready};
 
 const BINARY: &str = "nats-server";
 
@@ -22,11 +22,8 @@ pub struct NatsOptions {
 /// A `nats-server` on a free loopback port, killed on drop.
 #[derive(Debug)]
 pub struct NatsServer {
-    port: u16,
     options: NatsOptions,
-    binary: PathBuf,
-    dir: tempfile::TempDir,
-    proc: Proc,
+    broker: Broker,
 }
 
 impl NatsServer {
@@ -43,62 +40,43 @@ impl NatsServer {
     /// # Errors
     /// As [`start`](Self::start).
     pub fn start_with(options: NatsOptions) -> Result<Self, TestkitError> {
-        let binary = find_binary(BINARY, "nats-server", "NATS_SERVER_BIN")?;
-        let dir = tempfile::tempdir().map_err(|source| TestkitError::Io {
-            binary: BINARY,
-            source,
-        })?;
-        let mut last_err = None;
-        // A port can be taken between probing and binding; try a few.
-        for _ in 0..5 {
-            let port = free_port().map_err(|source| TestkitError::Io {
-                binary: BINARY,
-                source,
-            })?;
-            match spawn(&binary, &dir, port, &options) {
-                Ok(proc) => {
-                    return Ok(NatsServer {
-                        port,
-                        options,
-                        binary,
-                        dir,
-                        proc,
-                    });
-                }
-                Err(err) => last_err = Some(err),
-            }
-        }
-        Err(last_err.expect("at least one attempt"))
+        let broker = Broker::launch(
+            BINARY,
+            "nats-server",
+            "NATS_SERVER_BIN",
+            &|binary, dir, port| spawn(binary, dir, port, &options),
+        )?;
+        Ok(NatsServer { options, broker })
     }
 
     /// `nats://127.0.0.1:<port>` (without credentials).
     pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+        format!("nats://127.0.0.1:{}", self.broker.port)
     }
 
     /// The port.
     pub fn port(&self) -> u16 {
-        self.port
+        self.broker.port
     }
 
     /// The process ID, while running.
     pub fn pid(&self) -> Option<u32> {
-        self.proc.pid()
+        self.broker.proc.pid()
     }
 
     /// True while the process runs.
     pub fn is_running(&mut self) -> bool {
-        self.proc.is_running()
+        self.broker.proc.is_running()
     }
 
     /// Kills the server with SIGKILL (no goodbye to clients).
     pub fn kill(&mut self) {
-        self.proc.kill();
+        self.broker.proc.kill();
     }
 
     /// Stops the server with SIGTERM.
     pub fn stop(&mut self) {
-        self.proc.stop();
+        self.broker.proc.stop();
     }
 
     /// Starts the server again on the same port (killing it first if it runs).
@@ -106,14 +84,14 @@ impl NatsServer {
     /// # Errors
     /// A start failure.
     pub fn restart(&mut self) -> Result<(), TestkitError> {
-        self.proc.kill();
-        self.proc = spawn(&self.binary, &self.dir, self.port, &self.options)?;
-        Ok(())
+        let options = &self.options;
+        self.broker
+            .restart(&|binary, dir, port| spawn(binary, dir, port, options))
     }
 }
 
 fn spawn(
-    binary: &PathBuf,
+    binary: &Path,
     dir: &tempfile::TempDir,
     port: u16,
     options: &NatsOptions,

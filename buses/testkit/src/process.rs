@@ -1,7 +1,7 @@
 //! Spawning, readiness and teardown shared by both brokers.
 
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
@@ -141,5 +141,60 @@ impl Proc {
 impl Drop for Proc {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// How a broker is started on a given port, in a given scratch directory.
+pub(crate) type Spawn<'a> =
+    dyn Fn(&Path, &tempfile::TempDir, u16) -> Result<Proc, TestkitError> + 'a;
+
+/// A broker process with what it takes to start it again on the same port.
+#[derive(Debug)]
+pub(crate) struct Broker {
+    pub(crate) port: u16,
+    pub(crate) binary: PathBuf,
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) proc: Proc,
+}
+
+impl Broker {
+    /// Finds the binary, makes a scratch directory and starts the broker on a free port.
+    pub(crate) fn launch(
+        binary: &'static str,
+        package: &'static str,
+        env: &'static str,
+        spawn: &Spawn<'_>,
+    ) -> Result<Broker, TestkitError> {
+        let io = |source| TestkitError::Io { binary, source };
+        let path = find_binary(binary, package, env)?;
+        let dir = tempfile::tempdir().map_err(io)?;
+        let mut last_err = None;
+        // A port can be taken between probing and binding; try a few.
+        for _ in 0..5 {
+            let port = free_port().map_err(io)?;
+            match spawn(&path, &dir, port) {
+                Ok(proc) => {
+                    return Ok(Broker {
+                        port,
+                        binary: path,
+                        dir,
+                        proc,
+                    });
+                }
+                Err(err) => last_err = Some(err),
+            }
+        }
+        Err(last_err.unwrap_or(TestkitError::NotReady {
+            binary,
+            seconds: 0,
+            detail: "no attempt was made".into(),
+        }))
+    }
+
+    /// Kills the process (if it runs) and starts it again on the same port.
+    pub(crate) fn restart(&mut self, spawn: &Spawn<'_>) -> Result<(), TestkitError> {
+        self.proc.kill();
+        self.proc = spawn(&self.binary, &self.dir, self.port)?;
+        Ok(())
     }
 }

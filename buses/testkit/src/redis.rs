@@ -2,12 +2,12 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use crate::TestkitError;
-use crate::process::{Proc, find_binary, free_port, wait_ready};
+use crate::process::{Broker, Proc, wait_ready};
 
 const BINARY: &str = "redis-server";
 
@@ -21,11 +21,8 @@ pub struct RedisOptions {
 /// A `redis-server` on a free loopback port, persisting nothing, killed on drop.
 #[derive(Debug)]
 pub struct RedisServer {
-    port: u16,
     options: RedisOptions,
-    binary: PathBuf,
-    dir: tempfile::TempDir,
-    proc: Proc,
+    broker: Broker,
 }
 
 impl RedisServer {
@@ -42,65 +39,46 @@ impl RedisServer {
     /// # Errors
     /// As [`start`](Self::start).
     pub fn start_with(options: RedisOptions) -> Result<Self, TestkitError> {
-        let binary = find_binary(BINARY, "redis-server", "REDIS_SERVER_BIN")?;
-        let dir = tempfile::tempdir().map_err(|source| TestkitError::Io {
-            binary: BINARY,
-            source,
-        })?;
-        let mut last_err = None;
-        // `--port 0` would disable TCP, so pick a port; it can be taken meanwhile, so retry.
-        for _ in 0..5 {
-            let port = free_port().map_err(|source| TestkitError::Io {
-                binary: BINARY,
-                source,
-            })?;
-            match spawn(&binary, &dir, port, &options) {
-                Ok(proc) => {
-                    return Ok(RedisServer {
-                        port,
-                        options,
-                        binary,
-                        dir,
-                        proc,
-                    });
-                }
-                Err(err) => last_err = Some(err),
-            }
-        }
-        Err(last_err.expect("at least one attempt"))
+        let broker = Broker::launch(
+            BINARY,
+            "redis-server",
+            "REDIS_SERVER_BIN",
+            &|binary, dir, port| spawn(binary, dir, port, &options),
+        )?;
+        Ok(RedisServer { options, broker })
     }
 
     /// `redis://127.0.0.1:<port>/` (with the password when one is set).
     pub fn url(&self) -> String {
         match &self.options.password {
-            Some(pass) => format!("redis://:{pass}@127.0.0.1:{}/", self.port),
-            None => format!("redis://127.0.0.1:{}/", self.port),
+            Some(pass) => format!("redis://:{pass}@127.0.0.1:{}/", self.broker.port),
+            None => format!("redis://127.0.0.1:{}/", self.broker.port),
         }
     }
 
     /// The port.
     pub fn port(&self) -> u16 {
-        self.port
+        self.broker.port
     }
 
     /// The process ID, while running.
     pub fn pid(&self) -> Option<u32> {
-        self.proc.pid()
+        self.broker.proc.pid()
     }
 
     /// True while the process runs.
     pub fn is_running(&mut self) -> bool {
-        self.proc.is_running()
+        self.broker.proc.is_running()
     }
 
     /// Kills the server with SIGKILL.
     pub fn kill(&mut self) {
-        self.proc.kill();
+        self.broker.proc.kill();
     }
 
     /// Stops the server with SIGTERM.
     pub fn stop(&mut self) {
-        self.proc.stop();
+        self.broker.proc.stop();
     }
 
     /// Starts the server again on the same port (killing it first if it runs).
@@ -108,14 +86,14 @@ impl RedisServer {
     /// # Errors
     /// A start failure.
     pub fn restart(&mut self) -> Result<(), TestkitError> {
-        self.proc.kill();
-        self.proc = spawn(&self.binary, &self.dir, self.port, &self.options)?;
-        Ok(())
+        let options = &self.options;
+        self.broker
+            .restart(&|binary, dir, port| spawn(binary, dir, port, options))
     }
 }
 
 fn spawn(
-    binary: &PathBuf,
+    binary: &Path,
     dir: &tempfile::TempDir,
     port: u16,
     options: &RedisOptions,
