@@ -694,6 +694,9 @@ async fn calls_get_a_span_on_each_side() {
     let log = SpanLog::default();
     let subscriber = tracing_subscriber::registry().with(log.clone());
     let _guard = tracing::subscriber::set_default(subscriber);
+    // Other tests' threads may have registered these callsites first, without a subscriber;
+    // tracing caches that interest globally, so recompute it now that one is installed.
+    tracing::callsite::rebuild_interest_cache();
 
     let bus = LocalBus::new();
     let server = Server::new(SVC, bus.clone());

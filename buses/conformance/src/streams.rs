@@ -4,11 +4,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures::future::BoxFuture;
-use psrpc::bus::{Bus, BusError, SubscribeOptions, Subscription};
+use psrpc::bus::Tap;
 use psrpc::stream::{Stream, StreamOptions};
-use psrpc::{CallOptions, Channel, Client, ClientOptions, Error, ErrorCode, MethodInfo, Server};
+use psrpc::{CallOptions, Client, ClientOptions, Error, ErrorCode, MethodInfo, Server};
 use tokio::sync::oneshot;
 
 use crate::{Harness, within};
@@ -225,7 +223,10 @@ pub async fn stream_vanished_peer_is_detected(h: &Harness) {
         )
         .await
         .unwrap();
-    let cut = Partition::new(h.bus().await);
+    let partitioned = Arc::new(AtomicBool::new(false));
+    let flag = partitioned.clone();
+    // A client whose network can go away: its publishes vanish once the flag is set.
+    let bus = Tap::new(h.bus().await, move |_, _| !flag.load(Ordering::SeqCst));
     let options = ClientOptions {
         stream: StreamOptions {
             keepalive_interval: Duration::from_millis(200),
@@ -233,14 +234,12 @@ pub async fn stream_vanished_peer_is_detected(h: &Harness) {
         },
         ..Default::default()
     };
-    let client = Client::with_options(SVC, cut.clone(), options)
-        .await
-        .unwrap();
+    let client = Client::with_options(SVC, bus, options).await.unwrap();
     let stream = client
         .open_stream::<String, String>(&CHAT, &[], CallOptions::new())
         .await
         .unwrap();
-    cut.cut();
+    partitioned.store(true, Ordering::SeqCst);
     // The server's default idle timeout is 5 s; the harness waits up to 10 s.
     let err = within("detection", outcome_rx)
         .await
@@ -251,53 +250,4 @@ pub async fn stream_vanished_peer_is_detected(h: &Harness) {
         Error::new(ErrorCode::Unavailable, "stream peer vanished")
     );
     drop(stream);
-}
-
-/// A real bus whose publishes can be cut, as if this node's network went away.
-#[derive(Clone)]
-struct Partition {
-    inner: Arc<dyn Bus>,
-    cut: Arc<AtomicBool>,
-}
-
-impl Partition {
-    fn new(inner: Arc<dyn Bus>) -> Self {
-        Partition {
-            inner,
-            cut: Arc::default(),
-        }
-    }
-
-    fn cut(&self) {
-        self.cut.store(true, Ordering::SeqCst);
-    }
-}
-
-impl Bus for Partition {
-    fn publish<'a>(
-        &'a self,
-        channel: &'a Channel,
-        payload: Bytes,
-    ) -> BoxFuture<'a, Result<(), BusError>> {
-        if self.cut.load(Ordering::SeqCst) {
-            return Box::pin(std::future::ready(Ok(())));
-        }
-        self.inner.publish(channel, payload)
-    }
-
-    fn subscribe<'a>(
-        &'a self,
-        channel: &'a Channel,
-        options: SubscribeOptions,
-    ) -> BoxFuture<'a, Result<Subscription, BusError>> {
-        self.inner.subscribe(channel, options)
-    }
-
-    fn max_payload(&self) -> usize {
-        self.inner.max_payload()
-    }
-
-    fn name(&self) -> &'static str {
-        "partition"
-    }
 }

@@ -31,6 +31,7 @@
 
 mod local;
 mod subscription;
+mod tap;
 
 use std::sync::Arc;
 
@@ -42,6 +43,7 @@ pub use subscription::{
     DEFAULT_SUBSCRIPTION_CAPACITY, Delivery, SubscribeOptions, Subscription, SubscriptionSink,
     SubscriptionStats,
 };
+pub use tap::Tap;
 
 use crate::Channel;
 

@@ -5,24 +5,33 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use futures::future::BoxFuture;
-use psrpc::bus::{Bus, BusError, LocalBus, SubscribeOptions, Subscription};
+use psrpc::bus::{LocalBus, Tap};
 use psrpc::channel::ChannelKind;
 use psrpc::{Channel, wire};
 
 /// A real in-process bus that also records every publish, to assert what went on the wire.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct RecordingBus {
-    inner: LocalBus,
+    tap: Tap,
     log: Arc<Mutex<Vec<(Channel, Bytes)>>>,
 }
 
 impl RecordingBus {
     pub fn new(inner: LocalBus) -> Self {
-        RecordingBus {
-            inner,
-            log: Arc::default(),
-        }
+        let log: Arc<Mutex<Vec<(Channel, Bytes)>>> = Arc::default();
+        let sink = log.clone();
+        let tap = Tap::new(inner, move |channel, payload| {
+            sink.lock()
+                .unwrap()
+                .push((channel.clone(), payload.clone()));
+            true
+        });
+        RecordingBus { tap, log }
+    }
+
+    /// The bus to hand to clients and servers.
+    pub fn bus(&self) -> Tap {
+        self.tap.clone()
     }
 
     /// The kinds of the channels published to, in order.
@@ -54,55 +63,26 @@ impl RecordingBus {
             .map(|(_, p)| p.clone())
             .collect()
     }
-
-    pub fn clear(&self) {
-        self.log.lock().unwrap().clear();
-    }
-}
-
-impl Bus for RecordingBus {
-    fn publish<'a>(
-        &'a self,
-        channel: &'a Channel,
-        payload: Bytes,
-    ) -> BoxFuture<'a, Result<(), BusError>> {
-        self.log
-            .lock()
-            .unwrap()
-            .push((channel.clone(), payload.clone()));
-        self.inner.publish(channel, payload)
-    }
-
-    fn subscribe<'a>(
-        &'a self,
-        channel: &'a Channel,
-        options: SubscribeOptions,
-    ) -> BoxFuture<'a, Result<Subscription, BusError>> {
-        self.inner.subscribe(channel, options)
-    }
-
-    fn max_payload(&self) -> usize {
-        self.inner.max_payload()
-    }
-
-    fn name(&self) -> &'static str {
-        "recording"
-    }
 }
 
 /// A real in-process bus whose publishes can be cut, as if this node's network went away.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct CuttableBus {
-    inner: LocalBus,
+    tap: Tap,
     cut: Arc<AtomicBool>,
 }
 
 impl CuttableBus {
     pub fn new(inner: LocalBus) -> Self {
-        CuttableBus {
-            inner,
-            cut: Arc::default(),
-        }
+        let cut = Arc::new(AtomicBool::new(false));
+        let flag = cut.clone();
+        let tap = Tap::new(inner, move |_, _| !flag.load(Ordering::SeqCst));
+        CuttableBus { tap, cut }
+    }
+
+    /// The bus to hand to clients and servers.
+    pub fn bus(&self) -> Tap {
+        self.tap.clone()
     }
 
     /// From now on, publishes vanish.
@@ -111,31 +91,14 @@ impl CuttableBus {
     }
 }
 
-impl Bus for CuttableBus {
-    fn publish<'a>(
-        &'a self,
-        channel: &'a Channel,
-        payload: Bytes,
-    ) -> BoxFuture<'a, Result<(), BusError>> {
-        if self.cut.load(Ordering::SeqCst) {
-            return Box::pin(std::future::ready(Ok(())));
-        }
-        self.inner.publish(channel, payload)
+impl psrpc::IntoBus for RecordingBus {
+    fn into_bus(self) -> Arc<dyn psrpc::Bus> {
+        self.tap.into_bus()
     }
+}
 
-    fn subscribe<'a>(
-        &'a self,
-        channel: &'a Channel,
-        options: SubscribeOptions,
-    ) -> BoxFuture<'a, Result<Subscription, BusError>> {
-        self.inner.subscribe(channel, options)
-    }
-
-    fn max_payload(&self) -> usize {
-        self.inner.max_payload()
-    }
-
-    fn name(&self) -> &'static str {
-        "cuttable"
+impl psrpc::IntoBus for CuttableBus {
+    fn into_bus(self) -> Arc<dyn psrpc::Bus> {
+        self.tap.into_bus()
     }
 }
