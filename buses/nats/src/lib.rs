@@ -187,8 +187,24 @@ impl NatsBus {
     ///
     /// # Errors
     /// [`BusError::Connection`] when the connection cannot be established.
+    ///
+    /// A user and password in a URL (`nats://user:pass@host:4222`) are used to authenticate,
+    /// as Go clients do.
     pub async fn connect(addrs: impl async_nats::ToServerAddrs) -> Result<Self, BusError> {
-        Self::connect_with_options(addrs, async_nats::ConnectOptions::new()).await
+        let addrs: Vec<async_nats::ServerAddr> = addrs
+            .to_server_addrs()
+            .map_err(|err| BusError::Connection(Box::new(err)))?
+            .collect();
+        // async-nats ignores credentials embedded in a URL: the connection would be refused
+        // with "authorization violation". Pass them on explicitly.
+        let options = match addrs.iter().find(|addr| addr.has_user_pass()) {
+            Some(addr) => async_nats::ConnectOptions::with_user_and_password(
+                addr.username().unwrap_or_default().to_owned(),
+                addr.password().unwrap_or_default().to_owned(),
+            ),
+            None => async_nats::ConnectOptions::new(),
+        };
+        Self::connect_with_options(addrs, options).await
     }
 
     /// Connects with the given async-nats options (credentials, TLS, reconnect policy, …).
