@@ -137,6 +137,35 @@ fn routing(c: &mut Criterion) {
     group.finish();
 }
 
+/// The per-call reply channel: tokio's unbounded channel allocates its first block of 32 slots
+/// on creation, so the slot size decides whether that allocation is small. A slot holding a
+/// whole `Response` (~160 B) makes a ~5 KiB block per call; a boxed reply makes it ~0.5 KiB.
+fn reply_channel(c: &mut Criterion) {
+    let mut group = c.benchmark_group("reply_channel");
+    group.bench_function("inline_160B_slot", |b| {
+        b.iter(|| {
+            let (tx, mut rx) = mpsc::unbounded_channel::<[u64; 20]>();
+            tx.send(black_box([7; 20])).unwrap();
+            rx.try_recv().unwrap()
+        });
+    });
+    group.bench_function("boxed_slot", |b| {
+        b.iter(|| {
+            let (tx, mut rx) = mpsc::unbounded_channel::<Box<[u64; 20]>>();
+            tx.send(Box::new(black_box([7; 20]))).unwrap();
+            rx.try_recv().unwrap()
+        });
+    });
+    group.bench_function("oneshot", |b| {
+        b.iter(|| {
+            let (tx, mut rx) = tokio::sync::oneshot::channel::<[u64; 20]>();
+            tx.send(black_box([7; 20])).unwrap();
+            rx.try_recv().unwrap()
+        });
+    });
+    group.finish();
+}
+
 /// A whole unary call on the in-process bus (direct and claim paths), one at a time on a
 /// current-thread runtime: encode, publish, server decode and handler task, reply, routing.
 fn call(c: &mut Criterion) {
@@ -176,6 +205,6 @@ criterion_group! {
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    targets = envelope, channels, routing, call
+    targets = envelope, channels, routing, reply_channel, call
 }
 criterion_main!(benches);

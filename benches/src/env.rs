@@ -92,6 +92,13 @@ impl Brokers {
             .ok_or_else(|| "no Redis broker".into())
     }
 
+    /// Process IDs of the brokers this run started.
+    pub fn started_pids(&self) -> Vec<u32> {
+        let nats = self._nats.as_ref().and_then(NatsServer::pid);
+        let redis = self._redis.as_ref().and_then(RedisServer::pid);
+        nats.into_iter().chain(redis).collect()
+    }
+
     /// Where the brokers are, for the log.
     pub fn describe(&self) -> String {
         format!(

@@ -138,8 +138,27 @@ pub struct ThroughputRun {
     pub errors: u64,
     /// The first error, for the log.
     pub first_error: Option<String>,
-    /// Extra counters (e.g. messages written off as lost).
+    /// Messages written off as lost (publish/subscribe runs).
     pub lost: u64,
+    /// CPU time of this process per operation, in µs.
+    pub cpu_us_per_op: Option<f64>,
+    /// CPU time of the brokers this run started per operation, in µs.
+    pub broker_cpu_us_per_op: Option<f64>,
+}
+
+impl ThroughputRun {
+    fn new(ops: u64, elapsed: Duration, cpu: (crate::mem::Cpu, crate::mem::Cpu)) -> Self {
+        let per_op = |a: u64, b: u64| (ops > 0 && b > a).then(|| (b - a) as f64 / ops as f64);
+        ThroughputRun {
+            ops_per_sec: ops as f64 / elapsed.as_secs_f64(),
+            ops,
+            errors: 0,
+            first_error: None,
+            lost: 0,
+            cpu_us_per_op: per_op(cpu.0.ours, cpu.1.ours),
+            broker_cpu_us_per_op: per_op(cpu.0.brokers, cpu.1.brokers),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -181,28 +200,26 @@ where
     }
     tokio::time::sleep(budget.warmup).await;
     window.measuring.store(true, Ordering::Relaxed);
+    let cpu0 = crate::mem::cpu();
     let t0 = Instant::now();
     tokio::time::sleep(budget.duration).await;
     window.measuring.store(false, Ordering::Relaxed);
     let elapsed = t0.elapsed();
+    let cpu1 = crate::mem::cpu();
     window.stop.store(true, Ordering::Relaxed);
-    let mut run = ThroughputRun {
-        ops_per_sec: 0.0,
-        ops: 0,
-        errors: 0,
-        first_error: None,
-        lost: 0,
-    };
+    let (mut ops, mut errors, mut first) = (0, 0, None);
     for task in tasks {
-        if let Ok((ops, errors, first_error)) = task.await {
-            run.ops += ops;
-            run.errors += errors;
-            if run.first_error.is_none() {
-                run.first_error = first_error;
+        if let Ok((o, e, first_error)) = task.await {
+            ops += o;
+            errors += e;
+            if first.is_none() {
+                first = first_error;
             }
         }
     }
-    run.ops_per_sec = run.ops as f64 / elapsed.as_secs_f64();
+    let mut run = ThroughputRun::new(ops, elapsed, (cpu0, cpu1));
+    run.errors = errors;
+    run.first_error = first;
     run
 }
 
@@ -326,8 +343,10 @@ where
         flow.lost.load(Ordering::Relaxed),
         errors.load(Ordering::Relaxed),
     );
+    let cpu0 = crate::mem::cpu();
     let t0 = Instant::now();
     tokio::time::sleep(budget.duration).await;
+    let cpu1 = crate::mem::cpu();
     let (d1, l1, e1) = (
         flow.delivered(),
         flow.lost.load(Ordering::Relaxed),
@@ -341,13 +360,10 @@ where
             first_error.get_or_insert(err);
         }
     }
-    let deliveries = d1 - d0;
-    ThroughputRun {
-        // Messages per second, each counted once however many subscribers it reached.
-        ops_per_sec: deliveries as f64 / flow.fanout as f64 / elapsed.as_secs_f64(),
-        ops: deliveries,
-        errors: e1 - e0,
-        first_error,
-        lost: (l1 - l0).saturating_sub(e1 - e0),
-    }
+    // Messages, each counted once however many subscribers it reached.
+    let mut run = ThroughputRun::new((d1 - d0) / flow.fanout, elapsed, (cpu0, cpu1));
+    run.errors = e1 - e0;
+    run.first_error = first_error;
+    run.lost = (l1 - l0).saturating_sub(e1 - e0);
+    run
 }

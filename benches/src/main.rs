@@ -135,6 +135,7 @@ async fn run(args: Args) -> Result<bool> {
         })
         .collect();
     let brokers = Brokers::start(args.nats, args.redis, &wanted)?;
+    mem::set_broker_pids(brokers.started_pids());
     let machine = machine();
     eprintln!(
         "psrpc-benches, {mode} mode; {machine}; brokers: {}",

@@ -52,6 +52,8 @@ pub struct Measurement {
     /// The raw case this is compared with, and the ratio (latency: p50 / raw p50; throughput:
     /// ops / raw ops).
     pub ratio_to_raw: Option<(String, f64)>,
+    /// CPU time of this process, and of the brokers this run started, per operation (µs).
+    pub cpu_us_per_op: Option<(f64, Option<f64>)>,
     /// Calls that failed (timed out, or an error).
     pub errors: u64,
     /// Anything else worth keeping (drops, deliveries per second, …).
@@ -72,6 +74,7 @@ impl Measurement {
             ops_per_sec: None,
             bytes: None,
             ratio_to_raw: None,
+            cpu_us_per_op: None,
             errors: 0,
             extra: Map::new(),
         }
@@ -130,6 +133,12 @@ impl Measurement {
         if let Some(ops) = self.ops_per_sec {
             map.insert("ops_per_sec".into(), ops.round().into());
         }
+        if let Some((ours, brokers)) = self.cpu_us_per_op {
+            map.insert("cpu_us_per_op".into(), round(ours).into());
+            if let Some(b) = brokers {
+                map.insert("broker_cpu_us_per_op".into(), round(b).into());
+            }
+        }
         if let Some(bytes) = self.bytes {
             map.insert("bytes".into(), bytes.round().into());
         }
@@ -186,9 +195,9 @@ impl Report {
     pub fn markdown(&self) -> String {
         let mut out = String::new();
         out.push_str(
-            "| bus | case | srv | payload | p50 µs | p90 µs | p99 µs | p50 × raw | ops/s | ops × raw | errors |\n",
+            "| bus | case | srv | payload | p50 µs | p90 µs | p99 µs | p50 × raw | ops/s | ops × raw | CPU µs/op | errors |\n",
         );
-        out.push_str("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
+        out.push_str("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
         // One row per case, in the order first measured.
         let mut order: Vec<String> = Vec::new();
         let mut rows: HashMap<String, (Option<&Measurement>, Option<&Measurement>)> =
@@ -221,9 +230,15 @@ impl Report {
                 .map(fmt_count)
                 .unwrap_or_default();
             let errors = lat.map_or(0, |m| m.errors) + tput.map_or(0, |m| m.errors);
+            // Ours, plus the broker's when this run started it.
+            let cpu = match tput.and_then(|m| m.cpu_us_per_op) {
+                Some((ours, Some(broker))) => format!("{ours:.1} + {broker:.1}"),
+                Some((ours, None)) => format!("{ours:.1}"),
+                None => String::new(),
+            };
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {p50} | {p90} | {p99} | {} | {ops} | {} | {errors} |",
+                "| {} | {} | {} | {} | {p50} | {p90} | {p99} | {} | {ops} | {} | {cpu} | {errors} |",
                 any.bus,
                 any.case,
                 any.servers,

@@ -170,6 +170,9 @@ impl<'a> Suite<'a> {
         m.samples = run.ops;
         m.errors = run.errors;
         m.ops_per_sec = Some(run.ops_per_sec);
+        // The in-process bus has no broker; idle brokers still tick a little.
+        let broker = run.broker_cpu_us_per_op.filter(|_| m.bus != "local");
+        m.cpu_us_per_op = run.cpu_us_per_op.map(|ours| (ours, broker));
         if run.lost > 0 {
             m.extra.insert("lost".into(), run.lost.into());
         }
