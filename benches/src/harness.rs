@@ -229,6 +229,9 @@ where
 pub struct Flow {
     published: AtomicU64,
     delivered: AtomicU64,
+    /// Deliveries per subscriber when fanning out: the window follows the slowest one, so no
+    /// subscriber falls further behind than its buffer.
+    per_subscriber: Vec<AtomicU64>,
     /// Messages written off after no delivery progress for a while (dropped on the way).
     lost: AtomicU64,
     fanout: u64,
@@ -248,6 +251,9 @@ impl Flow {
         Arc::new(Flow {
             published: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
+            per_subscriber: (0..if fanout > 1 { fanout } else { 0 })
+                .map(|_| AtomicU64::new(0))
+                .collect(),
             lost: AtomicU64::new(0),
             fanout: fanout.max(1),
             window: window.max(1),
@@ -258,8 +264,11 @@ impl Flow {
         })
     }
 
-    /// Called by a subscriber for every message it receives.
-    pub fn on_delivery(&self) {
+    /// Called by subscriber number `subscriber` for every message it receives.
+    pub fn on_delivery(&self, subscriber: usize) {
+        if let Some(count) = self.per_subscriber.get(subscriber) {
+            count.fetch_add(1, Ordering::Relaxed);
+        }
         let n = self.delivered.fetch_add(1, Ordering::Relaxed) + 1;
         if n.is_multiple_of(self.notify_every) {
             self.progress.notify_waiters();
@@ -272,8 +281,16 @@ impl Flow {
     }
 
     fn in_flight(&self) -> u64 {
-        let done = self.delivered.load(Ordering::Relaxed) / self.fanout
-            + self.lost.load(Ordering::Relaxed);
+        let delivered = match self
+            .per_subscriber
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .min()
+        {
+            Some(slowest) => slowest,
+            None => self.delivered.load(Ordering::Relaxed),
+        };
+        let done = delivered + self.lost.load(Ordering::Relaxed);
         self.published.load(Ordering::Relaxed).saturating_sub(done)
     }
 

@@ -496,13 +496,13 @@ async fn raw_pubsub(
     let channel = RawChannel::new("bench.events", queue);
     let flow = Flow::new(if queue { 1 } else { subscribers as u64 }, window);
     let mut tasks = Vec::new();
-    for _ in 0..subscribers {
+    for index in 0..subscribers {
         let (link, mut payloads) = Link::subscribe(fabric, &channel, queue).await?;
         let flow = flow.clone();
         tasks.push(tokio::spawn(async move {
             let _link = link;
             while payloads.next().await.is_some() {
-                flow.on_delivery();
+                flow.on_delivery(index);
             }
         }));
     }
@@ -532,7 +532,7 @@ async fn psrpc_pubsub(
     let flow = Flow::new(if queue { 1 } else { subscribers as u64 }, PUB_WINDOW);
     let mut tasks = Vec::new();
     let mut stats: Vec<Arc<SubscriptionStats>> = Vec::new();
-    for _ in 0..subscribers {
+    for index in 0..subscribers {
         let client = Client::new(service.to_owned(), fabric.bus().await?).await?;
         let mut sub = client.subscribe::<Bytes>(&method, &[]).await?;
         stats.push(sub.stats().clone());
@@ -540,7 +540,7 @@ async fn psrpc_pubsub(
         tasks.push(tokio::spawn(async move {
             let _client = client;
             while sub.recv().await.is_some() {
-                flow.on_delivery();
+                flow.on_delivery(index);
             }
         }));
     }
@@ -584,7 +584,7 @@ async fn psrpc_stream(
                 async move {
                     while let Some(msg) = stream.recv().await {
                         msg?;
-                        received.on_delivery();
+                        received.on_delivery(0);
                     }
                     Ok(())
                 }
