@@ -19,3 +19,7 @@ fi
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 cargo test --workspace --all-features --locked
+
+# The benchmark program in quick mode, to keep it compiling and working; timings are printed,
+# never asserted (a debug build on a busy machine says nothing about speed).
+cargo run -p psrpc-benches --locked -- --quick > /dev/null

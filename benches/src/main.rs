@@ -14,6 +14,7 @@ mod mem;
 mod probe;
 mod raw;
 mod report;
+mod soak;
 mod stats;
 mod suite;
 
@@ -25,6 +26,7 @@ use report::{Kind, Measurement};
 
 const USAGE: &str = "\
 usage: psrpc-benches [--quick|--full] [--nats URL] [--redis URL] [--only PATTERN]
+       psrpc-benches --soak MINUTES [--soak-bus local|nats|redis] [--nats URL] [--redis URL]
 
   --quick         a few hundred milliseconds per measurement (about a minute in all)
   --full          the published figures (default; several minutes)
@@ -32,6 +34,8 @@ usage: psrpc-benches [--quick|--full] [--nats URL] [--redis URL] [--only PATTERN
   --redis URL     use this Redis server instead of starting one
   --only PATTERN  run only cases whose `bus/case` contains PATTERN (repeatable, or
                   comma-separated), e.g. `--only nats/` or `--only rpc_direct,raw_`
+  --soak MINUTES  mixed load for that long, sampling RSS and live tasks every 10 s
+  --soak-bus BUS  the bus of the soak (default nats)
 ";
 
 /// The command line.
@@ -41,6 +45,10 @@ struct Args {
     nats: Option<String>,
     redis: Option<String>,
     only: Vec<String>,
+    /// Soak for this many minutes instead of benchmarking.
+    soak: Option<f64>,
+    /// The bus of the soak.
+    soak_bus: Option<BusKind>,
     /// Internal: run the memory probe for a bus with this many registrations.
     memory_probe: Option<(BusKind, usize)>,
 }
@@ -60,6 +68,20 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> std::result::Result<Arg
                     .filter(|p| !p.is_empty())
                     .map(str::to_owned),
             ),
+            "--soak" => {
+                let minutes: f64 = value("--soak")?
+                    .parse()
+                    .map_err(|e| format!("--soak minutes: {e}"))?;
+                out.soak = Some(minutes);
+            }
+            "--soak-bus" => {
+                let bus = value("--soak-bus")?;
+                let kind = BusKind::ALL
+                    .into_iter()
+                    .find(|k| k.name() == bus)
+                    .ok_or(format!("unknown bus {bus}"))?;
+                out.soak_bus = Some(kind);
+            }
             "--memory-probe" => {
                 let bus = value("--memory-probe")?;
                 let kind = BusKind::ALL
@@ -118,6 +140,23 @@ async fn run(args: Args) -> Result<bool> {
     if let Some((kind, n)) = args.memory_probe {
         let brokers = Brokers::start(args.nats, args.redis, &[])?;
         probe::run_child(kind, &brokers, n).await?;
+        return Ok(true);
+    }
+    if let Some(minutes) = args.soak {
+        let kind = args.soak_bus.unwrap_or(BusKind::Nats);
+        let brokers = Brokers::start(args.nats, args.redis, &[kind])?;
+        eprintln!(
+            "psrpc-benches soak, {minutes} min on {}; {}",
+            kind.name(),
+            machine()
+        );
+        let fabric = env::Fabric::new(kind, &brokers);
+        soak::run(
+            &fabric,
+            kind,
+            std::time::Duration::from_secs_f64(minutes * 60.0),
+        )
+        .await?;
         return Ok(true);
     }
     let budget = if args.quick {
