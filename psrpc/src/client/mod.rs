@@ -36,8 +36,9 @@ use crate::{Channel, Error, ErrorCode, MethodInfo, NamedMessage, Result};
 
 /// A reply routed to a waiting call.
 pub(crate) enum Reply {
-    Claim(ClaimRequest),
-    Response(Response),
+    // Boxed: the per-call channel allocates its slots up front, so slots stay pointer-sized.
+    Claim(Box<ClaimRequest>),
+    Response(Box<Response>),
 }
 
 /// A client of one service. Cloning gives another handle; dropping the last one closes it.
@@ -374,7 +375,7 @@ impl Client {
                                 break server;
                             }
                         }
-                        Some(Reply::Response(resp)) => rejection = Some(response_error(resp)),
+                        Some(Reply::Response(resp)) => rejection = Some(response_error(*resp)),
                         None => return Err(Error::canceled()),
                     },
                     _ = tokio::time::sleep_until(window) => break selector.finish(rejection.take())?,
@@ -456,10 +457,13 @@ fn raw_response(resp: Response) -> Result<Bytes> {
 }
 
 async fn reply_loop(inner: Arc<Inner>, mut sub: Subscription) {
+    // Built once: re-creating it per message would re-register with the token every time.
+    let closed = inner.closed.cancelled();
+    tokio::pin!(closed);
     loop {
         tokio::select! {
             biased;
-            _ = inner.closed.cancelled() => break,
+            _ = &mut closed => break,
             payload = sub.recv() => match payload {
                 Some(payload) => inner.route(payload),
                 None => break,
@@ -500,6 +504,11 @@ impl Inner {
         };
         let mut rejection = None;
         let mut answered = false;
+        // Built once for the whole call: a timer or token waiter re-created on every reply
+        // would re-register each time.
+        let closed = inner.closed.cancelled();
+        let timeout = tokio::time::sleep_until(deadline);
+        tokio::pin!(closed, timeout);
         let result = loop {
             // The selection window bounds the wait for claims, except on the direct path,
             // where a Rust server answers without claiming.
@@ -509,21 +518,21 @@ impl Inner {
             };
             tokio::select! {
                 biased;
-                _ = inner.closed.cancelled() => break Err(Error::canceled()),
+                _ = &mut closed => break Err(Error::canceled()),
                 reply = call.rx.recv() => match (reply, &mut phase) {
                     (Some(Reply::Response(resp)), Phase::Selecting(_)) => {
                         if direct || resp.error.is_empty() {
                             answered = true;
-                            break raw_response(resp);
+                            break raw_response(*resp);
                         }
                         // Before any claim only a malformed_request answer comes; keep it in
                         // case no server claims.
-                        rejection = Some(response_error(resp));
+                        rejection = Some(response_error(*resp));
                     }
                     (Some(Reply::Response(resp)), Phase::Waiting(chosen)) => {
                         if chosen.as_ref().is_none_or(|c| *c == resp.server_id) {
                             answered = true;
-                            break raw_response(resp);
+                            break raw_response(*resp);
                         }
                     }
                     (Some(Reply::Claim(claim)), Phase::Selecting(sel)) => {
@@ -549,7 +558,7 @@ impl Inner {
                     }
                 }
                 _ = &mut nobody => break Err(Error::no_response()),
-                _ = tokio::time::sleep_until(deadline) => break Err(Error::timed_out()),
+                _ = &mut timeout => break Err(Error::timed_out()),
             }
         };
         // Ended without a server's answer (no acceptable claim, timed out, closed): the armed
@@ -687,8 +696,10 @@ impl Inner {
             return;
         };
         let reply = match msg.type_url.as_str() {
-            wire::RESPONSE_TYPE_URL => Response::decode(msg.value).map(Reply::Response),
-            wire::CLAIM_REQUEST_TYPE_URL => ClaimRequest::decode(msg.value).map(Reply::Claim),
+            wire::RESPONSE_TYPE_URL => Response::decode(msg.value).map(|r| Reply::Response(Box::new(r))),
+            wire::CLAIM_REQUEST_TYPE_URL => {
+                ClaimRequest::decode(msg.value).map(|c| Reply::Claim(Box::new(c)))
+            }
             wire::STREAM_TYPE_URL => match wire::Stream::decode(msg.value) {
                 Ok(frame) => return self.route_frame(frame),
                 Err(err) => Err(err),
@@ -738,7 +749,9 @@ pub(crate) struct PendingCall {
     inner: Arc<Inner>,
     request_id: String,
     rx: mpsc::UnboundedReceiver<Reply>,
-    cancel_channel: Channel,
+    /// Where a cancellation goes; the channel itself is only built if one is sent.
+    method: &'static str,
+    topics: Vec<String>,
     /// Set while a published request awaits its outcome.
     armed: bool,
 }
@@ -747,13 +760,12 @@ impl PendingCall {
     fn new(inner: Arc<Inner>, request_id: String, method: &MethodInfo, topics: &[&str]) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         inner.pending.insert(request_id.clone(), tx);
-        let cancel_channel =
-            Channel::claim_response(inner.service.clone(), method.name, topics.iter().copied());
         PendingCall {
             inner,
             request_id,
             rx,
-            cancel_channel,
+            method: method.name,
+            topics: topics.iter().map(|t| t.to_string()).collect(),
             armed: false,
         }
     }
@@ -775,7 +787,11 @@ impl Drop for PendingCall {
             x_cancel: true,
         };
         let bus = self.inner.bus.clone();
-        let channel = self.cancel_channel.clone();
+        let channel = Channel::claim_response(
+            self.inner.service.clone(),
+            self.method,
+            std::mem::take(&mut self.topics),
+        );
         runtime.spawn(async move {
             let payload = wire::encode_envelope(wire::CLAIM_RESPONSE_TYPE_URL, &cancel);
             if let Err(err) = bus.publish(&channel, payload).await {

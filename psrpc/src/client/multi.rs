@@ -117,7 +117,7 @@ impl<T: Message + Default> Stream for MultiResponses<T> {
                 Poll::Ready(Some(Reply::Response(resp))) => {
                     let raw = MultiResult {
                         server_id: resp.server_id.clone(),
-                        result: raw_response(resp),
+                        result: raw_response(*resp),
                     };
                     if let Some((chain, call)) = &this.observed {
                         chain.iter().for_each(|i| i.on_multi_result(call, &raw));

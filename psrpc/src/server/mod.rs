@@ -441,20 +441,24 @@ async fn request_loop(inner: Arc<Inner>, mut sub: Subscription, reg: Registratio
     // Streams keep receiving frames after new opens stop, until the streams already open end.
     let keeps_routing = matches!(reg.handler, Handler::Stream(_));
     let mut accepting = true;
+    // Built once: re-created per message they would re-register with their tokens each time.
     let drained = reg.handlers.wait();
-    tokio::pin!(drained);
+    let stop_all = inner.stop_all.cancelled();
+    let deregistered = reg.stop.cancelled();
+    let stopping = inner.stop_requests.cancelled();
+    tokio::pin!(drained, stop_all, deregistered, stopping);
     loop {
         tokio::select! {
             biased;
-            _ = inner.stop_all.cancelled() => break,
-            _ = reg.stop.cancelled(), if accepting => {
+            _ = &mut stop_all => break,
+            _ = &mut deregistered, if accepting => {
                 accepting = false;
                 reg.handlers.close();
                 if !keeps_routing {
                     break;
                 }
             }
-            _ = inner.stop_requests.cancelled(), if accepting => {
+            _ = &mut stopping, if accepting => {
                 accepting = false;
                 reg.handlers.close();
                 if !keeps_routing {
@@ -481,11 +485,12 @@ async fn claim_loop(inner: Arc<Inner>, mut sub: Subscription, reg: Registration)
     // Keep listening until the requests of this registration have stopped and drained, so a
     // handler waiting for its claim answer during shutdown still gets it.
     let drained = reg.handlers.wait();
-    tokio::pin!(drained);
+    let stop_all = inner.stop_all.cancelled();
+    tokio::pin!(drained, stop_all);
     loop {
         tokio::select! {
             biased;
-            _ = inner.stop_all.cancelled() => break,
+            _ = &mut stop_all => break,
             _ = &mut drained => break,
             payload = sub.recv() => match payload {
                 Some(payload) => inner.on_claim_response(payload),
