@@ -12,8 +12,12 @@ async fn credentials_in_the_url_authenticate() {
     })
     .expect("nats-server");
     let with = format!("nats://app:s3cret@127.0.0.1:{}", server.port());
-    let bus = NatsBus::connect(with.as_str()).await.expect("authenticated");
-    bus.round_trip().await.expect("a round trip through the server");
+    let bus = NatsBus::connect(with.as_str())
+        .await
+        .expect("authenticated");
+    bus.round_trip()
+        .await
+        .expect("a round trip through the server");
 
     let wrong = format!("nats://app:wrong@127.0.0.1:{}", server.port());
     assert!(NatsBus::connect(wrong.as_str()).await.is_err());
