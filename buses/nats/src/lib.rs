@@ -43,10 +43,13 @@
 //! Queue delivery uses a NATS queue subscription with group `bus` on `SRV.Svc[.topics].Q`. That
 //! subject is shared by **all** queue methods and queue subscriptions of the service and topic
 //! tuple, so the broker picks one member of the group per message without knowing the method.
-//! A bus instance that serves only some of those methods can therefore receive a queue request
-//! for another method: it drops it (counted as unroutable) and the caller does not get an answer
-//! from that delivery, exactly as with Go psrpc. Deployments avoid this by giving each bus
-//! connection the same set of queue methods per service and topic tuple.
+//! A bus instance that serves only some of those methods (say, a client holding a queue
+//! subscription of a service whose queue RPCs run elsewhere) can therefore receive a queue
+//! message for another method. Go psrpc drops it, and the caller waits in vain; this bus hands it
+//! back to the group instead (the same subject and payload, with a `Psrpc-Requeued` hop count
+//! in a header, which Go peers ignore), so the broker picks a member again, up to 16 times
+//! ([`NatsBusStats::requeued`]). Only then is it dropped and counted as unroutable. A Go member
+//! that gets a message it cannot serve still drops it, as Go does.
 //!
 //! # Reconnects
 //!
@@ -114,6 +117,8 @@ pub struct NatsBusStats {
     pub received: u64,
     /// Messages dropped because they had no route key or no local subscriber wanted their key.
     pub unroutable: u64,
+    /// Queue messages for a method this bus does not serve, handed back to their queue group.
+    pub requeued: u64,
 }
 
 /// A psrpc [`Bus`] over NATS.
@@ -259,6 +264,7 @@ impl NatsBus {
             local_subscriptions,
             received: counters.received.load(Ordering::Relaxed),
             unroutable: counters.unroutable.load(Ordering::Relaxed),
+            requeued: counters.requeued.load(Ordering::Relaxed),
         }
     }
 

@@ -29,6 +29,7 @@ pub(crate) struct Counters {
     pub(crate) nats_subscriptions: AtomicUsize,
     pub(crate) received: AtomicU64,
     pub(crate) unroutable: AtomicU64,
+    pub(crate) requeued: AtomicU64,
 }
 
 /// The map of live shared subscriptions of one bus.
@@ -131,8 +132,9 @@ impl Entry {
         }
     }
 
-    /// Hands one message to the local subscribers of its route key, without waiting.
-    fn dispatch(&self, payload: &Bytes, counters: &Counters) {
+    /// Hands one message to the local subscribers of its route key, without waiting; false if
+    /// no local subscriber wants its (valid) route key.
+    fn dispatch(&self, payload: &Bytes, counters: &Counters) -> bool {
         let route = if self.routed {
             match psrpc::wire::route_key(payload) {
                 Some(route) => route,
@@ -142,7 +144,7 @@ impl Entry {
                         subject = self.subject(),
                         "dropped a message without route key"
                     );
-                    return;
+                    return true;
                 }
             }
         } else {
@@ -152,13 +154,7 @@ impl Entry {
         let Some(members) = routes.get(route) else {
             // Normal on shared subjects: another method's traffic, or (on `.Q`) a queue request
             // for a method this bus instance does not serve.
-            counters.unroutable.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(
-                subject = self.subject(),
-                route_key = route,
-                "dropped a message no local subscriber wants"
-            );
-            return;
+            return false;
         };
         if self.is_queue() {
             deliver_round_robin(members, payload);
@@ -167,6 +163,7 @@ impl Entry {
                 sink.deliver(payload.clone());
             }
         }
+        true
     }
 
     /// Ends every local subscription (their `recv` returns `None`).
@@ -295,7 +292,9 @@ pub(crate) async fn run(
             message = subscriber.next() => match message {
                 Some(message) => {
                     counters.received.fetch_add(1, Ordering::Relaxed);
-                    entry.dispatch(&message.payload, &counters);
+                    if !entry.dispatch(&message.payload, &counters) {
+                        unroutable(&client, &entry, message, &counters).await;
+                    }
                 }
                 None => {
                     tracing::debug!(subject = entry.subject(), "NATS subscription closed by the client");
@@ -307,6 +306,65 @@ pub(crate) async fn run(
         }
     }
     counters.nats_subscriptions.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Header counting how often a queue message was handed back to its queue group. Go peers read
+/// only the payload, so it changes nothing for them.
+pub(crate) const REQUEUED_HEADER: &str = "Psrpc-Requeued";
+
+/// How often a queue message is handed back before it is dropped.
+pub(crate) const MAX_REQUEUES: u32 = 16;
+
+/// A message no local subscriber wants. On a `.Q` subject, where all queue methods of a service
+/// share the group, NATS may have picked this member for a method it does not serve: hand the
+/// message back to the group (the broker picks a member again) rather than lose it, up to
+/// [`MAX_REQUEUES`] times. Elsewhere it is another method's traffic: dropped and counted.
+async fn unroutable(
+    client: &async_nats::Client,
+    entry: &Entry,
+    message: async_nats::Message,
+    counters: &Counters,
+) {
+    let hops = message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(REQUEUED_HEADER))
+        .and_then(|v| v.as_str().parse::<u32>().ok())
+        .unwrap_or(0);
+    if !entry.is_queue() || hops >= MAX_REQUEUES {
+        counters.unroutable.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(
+            subject = entry.subject(),
+            hops,
+            "dropped a message no local subscriber wants"
+        );
+        return;
+    }
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(REQUEUED_HEADER, (hops + 1).to_string().as_str());
+    let subject = message.subject.clone();
+    let sent = match message.reply {
+        // Keep the reply subject: the broker's no-responders report still reaches the caller.
+        Some(reply) => {
+            client
+                .publish_with_reply_and_headers(subject, reply, headers, message.payload)
+                .await
+        }
+        None => {
+            client
+                .publish_with_headers(subject, headers, message.payload)
+                .await
+        }
+    };
+    match sent {
+        Ok(()) => {
+            counters.requeued.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(err) => {
+            counters.unroutable.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(subject = entry.subject(), %err, "failed to hand a queue message back");
+        }
+    }
 }
 
 // A panic while holding one of these locks cannot leave the maps half-updated (every update is

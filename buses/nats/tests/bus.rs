@@ -346,3 +346,55 @@ async fn invalid_subjects_are_errors_not_panics() {
     assert_eq!(a.stats().nats_subscriptions, 0);
     assert_eq!(a.stats().local_subscriptions, 0);
 }
+
+/// All queue methods of a service share `SRV.Svc.Q` and group `bus`, so the broker can pick a
+/// member that serves another method; that member hands the message back to the group instead
+/// of dropping it, and every message reaches a member that serves its method.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_messages_for_a_method_served_elsewhere_are_handed_back() {
+    let server = nats();
+    let (a, b, publisher) = (bus(&server).await, bus(&server).await, bus(&server).await);
+    let echo = Channel::request("Svc", "Echo", NO_TOPICS, true);
+    let jobs = Channel::request("Svc", "Jobs", NO_TOPICS, true);
+    assert_eq!(echo.nats_subject(), jobs.nats_subject());
+    let mut on_a = a.subscribe(&echo, opts()).await.unwrap();
+    let mut on_b = b.subscribe(&jobs, opts()).await.unwrap();
+
+    const N: usize = 100;
+    for i in 0..N {
+        publisher
+            .publish(&echo, envelope(&format!("echo{i}")))
+            .await
+            .unwrap();
+        publisher
+            .publish(&jobs, envelope(&format!("job{i}")))
+            .await
+            .unwrap();
+    }
+    let mut echoes = HashSet::new();
+    let mut job_set = HashSet::new();
+    for _ in 0..N {
+        echoes.insert(recv_text(&mut on_a).await);
+        job_set.insert(recv_text(&mut on_b).await);
+    }
+    assert_eq!(
+        echoes.len(),
+        N,
+        "every Echo message reached the Echo member once"
+    );
+    assert_eq!(
+        job_set.len(),
+        N,
+        "every Jobs message reached the Jobs member once"
+    );
+    assert!(echoes.iter().all(|m| m.starts_with("echo")));
+    assert!(job_set.iter().all(|m| m.starts_with("job")));
+    // With two members of the group, about half the messages first reach the wrong one.
+    let requeued = a.stats().requeued + b.stats().requeued;
+    assert!(requeued > 0, "some messages were handed back");
+    assert_eq!(
+        a.stats().unroutable + b.stats().unroutable,
+        0,
+        "none was lost"
+    );
+}
