@@ -13,6 +13,36 @@
 //! [`kill`]: NatsServer::kill
 //! [`restart`]: NatsServer::restart
 
+/// The process controls of a broker type with a `broker: process::Broker` field.
+macro_rules! broker_controls {
+    () => {
+        /// The port.
+        pub fn port(&self) -> u16 {
+            self.broker.port
+        }
+
+        /// The process ID, while running.
+        pub fn pid(&self) -> Option<u32> {
+            self.broker.proc.pid()
+        }
+
+        /// True while the process runs.
+        pub fn is_running(&mut self) -> bool {
+            self.broker.proc.is_running()
+        }
+
+        /// Kills the server with SIGKILL (no goodbye to clients).
+        pub fn kill(&mut self) {
+            self.broker.proc.kill();
+        }
+
+        /// Stops the server with SIGTERM.
+        pub fn stop(&mut self) {
+            self.broker.proc.stop();
+        }
+    };
+}
+
 mod nats;
 mod process;
 mod redis;

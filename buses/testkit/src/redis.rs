@@ -56,30 +56,7 @@ impl RedisServer {
         }
     }
 
-    /// The port.
-    pub fn port(&self) -> u16 {
-        self.broker.port
-    }
-
-    /// The process ID, while running.
-    pub fn pid(&self) -> Option<u32> {
-        self.broker.proc.pid()
-    }
-
-    /// True while the process runs.
-    pub fn is_running(&mut self) -> bool {
-        self.broker.proc.is_running()
-    }
-
-    /// Kills the server with SIGKILL.
-    pub fn kill(&mut self) {
-        self.broker.proc.kill();
-    }
-
-    /// Stops the server with SIGTERM.
-    pub fn stop(&mut self) {
-        self.broker.proc.stop();
-    }
+    broker_controls!();
 
     /// Starts the server again on the same port (killing it first if it runs).
     ///
