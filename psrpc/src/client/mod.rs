@@ -696,7 +696,9 @@ impl Inner {
             return;
         };
         let reply = match msg.type_url.as_str() {
-            wire::RESPONSE_TYPE_URL => Response::decode(msg.value).map(|r| Reply::Response(Box::new(r))),
+            wire::RESPONSE_TYPE_URL => {
+                Response::decode(msg.value).map(|r| Reply::Response(Box::new(r)))
+            }
             wire::CLAIM_REQUEST_TYPE_URL => {
                 ClaimRequest::decode(msg.value).map(|c| Reply::Claim(Box::new(c)))
             }
