@@ -696,6 +696,16 @@ async fn expired_requests_are_dropped_by_servers() {
     assert_eq!(stats.handled, 1);
 }
 
+/// An Echo call running in the background.
+fn spawn_call(client: &Client, text: &str) -> tokio::task::JoinHandle<psrpc::Result<String>> {
+    let (client, text) = (client.clone(), text.to_owned());
+    tokio::spawn(async move {
+        client
+            .request::<_, String>(&ECHO, &[], &text, CallOptions::new())
+            .await
+    })
+}
+
 /// A server whose Echo waits until released, telling the test when it started.
 async fn gated_server(bus: &LocalBus, started: Arc<Notify>, release: Arc<Notify>) -> Server {
     let server = Server::new(SVC, bus.clone());
@@ -719,14 +729,7 @@ async fn shutdown_waits_for_a_slow_handler() {
     let (started, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
     let server = gated_server(&bus, started.clone(), release.clone()).await;
     let client = client(bus).await;
-    let call = tokio::spawn({
-        let client = client.clone();
-        async move {
-            client
-                .request::<_, String>(&ECHO, &[], &s("slow"), CallOptions::new())
-                .await
-        }
-    });
+    let call = spawn_call(&client, "slow");
     started.notified().await;
     let shutdown = tokio::spawn({
         let server = server.clone();
@@ -756,14 +759,7 @@ async fn kill_abandons_handlers_and_tells_callers() {
     let (started, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
     let server = gated_server(&bus, started.clone(), release).await;
     let client = client(bus).await;
-    let call = tokio::spawn({
-        let client = client.clone();
-        async move {
-            client
-                .request::<_, String>(&ECHO, &[], &s("x"), CallOptions::new())
-                .await
-        }
-    });
+    let call = spawn_call(&client, "x");
     started.notified().await;
     let at = Instant::now();
     server.kill().await;
@@ -796,14 +792,7 @@ async fn client_close_fails_pending_calls_at_once() {
     let (started, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
     let _server = gated_server(&bus, started.clone(), release).await;
     let client = client(bus).await;
-    let call = tokio::spawn({
-        let client = client.clone();
-        async move {
-            client
-                .request::<_, String>(&ECHO, &[], &s("x"), CallOptions::new())
-                .await
-        }
-    });
+    let call = spawn_call(&client, "x");
     started.notified().await;
     let at = Instant::now();
     client.close();
@@ -837,14 +826,7 @@ async fn dropping_a_call_cancels_the_handler() {
         .await
         .unwrap();
     let client = client(bus).await;
-    let call = tokio::spawn({
-        let client = client.clone();
-        async move {
-            client
-                .request::<_, String>(&ECHO, &[], &s("x"), CallOptions::new())
-                .await
-        }
-    });
+    let call = spawn_call(&client, "x");
     started_rx.await.unwrap();
     call.abort();
     let at = Instant::now();
@@ -889,14 +871,7 @@ async fn in_flight_limit_sheds_with_resource_exhausted() {
         .await
         .unwrap();
     let client = client(bus).await;
-    let first = tokio::spawn({
-        let client = client.clone();
-        async move {
-            client
-                .request::<_, String>(&ECHO, &[], &s("1"), CallOptions::new())
-                .await
-        }
-    });
+    let first = spawn_call(&client, "1");
     started.notified().await;
     let err = client
         .request::<_, String>(&ECHO, &[], &s("2"), CallOptions::new())

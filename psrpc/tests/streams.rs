@@ -2,7 +2,6 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::{CuttableBus, RecordingBus};
@@ -128,7 +127,7 @@ async fn a_slow_receiver_holds_the_sender_back_without_loss() {
     let bus = LocalBus::new();
     let window = 4;
     let (got_tx, got_rx) = oneshot::channel::<Vec<u32>>();
-    let got_tx = Arc::new(std::sync::Mutex::new(Some(got_tx)));
+    let got_tx = common::slot(got_tx);
     let server = Server::with_options(
         SVC,
         bus.clone(),
@@ -141,11 +140,11 @@ async fn a_slow_receiver_holds_the_sender_back_without_loss() {
         },
     );
     let (release_tx, release_rx) = oneshot::channel::<()>();
-    let release_rx = Arc::new(std::sync::Mutex::new(Some(release_rx)));
+    let release_rx = common::slot(release_rx);
     server
         .register_stream(CHAT, &[], move |_ctx, mut stream: Stream<u32, u32>| {
-            let got_tx = got_tx.lock().unwrap().take().unwrap();
-            let release = release_rx.lock().unwrap().take().unwrap();
+            let got_tx = common::take(&got_tx);
+            let release = common::take(&release_rx);
             async move {
                 // Take nothing until released: the client's sends must stall at the window.
                 let _ = release.await;
@@ -225,13 +224,13 @@ async fn client_close_with_error_reaches_the_handler() {
     let bus = LocalBus::new();
     let server = Server::new(SVC, bus.clone());
     let (seen_tx, seen_rx) = oneshot::channel::<Option<Error>>();
-    let seen_tx = Arc::new(std::sync::Mutex::new(Some(seen_tx)));
+    let seen_tx = common::slot(seen_tx);
     server
         .register_stream(
             CHAT,
             &[],
             move |_ctx, mut stream: Stream<String, String>| {
-                let seen = seen_tx.lock().unwrap().take().unwrap();
+                let seen = common::take(&seen_tx);
                 async move {
                     let outcome = stream.recv().await.and_then(Result::err);
                     let _ = seen.send(outcome);
@@ -283,10 +282,10 @@ async fn dropping_the_client_handle_closes_the_server_side() {
     let bus = LocalBus::new();
     let server = Server::new(SVC, bus.clone());
     let (ended_tx, ended_rx) = oneshot::channel::<bool>();
-    let ended_tx = Arc::new(std::sync::Mutex::new(Some(ended_tx)));
+    let ended_tx = common::slot(ended_tx);
     server
         .register_stream(CHAT, &[], move |ctx, mut stream: Stream<String, String>| {
-            let ended = ended_tx.lock().unwrap().take().unwrap();
+            let ended = common::take(&ended_tx);
             async move {
                 let clean_end = stream.recv().await.is_none();
                 let _ = ended.send(clean_end && ctx.is_cancelled());
@@ -312,13 +311,13 @@ async fn a_vanished_client_is_detected_by_the_server() {
     let local = LocalBus::new();
     let server = Server::new(SVC, local.clone());
     let (outcome_tx, outcome_rx) = oneshot::channel::<Option<Error>>();
-    let outcome_tx = Arc::new(std::sync::Mutex::new(Some(outcome_tx)));
+    let outcome_tx = common::slot(outcome_tx);
     server
         .register_stream(
             CHAT,
             &[],
             move |_ctx, mut stream: Stream<String, String>| {
-                let outcome = outcome_tx.lock().unwrap().take().unwrap();
+                let outcome = common::take(&outcome_tx);
                 async move {
                     let end = stream.recv().await.and_then(Result::err);
                     let _ = outcome.send(end);

@@ -102,3 +102,13 @@ impl psrpc::IntoBus for CuttableBus {
         self.tap.into_bus()
     }
 }
+
+/// Hands a value out of a handler closure once (handlers are `Fn`, one-shot senders are not).
+pub fn slot<T>(value: T) -> Arc<Mutex<Option<T>>> {
+    Arc::new(Mutex::new(Some(value)))
+}
+
+/// Takes the value out of a [`slot`].
+pub fn take<T>(slot: &Arc<Mutex<Option<T>>>) -> T {
+    slot.lock().unwrap().take().expect("taken once")
+}
