@@ -415,6 +415,12 @@ impl Bus for NatsBus {
         Box::pin(self.subscribe_inner(channel, options))
     }
 
+    /// A round trip through the server: everything published before has been processed by it
+    /// (async-nats's own `flush` only writes the socket).
+    fn flush(&self) -> BoxFuture<'_, Result<(), BusError>> {
+        Box::pin(self.round_trip())
+    }
+
     /// The server's `max_payload` (from its latest INFO); the route key counts toward it.
     fn max_payload(&self) -> usize {
         self.inner.client.max_payload()

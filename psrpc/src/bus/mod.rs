@@ -119,6 +119,19 @@ pub trait Bus: Send + Sync + 'static {
         })
     }
 
+    /// Resolves once everything published through this bus before the call has been handed to
+    /// the broker (written to its socket and, where the client can tell, seen by it).
+    ///
+    /// Buses whose `publish` already waits for the broker keep the default, which returns at
+    /// once. The runtime calls it from `Server::shutdown`, `Client::close` and stream close, so
+    /// a process that exits right after them loses nothing it published.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: dropping the future drops only the wait, never a published message.
+    fn flush(&self) -> BoxFuture<'_, Result<(), BusError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
     /// The largest payload this bus accepts, in bytes.
     fn max_payload(&self) -> usize {
         usize::MAX

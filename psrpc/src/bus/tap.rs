@@ -89,6 +89,10 @@ impl Bus for Tap {
         self.inner.subscribe(channel, options)
     }
 
+    fn flush(&self) -> BoxFuture<'_, Result<(), BusError>> {
+        self.inner.flush()
+    }
+
     fn max_payload(&self) -> usize {
         self.inner.max_payload()
     }
