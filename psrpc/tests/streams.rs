@@ -55,7 +55,7 @@ async fn ping_pong() {
         let reply = stream.recv().await.unwrap().unwrap();
         assert_eq!(reply, format!("{}: {word}", server.id()));
     }
-    stream.close(None).await;
+    stream.close(None).await.unwrap();
     assert!(stream.is_closed());
     assert_eq!(stream.recv().await, None);
 }
@@ -119,7 +119,7 @@ async fn ten_thousand_messages_each_way_in_order() {
         }
     };
     tokio::join!(sending, receiving);
-    tx.close(None).await;
+    tx.close(None).await.expect("close reached the bus");
 }
 
 #[tokio::test(start_paused = true)]
@@ -247,7 +247,8 @@ async fn client_close_with_error_reaches_the_handler() {
         .unwrap();
     stream
         .close(Some(Error::new(ErrorCode::Aborted, "changed my mind")))
-        .await;
+        .await
+        .unwrap();
     let err = seen_rx.await.unwrap().expect("the handler saw an error");
     assert_eq!(err, Error::new(ErrorCode::Aborted, "changed my mind"));
 }
@@ -429,7 +430,7 @@ async fn frames_follow_the_go_exchange() {
         stream.recv().await.unwrap().unwrap(),
         format!("{}: hi", server.id())
     );
-    stream.close(None).await;
+    stream.close(None).await.unwrap();
     server.shutdown().await;
 
     let frames = |bus: &RecordingBus| -> Vec<String> {

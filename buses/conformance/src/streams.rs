@@ -56,7 +56,9 @@ pub async fn stream_ping_pong(h: &Harness) {
         let reply = within("echo", stream.recv()).await.unwrap().unwrap();
         assert_eq!(reply, format!("echo {word}"));
     }
-    within("close", stream.close(None)).await;
+    within("close", stream.close(None))
+        .await
+        .expect("close reached the bus");
     assert_eq!(stream.recv().await, None);
 }
 
@@ -114,7 +116,7 @@ pub async fn stream_ten_thousand_each_way_in_order(h: &Harness) {
     })
     .await
     .expect("10,000 messages each way within a minute");
-    tx.close(None).await;
+    tx.close(None).await.expect("close reached the bus");
 }
 
 /// A handler error closes the stream with its code and message at the client.

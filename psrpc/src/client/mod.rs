@@ -29,7 +29,7 @@ pub use subscribe::TypedSubscription;
 
 use crate::bus::{Bus, IntoBus, NoReceivers, SubscribeOptions, Subscription};
 use crate::interceptor::{BoxResponse, ClientCall, ClientInterceptor, ClientNext};
-use crate::stream::{Stream, StreamCore, StreamRegistry};
+use crate::stream::{Stream, StreamCore, StreamEnd, StreamRegistry};
 use crate::trace::{TRACEPARENT, TraceContext};
 use crate::wire::{self, ClaimRequest, ClaimResponse, Request, Response, StreamOpen, stream::Body};
 use crate::{Channel, Error, ErrorCode, MethodInfo, NamedMessage, Result};
@@ -184,9 +184,37 @@ impl Client {
         }
     }
 
-    /// Closes the client: pending calls fail with `canceled` at once, and so do later calls.
-    pub fn close(&self) {
-        self.inner.closed.cancel();
+    /// Closes the client: pending calls fail with `canceled` at once, and so do later calls;
+    /// open streams are closed cleanly. Resolves once the stream closes were published, the
+    /// reader tasks stopped and the bus flushed (see [`Bus::flush`]), so a process may exit
+    /// right after it without losing what it sent. Bounded by the client's default timeout.
+    ///
+    /// Dropping the last handle of a client closes it too, without waiting for anything.
+    ///
+    /// # Errors
+    /// The bus error of a failed flush, or `deadline_exceeded` if it took longer than the
+    /// bound.
+    ///
+    /// # Cancel safety
+    /// The client is closed at the first poll; dropping the future later only skips the wait.
+    pub async fn close(&self) -> Result<()> {
+        let inner = &self.inner;
+        inner.closed.cancel();
+        let closes: Vec<_> = inner
+            .streams
+            .iter()
+            .filter_map(|s| s.value().close_queued(StreamEnd::Closed))
+            .collect();
+        let finished = async {
+            for sent in closes {
+                let _ = sent.await;
+            }
+            inner.readers.wait().await;
+            inner.bus.flush().await.map_err(Error::from)
+        };
+        tokio::time::timeout(inner.options.timeout, finished)
+            .await
+            .unwrap_or_else(|_| Err(Error::timed_out()))
     }
 
     /// Waits until the client's reader tasks have stopped after [`close`](Self::close).
