@@ -473,3 +473,100 @@ async fn frames_follow_the_go_exchange() {
         ["ClaimRequest", "ack(window=64)", "ack(window=0)", "message"]
     );
 }
+
+/// Issue 10.1: `recv` in a `select!` against a timer shorter than one publish loses nothing.
+/// (Before the fix, the ack publish was cancelled with the message already taken: 0 of 20
+/// arrived and the stream died of unacknowledged messages.)
+#[tokio::test(start_paused = true)]
+async fn recv_in_select_loses_nothing() {
+    const N: u32 = 200;
+    let bus = LocalBus::new();
+    let slow = || common::SlowBus::new(bus.clone(), Duration::from_millis(5));
+    let server = Server::new(SVC, slow());
+    server
+        .register_stream(CHAT, &[], |_ctx, mut stream: Stream<u32, u32>| async move {
+            for i in 0..N {
+                stream.send(&i).await?;
+            }
+            // Then echo, to show the stream still works both ways.
+            while let Some(msg) = stream.recv().await {
+                stream.send(&(msg? + 1000)).await?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let client = Client::new(SVC, slow()).await.unwrap();
+    let mut stream = client
+        .open_stream::<u32, u32>(&CHAT, &[], CallOptions::new())
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut timer_won = 0;
+    while got.len() < N as usize {
+        tokio::select! {
+            msg = stream.recv() => got.push(msg.expect("stream open").unwrap()),
+            _ = tokio::time::sleep(Duration::from_millis(2)) => timer_won += 1,
+        }
+    }
+    assert_eq!(got, (0..N).collect::<Vec<_>>(), "every message, in order");
+    assert!(
+        timer_won > 0,
+        "the timer won some rounds, so recv was cancelled"
+    );
+    // Past the ack timeout: nothing is left unacknowledged on either side.
+    tokio::time::sleep(StreamOptions::default().ack_timeout * 2).await;
+    stream.send(&7).await.unwrap();
+    assert_eq!(stream.recv().await.unwrap().unwrap(), 1007);
+    let _ = stream.close(None).await;
+}
+
+/// Issue 10.1: `send` under a `timeout` that fires leaves no phantom in-flight message. (Before
+/// the fix, a send cancelled during its publish stayed recorded as unacknowledged and killed the
+/// stream when its ack timeout passed.)
+#[tokio::test(start_paused = true)]
+async fn send_under_timeout_leaves_no_phantom() {
+    const N: u32 = 300;
+    let bus = LocalBus::new();
+    let slow = || common::SlowBus::new(bus.clone(), Duration::from_millis(5));
+    let (got_tx, got_rx) = oneshot::channel::<Vec<u32>>();
+    let got_slot = common::slot(got_tx);
+    let server = Server::new(SVC, slow());
+    server
+        .register_stream(CHAT, &[], move |_ctx, mut stream: Stream<u32, u32>| {
+            let got_tx = common::take(&got_slot);
+            async move {
+                let mut got = Vec::new();
+                while let Some(msg) = stream.recv().await {
+                    got.push(msg?);
+                }
+                let _ = got_tx.send(got);
+                Ok(())
+            }
+        })
+        .await
+        .unwrap();
+    let client = Client::new(SVC, slow()).await.unwrap();
+    let stream = client
+        .open_stream::<u32, u32>(&CHAT, &[], CallOptions::new())
+        .await
+        .unwrap();
+    let mut timeouts = 0;
+    for i in 0..N {
+        // A send that timed out sent nothing: send the same message again.
+        while tokio::time::timeout(Duration::from_millis(1), stream.send(&i))
+            .await
+            .is_err()
+        {
+            timeouts += 1;
+        }
+    }
+    assert!(
+        timeouts > 0,
+        "some sends waited for window room and were cancelled"
+    );
+    tokio::time::sleep(StreamOptions::default().ack_timeout * 2).await;
+    assert!(!stream.is_closed(), "no phantom message killed the stream");
+    let _ = stream.close(None).await;
+    assert_eq!(got_rx.await.unwrap(), (0..N).collect::<Vec<_>>());
+}
