@@ -570,3 +570,120 @@ async fn send_under_timeout_leaves_no_phantom() {
     let _ = stream.close(None).await;
     assert_eq!(got_rx.await.unwrap(), (0..N).collect::<Vec<_>>());
 }
+
+/// Issue 10.2: the receiving side is a `futures::Stream`, and an ended stream says why.
+#[tokio::test(start_paused = true)]
+async fn receiving_side_is_a_stream_and_ends_say_why() {
+    use futures::StreamExt;
+    use psrpc::stream::StreamEnd;
+
+    let bus = LocalBus::new();
+    let server = Server::new(SVC, bus.clone());
+    server
+        .register_stream(CHAT, &[], |_ctx, mut stream: Stream<u32, u32>| async move {
+            let first = stream.recv().await.unwrap()?;
+            for i in 0..first {
+                stream.send(&i).await?;
+            }
+            match first {
+                3 => Ok(()),
+                _ => Err(Error::new(ErrorCode::OutOfRange, format!("no {first}"))),
+            }
+        })
+        .await
+        .unwrap();
+    let client = Client::new(SVC, bus.clone()).await.unwrap();
+    let open = || client.open_stream::<u32, u32>(&CHAT, &[], CallOptions::new());
+
+    // A clean end by the peer: the messages, then `None`.
+    let mut stream = open().await.unwrap();
+    assert_eq!(stream.end_reason(), None);
+    stream.send(&3).await.unwrap();
+    let all: Vec<u32> = (&mut stream).map(|m| m.unwrap()).collect().await;
+    assert_eq!(all, [0, 1, 2]);
+    assert_eq!(stream.end_reason(), Some(StreamEnd::PeerClosed));
+    assert_eq!(stream.closed().await, StreamEnd::PeerClosed);
+
+    // An error end by the peer: the messages, the error once, then `None`.
+    let mut stream = open().await.unwrap();
+    stream.send(&2).await.unwrap();
+    let items: Vec<_> = (&mut stream).collect().await;
+    let err = Error::new(ErrorCode::OutOfRange, "no 2");
+    assert_eq!(items, [Ok(0), Ok(1), Err(err.clone())]);
+    assert_eq!(stream.end_reason(), Some(StreamEnd::PeerError(err.clone())));
+    assert_eq!(stream.next().await, None, "the error is reported once");
+    assert_eq!(
+        stream.send(&1).await,
+        Err(err),
+        "a send after the end says why"
+    );
+
+    // Closed here, with an error.
+    let stream = open().await.unwrap();
+    let mine = Error::new(ErrorCode::Aborted, "enough");
+    stream.close(Some(mine.clone())).await.unwrap();
+    assert_eq!(stream.end_reason(), Some(StreamEnd::ClosedWithError(mine)));
+}
+
+/// Issue 10.2: `close` reports a close frame that did not reach the bus.
+#[tokio::test(start_paused = true)]
+async fn close_reports_a_failed_close_frame() {
+    let bus = LocalBus::new();
+    let _server = echo_server(bus.clone()).await;
+    let client_bus = common::SlowBus::new(bus, Duration::from_millis(1));
+    let client = Client::new(SVC, client_bus.clone()).await.unwrap();
+    let stream = client
+        .open_stream::<String, String>(&CHAT, &[], CallOptions::new())
+        .await
+        .unwrap();
+    client_bus.failing();
+    let err = stream.close(None).await.unwrap_err();
+    assert_eq!(err.code(), &ErrorCode::Canceled, "the bus error: {err}");
+    assert!(stream.is_closed());
+}
+
+/// Issue 10.4: past the drain deadline, `shutdown` cancels a handler that ignores it, and its
+/// caller hears `unavailable`.
+#[tokio::test(start_paused = true)]
+async fn shutdown_cancels_handlers_past_the_drain_deadline() {
+    const SLOW: MethodInfo = MethodInfo::unary("Slow");
+    let bus = LocalBus::new();
+    let options = ServerOptions {
+        drain_timeout: Duration::from_secs(1),
+        ..Default::default()
+    };
+    let server = Server::with_options(SVC, bus.clone(), options);
+    let (started_tx, started_rx) = oneshot::channel::<()>();
+    let started = common::slot(started_tx);
+    server
+        .register_unary(SLOW, &[], move |_ctx, _req: String| {
+            let started = common::take(&started);
+            async move {
+                let _ = started.send(());
+                std::future::pending::<()>().await;
+                Ok(String::new())
+            }
+        })
+        .await
+        .unwrap();
+    let client = Client::new(SVC, bus).await.unwrap();
+    let call = tokio::spawn(async move {
+        client
+            .request::<String, String>(
+                &SLOW,
+                &[],
+                &s("x"),
+                CallOptions::new().timeout(Duration::from_secs(60)),
+            )
+            .await
+    });
+    started_rx.await.unwrap();
+    let begun = tokio::time::Instant::now();
+    server.shutdown().await;
+    assert!(
+        begun.elapsed() < Duration::from_secs(2),
+        "shutdown kept its bound"
+    );
+    let err = call.await.unwrap().unwrap_err();
+    assert_eq!(err, Error::new(ErrorCode::Unavailable, "server shut down"));
+}

@@ -119,6 +119,7 @@ macro_rules! conformance_suite {
             stream_vanished_peer_is_detected,
             stream_select_and_timeout_lose_nothing,
             shutdown_closes_streams_of_silent_peers,
+            stream_last_frames_survive_a_client_exit,
         );
     };
     (@streams $harness:expr; $($case:ident),* $(,)?) => {

@@ -446,3 +446,67 @@ pub async fn shutdown_closes_streams_of_silent_peers(h: &Harness) {
     assert_eq!(close.code, ErrorCode::Unavailable.as_str());
     assert_eq!(close.error, "server shut down");
 }
+
+/// Issue 10.3: a client that closes its stream (or just the client) and exits at once still
+/// delivers its last messages and the close frame.
+pub async fn stream_last_frames_survive_a_client_exit(h: &Harness) {
+    const N: u32 = 50;
+    let (record_tx, mut record_rx) = tokio::sync::mpsc::unbounded_channel::<(Vec<u32>, bool)>();
+    let server = Server::new(SVC, h.bus().await);
+    server
+        .register_stream(CHAT, &[], move |_ctx, mut stream: Stream<u32, u32>| {
+            let record = record_tx.clone();
+            async move {
+                let mut got = Vec::new();
+                let mut clean = true;
+                while let Some(msg) = stream.recv().await {
+                    match msg {
+                        Ok(n) => got.push(n),
+                        Err(_) => clean = false,
+                    }
+                }
+                let _ = record.send((got, clean));
+                Ok(())
+            }
+        })
+        .await
+        .unwrap();
+    for close_client_only in [false, true] {
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap();
+                    runtime.block_on(async {
+                        let client = Client::new(SVC, h.bus().await).await.unwrap();
+                        let stream = client
+                            .open_stream::<u32, u32>(&CHAT, &[], CallOptions::new())
+                            .await
+                            .unwrap();
+                        for i in 0..N {
+                            stream.send(&i).await.unwrap();
+                        }
+                        if close_client_only {
+                            client.close().await.expect("client closed and flushed");
+                        } else {
+                            stream.close(None).await.expect("close reached the bus");
+                        }
+                    });
+                    drop(runtime);
+                })
+                .join()
+                .expect("the client process ran");
+        });
+        let (got, clean) = within("the server's record", record_rx.recv())
+            .await
+            .unwrap();
+        assert_eq!(
+            got,
+            (0..N).collect::<Vec<_>>(),
+            "client.close only: {close_client_only}"
+        );
+        assert!(clean, "a clean close");
+    }
+}

@@ -113,10 +113,13 @@ pub fn take<T>(slot: &Arc<Mutex<Option<T>>>) -> T {
     slot.lock().unwrap().take().expect("taken once")
 }
 
-/// A bus whose publishes take `delay` before they reach the inner bus, like a broker far away.
+/// A bus whose publishes take `delay` before they reach the inner bus, like a broker far away,
+/// and fail once [`failing`](Self::failing) is set.
+#[derive(Clone)]
 pub struct SlowBus {
     inner: Arc<dyn psrpc::Bus>,
     delay: std::time::Duration,
+    failing: Arc<AtomicBool>,
 }
 
 impl SlowBus {
@@ -124,7 +127,13 @@ impl SlowBus {
         SlowBus {
             inner: inner.into_bus(),
             delay,
+            failing: Arc::default(),
         }
+    }
+
+    /// From now on, publishes fail as if the broker went away.
+    pub fn failing(&self) {
+        self.failing.store(true, Ordering::SeqCst);
     }
 }
 
@@ -136,6 +145,9 @@ impl psrpc::Bus for SlowBus {
     ) -> futures::future::BoxFuture<'a, Result<(), psrpc::bus::BusError>> {
         Box::pin(async move {
             tokio::time::sleep(self.delay).await;
+            if self.failing.load(Ordering::SeqCst) {
+                return Err(psrpc::bus::BusError::Closed);
+            }
             self.inner.publish(channel, payload).await
         })
     }
