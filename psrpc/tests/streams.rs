@@ -687,3 +687,60 @@ async fn shutdown_cancels_handlers_past_the_drain_deadline() {
     let err = call.await.unwrap().unwrap_err();
     assert_eq!(err, Error::new(ErrorCode::Unavailable, "server shut down"));
 }
+
+/// Issue 10.1: every public async method of servers and clients, dropped half-way, leaves its
+/// object usable (registrations, calls, stream opens, subscriptions).
+#[tokio::test(start_paused = true)]
+async fn dropped_futures_leave_servers_and_clients_usable() {
+    const ECHO: MethodInfo = MethodInfo::unary("Echo");
+    const NEWS: MethodInfo = MethodInfo::subscription("News", false);
+    let bus = common::SlowBus::new(LocalBus::new(), Duration::from_millis(5));
+    let server = Server::new(SVC, bus.clone());
+    let echo = |_ctx, req: String| async move { Ok(req) };
+    let short = Duration::from_millis(1);
+
+    // A registration dropped while subscribing is not registered, and can be made again.
+    assert!(
+        tokio::time::timeout(short, server.register_unary(ECHO, &[], echo))
+            .await
+            .is_err()
+    );
+    assert!(!server.is_registered(ECHO.name, &[]));
+    server.register_unary(ECHO, &[], echo).await.unwrap();
+    server
+        .register_stream(
+            CHAT,
+            &[],
+            |_ctx, mut stream: Stream<String, String>| async move {
+                while let Some(msg) = stream.recv().await {
+                    stream.send(&msg?).await?;
+                }
+                Ok(())
+            },
+        )
+        .await
+        .unwrap();
+
+    let client = Client::new(SVC, bus.clone()).await.unwrap();
+    let hi = s("hi");
+    let call = || client.request::<String, String>(&ECHO, &[], &hi, CallOptions::new());
+    assert!(tokio::time::timeout(short, call()).await.is_err());
+    assert_eq!(call().await.unwrap(), "hi");
+
+    let open = || client.open_stream::<String, String>(&CHAT, &[], CallOptions::new());
+    assert!(tokio::time::timeout(short, open()).await.is_err());
+    let mut stream = open().await.unwrap();
+    stream.send(&s("again")).await.unwrap();
+    assert_eq!(stream.recv().await.unwrap().unwrap(), "again");
+    stream.close(None).await.unwrap();
+
+    assert!(
+        tokio::time::timeout(short, client.subscribe::<String>(&NEWS, &[]))
+            .await
+            .is_err()
+    );
+    let mut news = client.subscribe::<String>(&NEWS, &[]).await.unwrap();
+    server.publish(&NEWS, &[], &s("extra")).await.unwrap();
+    assert_eq!(news.recv().await.unwrap(), "extra");
+    assert_eq!(client.stats().pending, 0, "no call left behind");
+}

@@ -98,6 +98,9 @@ impl Client {
     ///
     /// # Errors
     /// The bus error of a failed subscribe.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: the reply subscriptions made so far are dropped with the future.
     pub async fn new(service: impl Into<Arc<str>>, bus: impl IntoBus) -> Result<Self> {
         Self::with_options(service, bus, ClientOptions::default()).await
     }
@@ -106,6 +109,9 @@ impl Client {
     ///
     /// # Errors
     /// The bus error of a failed subscribe.
+    ///
+    /// # Cancel safety
+    /// Cancel safe, as [`new`](Self::new).
     pub async fn with_options(
         service: impl Into<Arc<str>>,
         bus: impl IntoBus,
@@ -203,7 +209,12 @@ impl Client {
         let closes: Vec<_> = inner
             .streams
             .iter()
-            .filter_map(|s| s.value().close_queued(StreamEnd::Closed))
+            .filter_map(|s| {
+                let closed = s.value().close_queued(StreamEnd::Closed);
+                // A stream still opening has no driver yet.
+                drop(s.value().spawn_driver());
+                closed
+            })
             .collect();
         let finished = async {
             for sent in closes {
@@ -218,6 +229,9 @@ impl Client {
     }
 
     /// Waits until the client's reader tasks have stopped after [`close`](Self::close).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it only waits.
     pub async fn closed(&self) {
         self.inner.closed.cancelled().await;
         self.inner.readers.wait().await;
@@ -229,6 +243,12 @@ impl Client {
     /// # Errors
     /// The server's error, or `deadline_exceeded` (timed out), `unavailable` (no server),
     /// `canceled` (client closed), `malformed_result`, or a bus error.
+    ///
+    /// # Cancel safety
+    /// Dropping the future cancels the call: servers that claimed it are told, and a handler
+    /// already running sees [`RequestContext::cancelled`](crate::RequestContext::cancelled)
+    /// (a Go server drops a request still waiting for its claim). The request may have been
+    /// served already. The client stays usable.
     pub async fn request<Req, Resp>(
         &self,
         method: &MethodInfo,
@@ -290,6 +310,10 @@ impl Client {
     ///
     /// # Errors
     /// `canceled` if the client is closed, or the bus error of a failed publish.
+    ///
+    /// # Cancel safety
+    /// Dropping the future (or the returned stream) cancels the call for the servers still
+    /// working on it; the client stays usable.
     pub async fn request_multi<Req, Resp>(
         &self,
         method: &MethodInfo,
@@ -329,6 +353,10 @@ impl Client {
     ///
     /// # Errors
     /// As [`request`](Self::request), for the opening.
+    ///
+    /// # Cancel safety
+    /// Dropping the future abandons the opening: a server that had already taken the stream
+    /// gets a close. The client stays usable.
     pub async fn open_stream<S, R>(
         &self,
         method: &MethodInfo,
@@ -427,7 +455,7 @@ impl Client {
             _ = tokio::time::sleep_until(deadline) => return Err(Error::timed_out()),
         };
         core.set_peer_window(peer_window);
-        tokio::spawn(core.drive());
+        drop(core.spawn_driver());
         Ok(stream)
     }
 
@@ -435,6 +463,9 @@ impl Client {
     ///
     /// # Errors
     /// The bus error of a failed subscribe.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a subscription dropped half-made unsubscribes.
     pub async fn subscribe<T: NamedMessage>(
         &self,
         method: &MethodInfo,

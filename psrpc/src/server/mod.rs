@@ -240,6 +240,10 @@ impl Server {
     /// # Errors
     /// `already_exists` if the method is registered on these topics, `unavailable` after
     /// shutdown, or the bus error of a failed subscribe.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: dropped before it completes, the method is not registered (and can be
+    /// registered again).
     pub async fn register_unary<Req, Resp, H, Fut>(
         &self,
         method: MethodInfo,
@@ -261,6 +265,9 @@ impl Server {
     /// AFFINITY method claim with (the default affinity is 1.0).
     ///
     /// # Errors
+    /// As [`register_unary`](Self::register_unary).
+    ///
+    /// # Cancel safety
     /// As [`register_unary`](Self::register_unary).
     pub async fn register_unary_with_affinity<Req, Resp, H, Fut>(
         &self,
@@ -286,6 +293,9 @@ impl Server {
     /// its cancellation fires when the stream ends.
     ///
     /// # Errors
+    /// As [`register_unary`](Self::register_unary).
+    ///
+    /// # Cancel safety
     /// As [`register_unary`](Self::register_unary).
     pub async fn register_stream<In, Out, H, Fut>(
         &self,
@@ -337,6 +347,10 @@ impl Server {
     ///
     /// # Errors
     /// `invalid_argument` for a payload over the bus limit, or the bus error of a failed publish.
+    ///
+    /// # Cancel safety
+    /// Dropped before it completes, the message may or may not have been published; the
+    /// server is unaffected.
     pub async fn publish<M: NamedMessage>(
         &self,
         method: &MethodInfo,
@@ -427,6 +441,12 @@ impl Server {
             }
             regs.insert(key.clone(), stop.clone());
         }
+        // Dropped before it is committed (a failed subscribe, or the future dropped), the
+        // reservation frees the key, so the method can be registered again.
+        let mut reservation = Reservation {
+            registrations: &inner.registrations,
+            key: Some(key),
+        };
         let options = SubscribeOptions {
             capacity: inner.options.subscription_capacity,
         };
@@ -451,13 +471,8 @@ impl Server {
             Ok::<_, crate::bus::BusError>((requests, claims))
         }
         .await;
-        let (requests, claims) = match subscribed {
-            Ok(subs) => subs,
-            Err(err) => {
-                lock(&inner.registrations).remove(&key);
-                return Err(err.into());
-            }
-        };
+        let (requests, claims) = subscribed?;
+        reservation.key = None;
         let reg = Registration {
             method,
             topics,
@@ -470,6 +485,21 @@ impl Server {
             .spawn(request_loop(inner.clone(), requests, reg.clone()));
         inner.readers.spawn(claim_loop(inner.clone(), claims, reg));
         Ok(())
+    }
+}
+
+/// A registration key taken by a registration still subscribing.
+struct Reservation<'a> {
+    registrations: &'a Mutex<HashMap<RegistrationKey, CancellationToken>>,
+    /// `None` once the registration is committed.
+    key: Option<RegistrationKey>,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            lock(self.registrations).remove(&key);
+        }
     }
 }
 
@@ -1004,7 +1034,11 @@ where
                         tracing::debug!(%err, "failed to close a stream");
                     }
                 };
-                let mut driver = tokio::spawn(core.clone().drive());
+                let Some(mut driver) = core.spawn_driver() else {
+                    // Only without a runtime, which cannot be while this task runs.
+                    inner.streams.remove(&open.stream_id);
+                    return;
+                };
                 tokio::select! {
                     biased;
                     // Killed, or shut down past the drain deadline: the handler is dropped.

@@ -409,14 +409,20 @@ impl StreamCore {
         }
     }
 
-    /// Runs the stream until it ends: publishes queued frames in order, fails the stream when
-    /// a sent message is not acknowledged in time and, between Rust peers, sends keepalives and
-    /// detects a silent (vanished) peer. After the end it publishes what was queued before it
-    /// (the last acks and the close frame), then returns.
-    pub(crate) async fn drive(self: Arc<Self>) {
-        let Some(mut outbox) = lock(&self.outbox_rx).take() else {
-            return;
-        };
+    /// Starts the stream's driver on the current runtime, unless it runs already (or there is
+    /// no runtime, when nothing could run it anyway).
+    ///
+    /// The driver runs the stream until it ends: publishes queued frames in order, fails the
+    /// stream when a sent message is not acknowledged in time and, between Rust peers, sends
+    /// keepalives and detects a silent (vanished) peer. After the end it publishes what was
+    /// queued before it (the last acks and the close frame), then returns.
+    pub(crate) fn spawn_driver(self: &Arc<Self>) -> Option<tokio::task::JoinHandle<()>> {
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
+        let outbox = lock(&self.outbox_rx).take()?;
+        Some(runtime.spawn(self.clone().drive(outbox)))
+    }
+
+    async fn drive(self: Arc<Self>, mut outbox: mpsc::UnboundedReceiver<Outgoing>) {
         let tick = self
             .options
             .keepalive_interval

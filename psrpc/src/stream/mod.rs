@@ -372,5 +372,7 @@ impl Drop for Guard {
         // A dropped client handle closes the stream, so the server handler ends too; the
         // stream's driver publishes the close after what was queued before it.
         drop(self.core.close_queued(StreamEnd::Closed));
+        // Dropped while opening, before the driver started: start it to send the close.
+        drop(self.core.spawn_driver());
     }
 }

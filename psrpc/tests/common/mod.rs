@@ -158,7 +158,10 @@ impl psrpc::Bus for SlowBus {
         options: psrpc::bus::SubscribeOptions,
     ) -> futures::future::BoxFuture<'a, Result<psrpc::bus::Subscription, psrpc::bus::BusError>>
     {
-        self.inner.subscribe(channel, options)
+        Box::pin(async move {
+            tokio::time::sleep(self.delay).await;
+            self.inner.subscribe(channel, options).await
+        })
     }
 
     fn name(&self) -> &'static str {
