@@ -430,7 +430,13 @@ pub async fn shutdown_closes_streams_of_silent_peers(h: &Harness) {
     .unwrap();
     within("handler runs", opened_rx).await.unwrap();
 
+    let begun = std::time::Instant::now();
     within("shutdown past the drain deadline", server.shutdown()).await;
+    eprintln!(
+        "{}: shutdown with a silent peer took {:?} (drain timeout 300 ms)",
+        h.name(),
+        begun.elapsed()
+    );
     // The peer was told: after the open's ack, a close with `unavailable`.
     let close = within("close frame", async {
         loop {
