@@ -341,7 +341,7 @@ impl Client {
             stream_id,
             request_id: open_id.clone(),
             sent_at,
-            expiry: sent_at.saturating_add(i64::try_from(remaining.as_nanos()).unwrap_or(i64::MAX)),
+            expiry: sent_at.saturating_add(crate::time::nanos_i64(remaining)),
             body: Some(Body::Open(StreamOpen {
                 node_id: inner.id.to_string(),
                 metadata: inner.outgoing_metadata(&opts),
@@ -614,7 +614,7 @@ impl Inner {
             request_id: crate::id::new_request_id(),
             client_id: self.id.to_string(),
             sent_at,
-            expiry: sent_at.saturating_add(i64::try_from(remaining.as_nanos()).unwrap_or(i64::MAX)),
+            expiry: sent_at.saturating_add(crate::time::nanos_i64(remaining)),
             multi,
             metadata: self.outgoing_metadata(opts),
             raw_request: raw,

@@ -116,7 +116,7 @@ impl CallOptions {
     }
 
     pub(crate) fn deadline_from(&self, now: Instant, default_timeout: Duration) -> Instant {
-        let by_timeout = now + self.timeout.unwrap_or(default_timeout);
+        let by_timeout = crate::time::instant_after(now, self.timeout.unwrap_or(default_timeout));
         self.deadline.map_or(by_timeout, |d| d.min(by_timeout))
     }
 }

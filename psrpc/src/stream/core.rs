@@ -85,7 +85,7 @@ impl StreamCore {
     }
 
     fn now_ms(&self) -> u64 {
-        self.born.elapsed().as_millis() as u64
+        crate::time::millis_u64(self.born.elapsed())
     }
 
     /// Waits for the ack of the open; resolves with the server's announced window.
@@ -220,9 +220,11 @@ impl StreamCore {
         let request_id = crate::id::new_request_id();
         let sent_at = crate::time::now_unix_nanos();
         let timeout = self.options.ack_timeout;
-        let expiry = sent_at.saturating_add(timeout.as_nanos() as i64);
-        self.unacked
-            .insert(request_id.clone(), (permit, Instant::now() + timeout));
+        let expiry = sent_at.saturating_add(crate::time::nanos_i64(timeout));
+        self.unacked.insert(
+            request_id.clone(),
+            (permit, crate::time::deadline_in(timeout)),
+        );
         let body = Body::Message(StreamMessage { raw_message: raw });
         if let Err(err) = self
             .publish(request_id.clone(), sent_at, expiry, body)
@@ -290,7 +292,7 @@ impl StreamCore {
         // Locally our own clean close ends `recv` with `None`, an error close with the error.
         self.finish(err);
         let sent_at = crate::time::now_unix_nanos();
-        let expiry = sent_at.saturating_add(self.options.ack_timeout.as_nanos() as i64);
+        let expiry = sent_at.saturating_add(crate::time::nanos_i64(self.options.ack_timeout));
         let id = crate::id::new_request_id();
         if let Err(err) = self.publish(id, sent_at, expiry, Body::Close(close)).await {
             tracing::debug!(%err, stream_id = %self.id, "failed to send a stream close");
@@ -326,7 +328,7 @@ impl StreamCore {
             }
             let now_ms = self.now_ms();
             let heard = self.last_heard_ms.load(Ordering::Relaxed);
-            if now_ms.saturating_sub(heard) >= self.options.idle_timeout.as_millis() as u64 {
+            if now_ms.saturating_sub(heard) >= crate::time::millis_u64(self.options.idle_timeout) {
                 self.finish(Some(Error::new(
                     ErrorCode::Unavailable,
                     "stream peer vanished",
@@ -334,7 +336,9 @@ impl StreamCore {
                 return;
             }
             let sent = self.last_sent_ms.load(Ordering::Relaxed);
-            if now_ms.saturating_sub(sent) >= self.options.keepalive_interval.as_millis() as u64 {
+            if now_ms.saturating_sub(sent)
+                >= crate::time::millis_u64(self.options.keepalive_interval)
+            {
                 let sent_at = crate::time::now_unix_nanos();
                 let id = crate::id::new_request_id();
                 if let Err(err) = self
