@@ -20,6 +20,7 @@
 //! ```
 
 pub mod cases;
+pub mod multi;
 pub mod streams;
 
 use std::any::Any;
@@ -117,6 +118,16 @@ macro_rules! conformance_suite {
             stream_client_drop_closes_the_server_side,
             stream_vanished_peer_is_detected,
         );
+        $crate::conformance_suite!(@multi $harness; multi_call_reports_dropped_answers);
+    };
+    (@multi $harness:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let harness = $harness;
+                $crate::multi::$case(&harness).await;
+            }
+        )*
     };
     (@streams $harness:expr; $($case:ident),* $(,)?) => {
         $(

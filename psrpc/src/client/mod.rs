@@ -27,7 +27,7 @@ use select::Selector;
 pub use select::{Claim, SelectionFn, SelectionOptions};
 pub use subscribe::TypedSubscription;
 
-use crate::bus::{Bus, IntoBus, NoReceivers, SubscribeOptions, Subscription};
+use crate::bus::{Bus, IntoBus, NoReceivers, SubscribeOptions, Subscription, SubscriptionStats};
 use crate::interceptor::{BoxResponse, ClientCall, ClientInterceptor, ClientNext};
 use crate::stream::{Stream, StreamCore, StreamRegistry};
 use crate::trace::{TRACEPARENT, TraceContext};
@@ -42,7 +42,17 @@ pub(crate) enum Reply {
 }
 
 /// A client of one service. Cloning gives another handle; dropping the last one closes it.
+///
+/// Dropping the last handle fails its pending calls, so an unused one is a warning:
+///
+/// ```compile_fail
+/// #![deny(unused_must_use)]
+/// # async fn f() -> psrpc::Result<()> {
+/// psrpc::Client::new("Greeter", psrpc::bus::LocalBus::new()).await?;
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
+#[must_use = "a client closes when its last handle is dropped"]
 pub struct Client {
     inner: Arc<Inner>,
     _owner: Arc<CloseOnDrop>,
@@ -67,6 +77,9 @@ pub(crate) struct Inner {
     readers: TaskTracker,
     unroutable: AtomicU64,
     malformed: AtomicU64,
+    /// Counters of the response and claim subscriptions: what their full buffers dropped.
+    responses: Arc<SubscriptionStats>,
+    claims: Arc<SubscriptionStats>,
     chain: Arc<[Arc<dyn ClientInterceptor>]>,
 }
 
@@ -90,6 +103,10 @@ pub struct ClientStats {
     pub unroutable: u64,
     /// Payloads on the reply channels that did not decode.
     pub malformed: u64,
+    /// Responses and claims dropped because the reply buffer
+    /// ([`ClientOptions::subscription_capacity`]) was full. A multi call that may have lost
+    /// answers this way says so in its results.
+    pub dropped_replies: u64,
 }
 
 impl Client {
@@ -146,6 +163,8 @@ impl Client {
             readers: TaskTracker::new(),
             unroutable: AtomicU64::new(0),
             malformed: AtomicU64::new(0),
+            responses: responses.stats().clone(),
+            claims: claims.stats().clone(),
             chain,
         });
         inner.readers.spawn(reply_loop(inner.clone(), responses));
@@ -181,6 +200,7 @@ impl Client {
             pending: self.inner.pending.len(),
             unroutable: self.inner.unroutable.load(Ordering::Relaxed),
             malformed: self.inner.malformed.load(Ordering::Relaxed),
+            dropped_replies: self.inner.responses.dropped() + self.inner.claims.dropped(),
         }
     }
 
@@ -260,6 +280,10 @@ impl Client {
     /// Calls a MULTI method: every server answers. The stream yields each server's result
     /// until the deadline; drop it to stop early.
     ///
+    /// Answers are never lost silently: when more arrive at once than the client's reply
+    /// buffer holds ([`ClientOptions::subscription_capacity`]), the stream yields an item
+    /// saying how many were dropped (see [`MultiResult::dropped_answers`]).
+    ///
     /// # Errors
     /// `canceled` if the client is closed, or the bus error of a failed publish.
     pub async fn request_multi<Req, Resp>(
@@ -282,6 +306,8 @@ impl Client {
         let deadline = opts.deadline_from(Instant::now(), inner.options.timeout);
         let request = inner.build_request(raw, &opts, deadline, true, false);
         let mut call = PendingCall::new(inner.clone(), request.request_id.clone(), method, topics);
+        // Drops counted from here on may be answers to this call.
+        let losses = multi::Losses::new(inner.responses.clone());
         let nobody = inner
             .publish_request(method, topics, &request, deadline)
             .await?;
@@ -291,6 +317,7 @@ impl Client {
             deadline,
             inner.closed.clone(),
             nobody,
+            losses,
             observed.map(|call| (inner.chain.clone(), call)),
         ))
     }

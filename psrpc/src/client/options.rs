@@ -21,7 +21,9 @@ pub struct ClientOptions {
     /// Ask Rust servers of queue-routed methods to answer without the claim exchange (two
     /// messages per call instead of four). Go servers ignore the request and claim as usual.
     pub direct_queue_calls: bool,
-    /// Buffer of the client's reply subscriptions.
+    /// Buffer of the client's reply subscriptions, in messages. A multi call answered by more
+    /// servers at once than this may lose answers; it then says so in its results (see
+    /// [`super::MultiResult::dropped_answers`]). Raise it for large fleets.
     pub subscription_capacity: usize,
     /// Tuning of the streams this client opens.
     pub stream: crate::stream::StreamOptions,

@@ -67,18 +67,21 @@ impl Default for StreamOptions {
 /// stream.close(None).await;
 /// # Ok(()) }
 /// ```
+#[must_use = "dropping a stream closes it"]
 pub struct Stream<S, R> {
     sender: StreamSender<S>,
     receiver: StreamReceiver<R>,
 }
 
 /// The sending half of a [`Stream`]; cloneable, so several tasks can send.
+#[must_use = "dropping a stream closes it"]
 pub struct StreamSender<S> {
     guard: Arc<Guard>,
     _type: PhantomData<fn(S)>,
 }
 
 /// The receiving half of a [`Stream`].
+#[must_use = "dropping a stream closes it"]
 pub struct StreamReceiver<R> {
     guard: Arc<Guard>,
     inbox: mpsc::Receiver<Incoming>,
