@@ -150,8 +150,14 @@ impl Method<'_> {
             (_, Routing::Affinity) => quote!(::psrpc::MethodInfo::affinity(#name)),
             (_, Routing::Queue) => quote!(::psrpc::MethodInfo::unary(#name)),
         };
-        if self.model.single_server && matches!(self.model.kind, Kind::Unary | Kind::Stream) {
-            quote!(#base.single_server())
+        let base =
+            if self.model.single_server && matches!(self.model.kind, Kind::Unary | Kind::Stream) {
+                quote!(#base.single_server())
+            } else {
+                base
+            };
+        if self.model.idempotent && self.model.kind != Kind::Subscription {
+            quote!(#base.idempotent())
         } else {
             base
         }

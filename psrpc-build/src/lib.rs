@@ -62,6 +62,9 @@
 //!
 //! Every generated message implements `psrpc::NamedMessage`, which subscriptions need.
 //!
+//! The standard `option idempotency_level = IDEMPOTENT;` (or `NO_SIDE_EFFECTS`) on an rpc marks
+//! its `MethodInfo` idempotent, so `psrpc::interceptor::Retry` may retry it after a timeout.
+//!
 //! With `topic_params.typed`, the client and server are generic over one `…TopicType`
 //! parameter per topic name (any `AsRef<str>` type, `str` by default), as Go's typed topics
 //! are; name the type (`let client: RoomsClient = …`) to take the defaults.

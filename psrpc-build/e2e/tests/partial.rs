@@ -118,6 +118,12 @@ impl SplitServerImpl for Publisher {
     const SERVED: &'static [MethodInfo] = &[split_methods::EVENTS];
 }
 
+#[test]
+fn idempotency_level_marks_methods_idempotent() {
+    assert_eq!(split_methods::ECHO, MethodInfo::unary("Echo").idempotent());
+    assert_eq!(split_methods::GET_STATS, MethodInfo::multi("GetStats"));
+}
+
 #[tokio::test]
 async fn served_lists_naming_no_handler_are_refused() {
     let bus = psrpc::bus::LocalBus::new();

@@ -248,13 +248,18 @@ impl Client {
             if inner.chain.is_empty() {
                 return inner.unary(method, topics, raw, opts).await;
             }
+            // Fixed before the chain runs, so interceptors that run the call more than once
+            // (retries) stay within the caller's deadline.
+            let started = Instant::now();
+            let mut opts = opts;
+            opts.deadline = Some(opts.deadline_from(started, inner.options.timeout));
             let call = ClientCall {
                 service: inner.service.clone(),
                 method: *method,
                 topics: topics.iter().map(|t| t.to_string()).collect(),
                 request: raw,
                 options: opts,
-                started: Instant::now(),
+                started,
             };
             let sender = inner.clone();
             let send = Arc::new(move |call: ClientCall| -> BoxResponse {

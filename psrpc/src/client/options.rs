@@ -79,6 +79,9 @@ pub struct CallOptions {
     pub selection: Option<SelectionOptions>,
     /// Overrides [`ClientOptions::direct_queue_calls`] for this call.
     pub direct: Option<bool>,
+    /// Overrides [`MethodInfo::idempotent`](crate::MethodInfo::idempotent) for this call:
+    /// whether [`Retry`](crate::interceptor::Retry) may retry it after `deadline_exceeded`.
+    pub idempotent: Option<bool>,
 }
 
 impl CallOptions {
@@ -108,6 +111,12 @@ impl CallOptions {
     /// Sets the server selection options.
     pub fn selection(mut self, selection: SelectionOptions) -> Self {
         self.selection = Some(selection);
+        self
+    }
+
+    /// Declares this call idempotent (or not), overriding the method's marking.
+    pub fn idempotent(mut self, idempotent: bool) -> Self {
+        self.idempotent = Some(idempotent);
         self
     }
 
