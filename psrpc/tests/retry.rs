@@ -171,3 +171,38 @@ async fn a_retry_budget_keeps_an_outage_from_multiplying_load() {
     let reached = outage(Retry::new(3).without_budget(), CALLS).await;
     assert_eq!(reached, 3 * CALLS);
 }
+
+#[tokio::test(start_paused = true)]
+async fn extreme_backoffs_neither_panic_nor_outlive_the_deadline() {
+    let bus = LocalBus::new();
+    let (_server, calls) = server(
+        &bus,
+        ECHO,
+        usize::MAX,
+        ErrorCode::Unavailable,
+        Duration::ZERO,
+    )
+    .await;
+    let retry = Retry::new(u32::MAX)
+        .backoff(Duration::MAX, Duration::MAX)
+        .jitter(1.0);
+    let client = retrying_client(&bus, retry).await;
+    let started = tokio::time::Instant::now();
+    let timeout = Duration::from_secs(1);
+    let err = client
+        .request::<_, String>(
+            &ECHO,
+            &[],
+            &"x".to_string(),
+            CallOptions::new().timeout(timeout),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), &ErrorCode::Unavailable);
+    assert!(started.elapsed() <= timeout);
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "no backoff fits in the deadline"
+    );
+}
