@@ -54,6 +54,7 @@ async fn exercise(d: Duration) {
         bus.clone(),
         ServerOptions {
             stream: stream_options(d),
+            drain_timeout: d,
             ..ServerOptions::default()
         },
     );
@@ -151,10 +152,16 @@ async fn exercise(d: Duration) {
             if long {
                 assert_eq!(stream.recv().await.expect("open").unwrap(), "hi");
             }
-            stream.close(None).await;
+            let closed = stream.close(None).await;
+            if long {
+                closed.unwrap();
+            }
         }
         Err(err) => assert!(!long && acceptable(err.code()), "stream with {d:?}: {err}"),
     }
+    // Nothing left to drain: shutdown returns whatever the drain timeout.
+    server.shutdown().await;
+    assert!(client.close().await.is_ok() || !long);
 }
 
 #[test]
