@@ -115,7 +115,7 @@ impl StreamCore {
     }
 
     fn now_ms(&self) -> u64 {
-        self.born.elapsed().as_millis() as u64
+        crate::time::millis_u64(self.born.elapsed())
     }
 
     /// Waits for the ack of the open; resolves with the server's announced window.
@@ -294,7 +294,7 @@ impl StreamCore {
         if self.closed.is_cancelled() {
             return Err(self.closed_error());
         }
-        let ack_by = saturating_after(Instant::now(), timeout);
+        let ack_by = crate::time::deadline_in(timeout);
         self.unacked.insert(request_id, (permit, ack_by));
         self.queue(payload, true, None);
         Ok(())
@@ -515,18 +515,18 @@ impl StreamCore {
         if !self.rust_peer.load(Ordering::Relaxed) {
             // A Go peer sends no keepalives: only an explicit limit on silence applies.
             if let Some(limit) = self.options.silent_peer_timeout
-                && silent_ms >= duration_ms(limit)
+                && silent_ms >= crate::time::millis_u64(limit)
             {
                 drop(self.close_queued(StreamEnd::IdleTimeout));
             }
             return;
         }
-        if silent_ms >= duration_ms(self.options.idle_timeout) {
+        if silent_ms >= crate::time::millis_u64(self.options.idle_timeout) {
             self.finish(StreamEnd::PeerVanished);
             return;
         }
         let sent = self.last_sent_ms.load(Ordering::Relaxed);
-        if now_ms.saturating_sub(sent) >= duration_ms(self.options.keepalive_interval) {
+        if now_ms.saturating_sub(sent) >= crate::time::millis_u64(self.options.keepalive_interval) {
             let sent_at = crate::time::now_unix_nanos();
             let id = crate::id::new_request_id();
             if let Err(err) = self
@@ -537,16 +537,6 @@ impl StreamCore {
             }
         }
     }
-}
-
-fn duration_ms(d: std::time::Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// `at + d`, or a far future instant where that overflows.
-fn saturating_after(at: Instant, d: std::time::Duration) -> Instant {
-    at.checked_add(d)
-        .unwrap_or_else(|| at + std::time::Duration::from_secs(100 * 365 * 24 * 3600))
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
