@@ -1,7 +1,7 @@
 //! The Redis bus for psrpc, wire-compatible with Go psrpc v0.7 on Redis.
 //!
 //! [`RedisBus`] implements [`psrpc::Bus`]. Channels are Redis pub/sub channels named with
-//! [`Channel::pipe_name`] (`Svc|Method|topic|REQ`, WIRE.md §4.1); payloads are the envelope bytes
+//! [`Channel::pipe_name`] (`Svc|Method|topic|REQ`, docs/wire.md §4.1); payloads are the envelope bytes
 //! as given, published with `PUBLISH`.
 //!
 //! # Design
@@ -22,7 +22,7 @@
 //!   ([`RedisBusOptions::health_check_interval`]) notices dead connections even when the bus
 //!   is idle and retries when an earlier reconnect gave up.
 //!
-//! # Queue channels (Go's lock rule, WIRE.md §7)
+//! # Queue channels (Go's lock rule, docs/wire.md §7)
 //!
 //! Redis has no queue groups, so a channel with [`Channel::is_queue`] works as in Go psrpc:
 //! every queue subscriber (in every process) receives every message; on receipt each bus runs

@@ -1,4 +1,4 @@
-//! Go's queue rule on Redis (WIRE.md §7): every queue member receives every message and the one
+//! Go's queue rule on Redis (docs/wire.md §7): every queue member receives every message and the one
 //! that sets `SET <base64(sha256(payload))> <random> NX EX 5` delivers it.
 
 use std::sync::Arc;
