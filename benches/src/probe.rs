@@ -70,15 +70,52 @@ pub async fn run_child(kind: BusKind, brokers: &Brokers, n: usize) -> Result<()>
     Ok(())
 }
 
-/// In the parent: runs the probe for `kind` in a child process.
+/// How long the idle probe waits before reading its resident size.
+const IDLE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// In the child: one server with one method and one client, each on a bus of its own, one
+/// call made, then idle for a second; prints the resident size as one JSON object.
+///
+/// # Errors
+/// A failed connection, registration or call.
+pub async fn run_idle_child(kind: BusKind, brokers: &Brokers) -> Result<()> {
+    let fabric = Fabric::new(kind, brokers);
+    let server = Server::new("Idle", fabric.bus().await?);
+    server.register_unary(METHOD, &[], echo).await?;
+    let client = psrpc::Client::new("Idle", fabric.bus().await?).await?;
+    let _: Bytes = client
+        .request(&METHOD, &[], &Bytes::from_static(b"x"), Default::default())
+        .await?;
+    tokio::time::sleep(IDLE).await;
+    let now = mem::read();
+    println!(
+        "{}",
+        serde_json::json!({ "rss": now.rss, "peak": now.peak })
+    );
+    client.close();
+    server.kill().await;
+    Ok(())
+}
+
+/// In the parent: the idle resident size of a process holding one client and one server on
+/// `kind` (measured in a child process), and its peak.
 ///
 /// # Errors
 /// The child failed or printed no result.
-pub fn run(kind: BusKind, brokers: &Brokers, n: usize) -> Result<ProbeResult> {
+pub fn run_idle(kind: BusKind, brokers: &Brokers) -> Result<(u64, u64)> {
+    let v = child(brokers, &["--idle-rss", kind.name()])?;
+    let field = |k: &str| {
+        v.get(k)
+            .and_then(Value::as_u64)
+            .ok_or(format!("idle probe output lacks {k}"))
+    };
+    Ok((field("rss")?, field("peak")?))
+}
+
+/// Runs this binary with `args` and the brokers' URLs, and parses its JSON output.
+fn child(brokers: &Brokers, args: &[&str]) -> Result<Value> {
     let mut cmd = Command::new(std::env::current_exe()?);
-    cmd.arg("--memory-probe")
-        .arg(kind.name())
-        .arg(n.to_string());
+    cmd.args(args);
     if let Ok(url) = brokers.nats_url() {
         cmd.arg("--nats").arg(url);
     }
@@ -95,7 +132,16 @@ pub fn run(kind: BusKind, brokers: &Brokers, n: usize) -> Result<ProbeResult> {
         .into());
     }
     let line = String::from_utf8_lossy(&out.stdout);
-    let v: Value = serde_json::from_str(line.trim())?;
+    Ok(serde_json::from_str(line.trim())?)
+}
+
+/// In the parent: runs the probe for `kind` in a child process.
+///
+/// # Errors
+/// The child failed or printed no result.
+pub fn run(kind: BusKind, brokers: &Brokers, n: usize) -> Result<ProbeResult> {
+    let n_arg = n.to_string();
+    let v = child(brokers, &["--memory-probe", kind.name(), &n_arg])?;
     let field = |k: &str| {
         v.get(k)
             .and_then(Value::as_u64)
