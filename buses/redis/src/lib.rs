@@ -15,7 +15,10 @@
 //! - **One Redis SUBSCRIBE per channel name**, shared by all local subscribers of that name;
 //!   `UNSUBSCRIBE` is sent when the last one goes. [`Bus::subscribe`] returns once the server
 //!   has confirmed the SUBSCRIBE, so a message published after it returns is delivered.
-//! - **A separate multiplexed connection for commands**: `PUBLISH` and the queue lock `SET`s.
+//! - **A separate connection for commands**: `PUBLISH` and the queue lock `SET`s, written by
+//!   one writer task that sends whatever has queued up as one pipeline (bounded queue,
+//!   [`RedisBusOptions::publish_queue`]); each caller still gets its own reply or error.
+//!   [`Bus::flush`] waits until everything queued before has been answered by Redis.
 //! - **Reconnects** are handled by the connection manager: after the server comes back the
 //!   push connection resubscribes every channel by itself (messages published meanwhile are
 //!   lost, as with any Redis pub/sub). A periodic `PING` on the push connection
@@ -61,6 +64,7 @@
 
 mod lock;
 mod router;
+mod writer;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -79,6 +83,7 @@ use tokio::task::JoinHandle;
 use lock::LockJob;
 pub use lock::{QUEUE_LOCK_TTL_SECS, queue_lock_key};
 use router::{Entry, Router};
+use writer::Writer;
 
 /// The largest value Redis accepts (`proto-max-bulk-len` default): 512 MiB.
 pub const REDIS_MAX_PAYLOAD: usize = 512 << 20;
@@ -116,11 +121,17 @@ pub struct RedisBusOptions {
     /// idle and restarts reconnecting after the connection manager gave up (default 1 s);
     /// `None` disables it.
     pub health_check_interval: Option<Duration>,
-    /// Lock `SET`s for queue channels in flight at once (default 64).
+    /// Lock `SET`s for queue channels in flight at once (default 1024; they are pipelined with
+    /// the publishes, so many in flight cost little).
     pub max_concurrent_locks: usize,
     /// Queue messages waiting for a lock `SET` slot (default 4096); past it they are dropped
     /// and counted.
     pub max_pending_locks: usize,
+    /// Commands (`PUBLISH`, lock `SET`) waiting to be written (default 4096). A publish waits
+    /// for room when the queue is full, so this bounds the memory a burst of publishes holds.
+    pub publish_queue: usize,
+    /// The most commands sent in one pipeline (default 512).
+    pub max_batch: usize,
 }
 
 impl Default for RedisBusOptions {
@@ -131,8 +142,10 @@ impl Default for RedisBusOptions {
             connection_timeout: Some(Duration::from_secs(3)),
             max_reconnect_delay: Duration::from_secs(1),
             health_check_interval: Some(Duration::from_secs(1)),
-            max_concurrent_locks: 64,
+            max_concurrent_locks: 1024,
             max_pending_locks: 4096,
+            publish_queue: 4096,
+            max_batch: 512,
         }
     }
 }
@@ -210,8 +223,8 @@ struct Inner {
     router: Arc<Router>,
     /// The RESP3 connection carrying SUBSCRIBE / UNSUBSCRIBE and the pushed messages.
     sub_conn: ConnectionManager,
-    /// The connection for PUBLISH and the lock SETs.
-    cmd_conn: ConnectionManager,
+    /// Writes PUBLISH and the lock SETs, batched into pipelines, on the command connection.
+    writer: Writer,
     options: RedisBusOptions,
     next_id: AtomicU64,
     runtime: tokio::runtime::Handle,
@@ -309,15 +322,20 @@ impl RedisBus {
             .map_err(RedisBusError::Connect)?;
 
         let router = Arc::new(Router::default());
+        let writer = Writer::start(
+            cmd_conn,
+            options.publish_queue,
+            options.max_batch,
+            options.response_timeout,
+        );
         let (lock_tx, lock_rx) = mpsc::channel(options.max_pending_locks.max(1));
         let mut tasks = vec![
             tokio::spawn(read_pushes(router.clone(), push_rx, lock_tx)),
             tokio::spawn(lock::dispatch(
                 lock_rx,
-                cmd_conn.clone(),
+                writer.clone(),
                 router.clone(),
                 options.max_concurrent_locks,
-                options.response_timeout,
             )),
         ];
         if let Some(interval) = options.health_check_interval {
@@ -331,7 +349,7 @@ impl RedisBus {
             inner: Arc::new(Inner {
                 router,
                 sub_conn,
-                cmd_conn,
+                writer,
                 options,
                 next_id: AtomicU64::new(0),
                 runtime: tokio::runtime::Handle::current(),
@@ -365,6 +383,14 @@ impl RedisBus {
     ///
     /// Each bus counts as one receiver however many local subscribers it has.
     ///
+    /// Publishes are queued to the bus's writer task, which sends whatever has queued up as one
+    /// Redis pipeline; each publish still gets its own reply or error.
+    ///
+    /// # Cancel safety
+    /// Dropping the future while it waits for room in the queue (see
+    /// [`RedisBusOptions::publish_queue`]) publishes nothing. Once queued, the message is sent
+    /// even if the future is dropped; only its reply is lost. [`Bus::flush`] waits for it.
+    ///
     /// # Errors
     /// [`BusError::PayloadTooLarge`] over [`RedisBusOptions::max_payload`];
     /// [`BusError::Timeout`], [`BusError::Connection`] or [`BusError::Publish`] otherwise.
@@ -374,16 +400,21 @@ impl RedisBus {
         payload: Bytes,
     ) -> Result<usize, BusError> {
         psrpc::bus::check_payload_size(payload.len(), self.inner.options.max_payload)?;
-        let mut conn = self.inner.cmd_conn.clone();
         let mut cmd = redis::cmd("PUBLISH");
         cmd.arg(channel.pipe_name()).arg(payload.as_ref());
-        let receivers = with_timeout(
-            self.inner.options.response_timeout,
-            cmd.query_async::<i64>(&mut conn),
-        )
-        .await
-        .map_err(|err| err.into_bus_error(BusError::Publish))?;
-        Ok(usize::try_from(receivers).unwrap_or(0))
+        let reply = self
+            .inner
+            .writer
+            .send(cmd)
+            .await
+            .map_err(|err| err.to_bus_error(BusError::Publish))?;
+        match reply {
+            Value::Int(receivers) => Ok(usize::try_from(receivers).unwrap_or(0)),
+            Value::ServerError(err) => Err(BusError::Publish(Box::new(RedisError::from(err)))),
+            other => Err(BusError::Publish(
+                format!("unexpected reply to PUBLISH: {other:?}").into(),
+            )),
+        }
     }
 
     async fn subscribe_impl(
@@ -453,6 +484,19 @@ impl Bus for RedisBus {
         options: SubscribeOptions,
     ) -> BoxFuture<'a, Result<Subscription, BusError>> {
         Box::pin(self.subscribe_impl(channel, options))
+    }
+
+    /// Resolves once every publish queued before has been written and answered by Redis,
+    /// including those whose futures were dropped after queueing.
+    fn flush(&self) -> BoxFuture<'_, Result<(), BusError>> {
+        Box::pin(async move {
+            self.inner
+                .writer
+                .flush()
+                .await
+                .map(drop)
+                .map_err(|err| err.to_bus_error(BusError::Publish))
+        })
     }
 
     fn max_payload(&self) -> usize {
@@ -576,6 +620,9 @@ enum OpError {
     Redis(RedisError),
     #[error("timed out")]
     Timeout,
+    /// The writer task is gone (the runtime shut down).
+    #[error("redis command writer stopped")]
+    Closed,
 }
 
 impl OpError {
@@ -584,6 +631,7 @@ impl OpError {
     fn into_bus_error(self, other: fn(psrpc::bus::BoxError) -> BusError) -> BusError {
         match self {
             OpError::Timeout => BusError::Timeout,
+            OpError::Closed => BusError::Closed,
             OpError::Redis(err) if err.is_timeout() => BusError::Timeout,
             OpError::Redis(err)
                 if err.is_io_error()
@@ -594,6 +642,15 @@ impl OpError {
                 BusError::Connection(Box::new(err))
             }
             OpError::Redis(err) => other(Box::new(err)),
+        }
+    }
+
+    /// [`into_bus_error`](Self::into_bus_error) for an error shared by a whole pipeline.
+    fn to_bus_error(&self, other: fn(psrpc::bus::BoxError) -> BusError) -> BusError {
+        match self {
+            OpError::Redis(err) => OpError::Redis(err.clone()).into_bus_error(other),
+            OpError::Timeout => BusError::Timeout,
+            OpError::Closed => BusError::Closed,
         }
     }
 }
