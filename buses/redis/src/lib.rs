@@ -8,8 +8,9 @@
 //!
 //! - **One push connection per bus for receiving.** Every subscription of a bus shares one RESP3
 //!   connection (a [`redis::aio::ConnectionManager`] with a push sender and automatic
-//!   resubscription). A single reader task takes the pushed messages and demultiplexes them by
-//!   channel name into the bounded buffers of the local subscriptions. Delivery never waits: a
+//!   resubscription). The push sender demultiplexes each message by channel name straight
+//!   into the bounded buffers of the local subscriptions, inside the connection's own task
+//!   (no unbounded queue, no hand-off to another task per message). Delivery never waits: a
 //!   full buffer drops the message and counts it (see [`psrpc::bus::SubscriptionSink::deliver`]),
 //!   so one slow subscriber never stalls the others.
 //! - **One Redis SUBSCRIBE per channel name**, shared by all local subscribers of that name;
@@ -309,10 +310,18 @@ impl RedisBus {
             .set_response_timeout(options.response_timeout)
             .set_connection_timeout(options.connection_timeout)
             .set_max_delay(options.max_reconnect_delay);
-        let (push_tx, push_rx) = mpsc::unbounded_channel::<PushInfo>();
+        let router = Arc::new(Router::default());
+        let (lock_tx, lock_rx) = mpsc::channel(options.max_pending_locks.max(1));
+        // Pushes are routed where the connection decodes them: no queue and no task hand-off
+        // per message, and delivery never waits (full buffers drop and count).
+        let push_router = router.clone();
+        let push_sender = move |push: PushInfo| -> Result<(), std::convert::Infallible> {
+            route_push(&push_router, &lock_tx, push);
+            Ok(())
+        };
         let sub_config = base
             .clone()
-            .set_push_sender(push_tx)
+            .set_push_sender(push_sender)
             .set_automatic_resubscription();
         let sub_conn = ConnectionManager::new_with_config(client.clone(), sub_config)
             .await
@@ -321,23 +330,18 @@ impl RedisBus {
             .await
             .map_err(RedisBusError::Connect)?;
 
-        let router = Arc::new(Router::default());
         let writer = Writer::start(
             cmd_conn,
             options.publish_queue,
             options.max_batch,
             options.response_timeout,
         );
-        let (lock_tx, lock_rx) = mpsc::channel(options.max_pending_locks.max(1));
-        let mut tasks = vec![
-            tokio::spawn(read_pushes(router.clone(), push_rx, lock_tx)),
-            tokio::spawn(lock::dispatch(
-                lock_rx,
-                writer.clone(),
-                router.clone(),
-                options.max_concurrent_locks,
-            )),
-        ];
+        let mut tasks = vec![tokio::spawn(lock::dispatch(
+            lock_rx,
+            writer.clone(),
+            router.clone(),
+            options.max_concurrent_locks,
+        ))];
         if let Some(interval) = options.health_check_interval {
             tasks.push(tokio::spawn(health_check(
                 sub_conn.clone(),
@@ -553,49 +557,44 @@ async fn retire(inner: Arc<Inner>, entry: Arc<Entry>) {
         .remove_if(&entry.name, |_, e| Arc::ptr_eq(e, &entry));
 }
 
-/// The reader task: routes every pushed message to the local subscribers of its channel.
-async fn read_pushes(
-    router: Arc<Router>,
-    mut pushes: mpsc::UnboundedReceiver<PushInfo>,
-    locks: mpsc::Sender<LockJob>,
-) {
+/// Routes one pushed message to the local subscribers of its channel; runs inside the push
+/// connection's driver, so it never waits.
+fn route_push(router: &Router, locks: &mpsc::Sender<LockJob>, push: PushInfo) {
     let counters = &router.counters;
-    while let Some(push) = pushes.recv().await {
-        match push.kind {
-            PushKind::Message => {}
-            PushKind::Disconnection => {
-                counters.disconnects.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!("redis push connection lost; reconnecting and resubscribing");
-                continue;
-            }
-            _ => continue,
+    match push.kind {
+        PushKind::Message => {}
+        PushKind::Disconnection => {
+            counters.disconnects.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!("redis push connection lost; reconnecting and resubscribing");
+            return;
         }
-        counters.received.fetch_add(1, Ordering::Relaxed);
-        // A `message` push is [channel, payload]; anything else is not ours to interpret.
-        let mut data = push.data.into_iter();
-        let (Some(Value::BulkString(name)), Some(Value::BulkString(payload))) =
-            (data.next(), data.next())
-        else {
-            counters.unroutable.fetch_add(1, Ordering::Relaxed);
-            continue;
-        };
-        let entry = std::str::from_utf8(&name)
-            .ok()
-            .and_then(|name| router.channels.get(name).map(|e| e.clone()));
-        let Some(entry) = entry else {
-            counters.unroutable.fetch_add(1, Ordering::Relaxed);
-            continue;
-        };
-        let payload = Bytes::from(payload);
-        let has_queue = entry.deliver_fanout(&payload);
-        // Queue members get it only once the lock is ours; that round trip runs elsewhere.
-        if has_queue
-            && let Err(mpsc::error::TrySendError::Full(job)) =
-                locks.try_send(LockJob { entry, payload })
-        {
-            counters.lock_overflow.fetch_add(1, Ordering::Relaxed);
-            job.entry.record_queue_drop();
-        }
+        _ => return,
+    }
+    counters.received.fetch_add(1, Ordering::Relaxed);
+    // A `message` push is [channel, payload]; anything else is not ours to interpret.
+    let mut data = push.data.into_iter();
+    let (Some(Value::BulkString(name)), Some(Value::BulkString(payload))) =
+        (data.next(), data.next())
+    else {
+        counters.unroutable.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    let entry = std::str::from_utf8(&name)
+        .ok()
+        .and_then(|name| router.channels.get(name).map(|e| e.clone()));
+    let Some(entry) = entry else {
+        counters.unroutable.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    let payload = Bytes::from(payload);
+    let has_queue = entry.deliver_fanout(&payload);
+    // Queue members get it only once the lock is ours; that round trip runs elsewhere.
+    if has_queue
+        && let Err(mpsc::error::TrySendError::Full(job)) =
+            locks.try_send(LockJob { entry, payload })
+    {
+        counters.lock_overflow.fetch_add(1, Ordering::Relaxed);
+        job.entry.record_queue_drop();
     }
 }
 
