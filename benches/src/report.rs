@@ -154,6 +154,8 @@ impl Measurement {
         for (k, v) in &self.extra {
             map.insert(k.clone(), v.clone());
         }
+        // The process's peak so far, so the case that raised it can be found.
+        map.insert("vm_hwm".into(), crate::mem::read().peak.into());
         out
     }
 }

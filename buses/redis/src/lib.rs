@@ -644,6 +644,14 @@ impl OpError {
         }
     }
 
+    /// The connection broke or could not be made (not a refusal of one command, not a timeout).
+    fn is_connection_lost(&self) -> bool {
+        matches!(self, OpError::Redis(err) if err.is_io_error()
+            || err.is_connection_dropped()
+            || err.is_connection_refusal()
+            || err.is_unrecoverable_error())
+    }
+
     /// [`into_bus_error`](Self::into_bus_error) for an error shared by a whole pipeline.
     fn to_bus_error(&self, other: fn(psrpc::bus::BoxError) -> BusError) -> BusError {
         match self {

@@ -99,7 +99,16 @@ async fn run(
         tokio::select! {
             // Answers first: they make room for the next batch.
             biased;
-            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+            Some(outcome) = in_flight.next(), if !in_flight.is_empty() => {
+                if let Err(err) = outcome as Result<(), Arc<OpError>> {
+                    // The connection is gone: what waits in the queue was meant for it. Fail
+                    // it now rather than let each batch wait out a reconnect of its own.
+                    while let Ok(job) = jobs.try_recv() {
+                        let (Job::Command(_, tx) | Job::Flush(tx)) = job;
+                        let _ = tx.send(Err(err.clone()));
+                    }
+                }
+            }
             first = jobs.recv(), if open && in_flight.len() < IN_FLIGHT => {
                 let Some(first) = first else {
                     open = false;
@@ -138,8 +147,13 @@ impl Batch {
     }
 }
 
-/// Sends one batch as a pipeline and answers each of its callers.
-async fn send_batch(mut conn: ConnectionManager, batch: Batch, timeout: Option<Duration>) {
+/// Sends one batch as a pipeline and answers each of its callers; returns the error when the
+/// connection was lost.
+async fn send_batch(
+    mut conn: ConnectionManager,
+    batch: Batch,
+    timeout: Option<Duration>,
+) -> Result<(), Arc<OpError>> {
     let Batch { mut pipe, slots } = batch;
     // Per-command server errors come back as values, each to its own caller.
     pipe.ignore_errors();
@@ -158,7 +172,11 @@ async fn send_batch(mut conn: ConnectionManager, batch: Batch, timeout: Option<D
                 let (Slot::Command(tx) | Slot::Flush(tx)) = slot;
                 let _ = tx.send(Err(err.clone()));
             }
-            return;
+            return if err.is_connection_lost() {
+                Err(err)
+            } else {
+                Ok(())
+            };
         }
     };
     if ping {
@@ -181,4 +199,5 @@ async fn send_batch(mut conn: ConnectionManager, batch: Batch, timeout: Option<D
             }
         }
     }
+    Ok(())
 }
