@@ -88,9 +88,24 @@ pub async fn run_idle_child(kind: BusKind, brokers: &Brokers) -> Result<()> {
         .await?;
     tokio::time::sleep(IDLE).await;
     let now = mem::read();
+    // Anonymous (heap, stacks) against file-backed (the binary's code and libraries) pages.
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     println!(
         "{}",
-        serde_json::json!({ "rss": now.rss, "peak": now.peak })
+        serde_json::json!({
+            "rss": now.rss,
+            "peak": now.peak,
+            "rss_anon": field("RssAnon:") * 1024,
+            "rss_file": field("RssFile:") * 1024,
+            "threads": field("Threads:"),
+        })
     );
     client.close();
     server.kill().await;
@@ -98,18 +113,16 @@ pub async fn run_idle_child(kind: BusKind, brokers: &Brokers) -> Result<()> {
 }
 
 /// In the parent: the idle resident size of a process holding one client and one server on
-/// `kind` (measured in a child process), and its peak.
+/// `kind` (measured in a child process): `rss`, `peak`, `rss_anon`, `rss_file`, `threads`.
 ///
 /// # Errors
 /// The child failed or printed no result.
-pub fn run_idle(kind: BusKind, brokers: &Brokers) -> Result<(u64, u64)> {
+pub fn run_idle(kind: BusKind, brokers: &Brokers) -> Result<Value> {
     let v = child(brokers, &["--idle-rss", kind.name()])?;
-    let field = |k: &str| {
-        v.get(k)
-            .and_then(Value::as_u64)
-            .ok_or(format!("idle probe output lacks {k}"))
-    };
-    Ok((field("rss")?, field("peak")?))
+    if v.get("rss").and_then(Value::as_u64).is_none() {
+        return Err("idle probe output lacks rss".into());
+    }
+    Ok(v)
 }
 
 /// Runs this binary with `args` and the brokers' URLs, and parses its JSON output.
