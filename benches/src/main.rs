@@ -236,10 +236,17 @@ async fn run(args: Args) -> Result<bool> {
         }
         eprintln!("{}/idle_rss", kind.name());
         match tokio::task::block_in_place(|| probe::run_idle(kind, &brokers)) {
-            Ok((rss, peak)) => {
-                let mut m =
-                    Measurement::new(kind.name(), "idle_rss", Kind::Memory).with("peak", peak);
-                m.bytes = Some(rss as f64);
+            Ok(v) => {
+                let mut m = Measurement::new(kind.name(), "idle_rss", Kind::Memory);
+                m.bytes = v
+                    .get("rss")
+                    .and_then(serde_json::Value::as_u64)
+                    .map(|b| b as f64);
+                for key in ["peak", "rss_anon", "rss_file", "threads"] {
+                    if let Some(x) = v.get(key) {
+                        m = m.with(key, x.clone());
+                    }
+                }
                 suite.report_add(m);
             }
             Err(err) => suite.fail(format!("{}/idle_rss", kind.name()), &err),
