@@ -107,7 +107,7 @@ pub async fn run_idle_child(kind: BusKind, brokers: &Brokers) -> Result<()> {
             "threads": field("Threads:"),
         })
     );
-    client.close().await;
+    client.close().await?;
     server.kill().await;
     Ok(())
 }
