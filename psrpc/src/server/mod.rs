@@ -90,7 +90,21 @@ impl Default for ServerOptions {
 pub type AffinityFn<Req> = Arc<dyn Fn(&Req) -> f32 + Send + Sync>;
 
 /// A server for one service. Cloning gives another handle; dropping the last one kills it.
+///
+/// A server only serves while a handle lives, so an unused one is a warning:
+///
+/// ```compile_fail
+/// #![deny(unused_must_use)]
+/// psrpc::Server::new("Greeter", psrpc::bus::LocalBus::new()); // served nothing: dropped at once
+/// ```
+///
+/// ```
+/// #![deny(unused_must_use)]
+/// let server = psrpc::Server::new("Greeter", psrpc::bus::LocalBus::new());
+/// # drop(server);
+/// ```
 #[derive(Clone)]
+#[must_use = "a server stops serving when its last handle is dropped"]
 pub struct Server {
     inner: Arc<Inner>,
     _owner: Arc<KillOnDrop>,
@@ -980,7 +994,7 @@ where
                     server_id: inner.id.clone(),
                     metadata: opening.metadata.clone(),
                     // A stream lives until either side closes it.
-                    deadline: Instant::now() + STREAM_HORIZON,
+                    deadline: crate::time::deadline_in(STREAM_HORIZON),
                     cancel: core.closed.clone(),
                     multi: false,
                     received_at,
