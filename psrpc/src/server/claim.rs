@@ -59,7 +59,9 @@ pub(super) async fn claim_loop(inner: Arc<Inner>, mut sub: Subscription, reg: Re
             _ = &mut stop_all => break,
             _ = &mut drained => break,
             payload = sub.recv() => match payload {
-                Some(payload) => inner.on_claim_response(payload),
+                // Queue requests reach one server: an answer to one it has not seen is for
+                // another server, unless it cancels a request still on its way here.
+                Some(payload) => inner.on_claim_response(payload, !reg.method.queue),
                 None => break,
             },
         }
@@ -67,7 +69,10 @@ pub(super) async fn claim_loop(inner: Arc<Inner>, mut sub: Subscription, reg: Re
 }
 
 impl Inner {
-    pub(super) fn on_claim_response(&self, payload: Bytes) {
+    /// Routes a caller's answer to the claim waiting for it. With nobody waiting it is kept
+    /// for a claim still to come: every answer when `all_early` (fan-out claims, where every
+    /// server claims), otherwise only cancellations.
+    pub(super) fn on_claim_response(&self, payload: Bytes, all_early: bool) {
         let resp = match wire::decode_envelope(payload) {
             Ok(msg) if msg.type_url == wire::CLAIM_RESPONSE_TYPE_URL => {
                 ClaimResponse::decode(msg.value).ok()
@@ -88,6 +93,9 @@ impl Inner {
             return;
         }
         // Nobody waits yet: the caller may have chosen before this server got to claim.
+        if !all_early && !resp.x_cancel {
+            return;
+        }
         let request_id = resp.request_id.clone();
         self.early.insert(resp);
         // A claim made meanwhile may have missed the entry: hand it over.
