@@ -1009,3 +1009,50 @@ async fn a_late_claimer_learns_the_choice_without_waiting() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(slow.stats().claims_lost, 1, "the late claim ended at once");
 }
+
+/// Many concurrent claimed calls to four servers all succeed: the claim exchange (with early
+/// answers remembered) loses no call under load, for queue and affinity methods.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claimed_calls_to_four_servers_under_load_all_succeed() {
+    const Q: MethodInfo = MethodInfo::unary("LoadQ");
+    const A: MethodInfo = MethodInfo::affinity("LoadA");
+    let bus = LocalBus::new();
+    let mut servers = Vec::new();
+    for _ in 0..4 {
+        let server = Server::new("Load", bus.clone());
+        for method in [Q, A] {
+            server
+                .register_unary(method, &[], |_ctx, req: String| async move { Ok(req) })
+                .await
+                .unwrap();
+        }
+        servers.push(server);
+    }
+    let client = Client::new("Load", bus).await.unwrap();
+    // Every server claims an affinity call: four times the messages, so fewer rounds.
+    for (method, rounds) in [(Q, 100), (A, 20)] {
+        let calls = (0..64).map(|task| {
+            let client = client.clone();
+            async move {
+                let mut failures = Vec::new();
+                for i in 0..100 {
+                    let opts = CallOptions::new()
+                        .direct(false)
+                        .timeout(Duration::from_secs(20));
+                    let req = format!("{task}/{i}");
+                    match client
+                        .request::<String, String>(&method, &[], &req, opts)
+                        .await
+                    {
+                        Ok(resp) => assert_eq!(resp, req),
+                        Err(err) => failures.push(err),
+                    }
+                }
+                failures
+            }
+        });
+        let failures: Vec<_> = futures::future::join_all(calls).await.concat();
+        assert!(failures.is_empty(), "{}: {failures:?}", method.name);
+    }
+    assert_eq!(client.stats().pending, 0);
+}
