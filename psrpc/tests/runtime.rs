@@ -1030,15 +1030,17 @@ async fn claimed_calls_to_four_servers_under_load_all_succeed() {
     }
     let client = Client::new("Load", bus).await.unwrap();
     // Every server claims an affinity call: four times the messages, so fewer rounds.
-    for (method, rounds) in [(Q, 100), (A, 20)] {
+    for (method, rounds) in [(Q, 100), (A, 40)] {
         let calls = (0..64).map(|task| {
             let client = client.clone();
             async move {
                 let mut failures = Vec::new();
-                for i in 0..100 {
+                for i in 0..rounds {
+                    // The first claim wins, so the other servers' claims come late.
                     let opts = CallOptions::new()
                         .direct(false)
-                        .timeout(Duration::from_secs(20));
+                        .timeout(Duration::from_secs(20))
+                        .selection(psrpc::SelectionOptions::default().accept_first_available(true));
                     let req = format!("{task}/{i}");
                     match client
                         .request::<String, String>(&method, &[], &req, opts)
