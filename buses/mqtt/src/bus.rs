@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use crate::router::{Entry, Router, SubState};
 use crate::url::BrokerUrl;
 use crate::{
-    MQTT_MAX_PACKET, MQTT_MAX_PAYLOAD, MqttBusError, MqttBusOptions, PACKET_OVERHEAD, SHARE_PREFIX,
+    MQTT_MAX_PACKET, MQTT_MAX_PAYLOAD, MqttBusError, MqttBusOptions, PACKET_OVERHEAD, PUBLISH_FRAMING, SHARE_PREFIX,
     event, mqtt_filter, mqtt_topic,
 };
 
@@ -229,7 +229,14 @@ impl MqttBus {
                 format!("MQTT topic of {} bytes is too long", topic.len()).into(),
             ));
         }
-        psrpc::bus::check_payload_size(payload.len(), self.max_payload())
+        psrpc::bus::check_payload_size(payload.len(), self.max_payload())?;
+        // Exact for long topics: rumqttc drops the connection on a packet over the limit.
+        let broker = self.inner.router.broker_max_packet.load(Ordering::Relaxed);
+        let packet_limit = broker.min(MQTT_MAX_PACKET);
+        psrpc::bus::check_payload_size(
+            payload.len(),
+            packet_limit.saturating_sub(topic.len() + PUBLISH_FRAMING),
+        )
     }
 
     fn not_connected() -> BusError {

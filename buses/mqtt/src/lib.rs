@@ -89,16 +89,21 @@ pub use error::MqttBusError;
 
 use psrpc::Channel;
 
-/// The largest payload MQTT can carry in one packet (the 256 MiB packet limit, less room for
-/// the header and the longest topic).
+/// The largest payload MQTT can carry in one packet: the 256 MiB packet limit less
+/// [`PACKET_OVERHEAD`].
 pub const MQTT_MAX_PAYLOAD: usize = MQTT_MAX_PACKET - PACKET_OVERHEAD;
 
 /// The largest MQTT packet: a 4-byte remaining length (268,435,455) plus the fixed header.
 const MQTT_MAX_PACKET: usize = 268_435_455 + 5;
 
-/// Room kept in a packet for everything but the payload: fixed header, topic (at most
-/// 65,535 bytes plus its length) and properties.
-const PACKET_OVERHEAD: usize = 5 + 2 + 65_535 + 64;
+/// Room kept in a packet for everything but the payload when [`Bus::max_payload`](psrpc::Bus)
+/// is computed: the fixed header, properties and a topic of up to ~1000 bytes. A publish with
+/// a longer topic is checked against the exact packet size.
+pub const PACKET_OVERHEAD: usize = 1024;
+
+/// Bytes of a QoS 1 PUBLISH besides its topic and payload: fixed header (at most 5), topic
+/// length (2), packet ID (2), properties length (1).
+const PUBLISH_FRAMING: usize = 10;
 
 /// The prefix of queue subscriptions: Go psrpc's shared-subscription group `psrpc`.
 pub const SHARE_PREFIX: &str = "$share/psrpc/";
