@@ -18,8 +18,8 @@ use tokio::time::Instant;
 use crate::router::{Entry, Router, SubState};
 use crate::url::BrokerUrl;
 use crate::{
-    MQTT_MAX_PACKET, MQTT_MAX_PAYLOAD, MqttBusError, MqttBusOptions, PACKET_OVERHEAD, PUBLISH_FRAMING, SHARE_PREFIX,
-    event, mqtt_filter, mqtt_topic,
+    MQTT_MAX_PACKET, MQTT_MAX_PAYLOAD, MqttBusError, MqttBusOptions, PACKET_OVERHEAD,
+    PUBLISH_FRAMING, SHARE_PREFIX, event, mqtt_filter, mqtt_topic,
 };
 
 /// Counters of an [`MqttBus`].

@@ -44,7 +44,11 @@ async fn fan_out_reaches_every_local_and_remote_subscriber() {
         assert_eq!(recv(sub).await, "hello");
     }
     publisher.flush().await.unwrap();
-    assert_eq!(a.stats().received - before, 1, "the broker sends one copy per connection");
+    assert_eq!(
+        a.stats().received - before,
+        1,
+        "the broker sends one copy per connection"
+    );
     assert_eq!(publisher.name(), "mqtt");
 }
 
@@ -89,7 +93,10 @@ async fn queue_and_fan_out_on_one_connection() {
     got.sort();
     got.dedup();
     assert_eq!(got.len(), N, "each queue message exactly once");
-    assert!(try_recv(&mut fan).is_none(), "no duplicate on the fan-out side");
+    assert!(
+        try_recv(&mut fan).is_none(),
+        "no duplicate on the fan-out side"
+    );
     // The broker splits between the two connections; bus `a` splits its share round robin.
     let a_share = per_member[0] + per_member[1];
     assert!(a_share > 0 && remote.stats().delivered() > 0);
@@ -132,7 +139,10 @@ async fn payload_limit_follows_the_broker_maximum_packet_size() {
     a.publish(&fanout(), Bytes::from(vec![b'x'; limit]))
         .await
         .unwrap();
-    assert_eq!(within("the big message", sub.recv()).await.unwrap().len(), limit);
+    assert_eq!(
+        within("the big message", sub.recv()).await.unwrap().len(),
+        limit
+    );
     let err = a
         .publish(&fanout(), Bytes::from(vec![b'y'; limit + 1]))
         .await
@@ -155,7 +165,10 @@ async fn payload_limit_follows_the_broker_maximum_packet_size() {
         small.publish(&fanout(), Bytes::from(vec![0; 1001])).await,
         Err(BusError::PayloadTooLarge { .. })
     ));
-    small.publish(&fanout(), Bytes::from_static(b"ok")).await.unwrap();
+    small
+        .publish(&fanout(), Bytes::from_static(b"ok"))
+        .await
+        .unwrap();
     assert_eq!(recv(&mut sub).await, "ok");
 }
 
@@ -169,7 +182,9 @@ async fn slow_subscriber_drops_are_counted_and_others_unaffected() {
         .unwrap();
     let mut fast = a.subscribe(&fanout(), opts()).await.unwrap();
     for i in 0..10 {
-        a.publish(&fanout(), Bytes::from(format!("{i}"))).await.unwrap();
+        a.publish(&fanout(), Bytes::from(format!("{i}")))
+            .await
+            .unwrap();
     }
     for i in 0..10 {
         assert_eq!(recv(&mut fast).await, format!("{i}"));
@@ -208,7 +223,10 @@ async fn unserved_channels_are_reported_and_unsubscribe_reaches_the_broker() {
         .await
         .unwrap();
     publisher.flush().await.unwrap();
-    assert!(report.now_or_never().is_none(), "the queue member still listens");
+    assert!(
+        report.now_or_never().is_none(),
+        "the queue member still listens"
+    );
     drop(sub2);
     assert_eq!(a.stats().subscriptions, 0);
     // The UNSUBSCRIBEs were queued on drop; a's flush waits for the broker to handle them.
@@ -273,7 +291,10 @@ async fn subscriptions_resume_after_a_broker_restart() {
     // A new subscription after the restart works too.
     let other = Channel::request("Svc", "Other", ["x"], false);
     let mut late = a.subscribe(&other, opts()).await.unwrap();
-    publisher.publish(&other, Bytes::from_static(b"late")).await.unwrap();
+    publisher
+        .publish(&other, Bytes::from_static(b"late"))
+        .await
+        .unwrap();
     assert_eq!(recv(&mut late).await, "late");
 }
 
@@ -286,7 +307,9 @@ async fn credentials_from_the_url() {
     .unwrap();
     let a = MqttBus::connect(&server.url()).await.unwrap();
     let mut sub = a.subscribe(&fanout(), opts()).await.unwrap();
-    a.publish(&fanout(), Bytes::from_static(b"hi")).await.unwrap();
+    a.publish(&fanout(), Bytes::from_static(b"hi"))
+        .await
+        .unwrap();
     assert_eq!(recv(&mut sub).await, "hi");
 
     let wrong = format!("mqtt://alice:wrong@127.0.0.1:{}", server.port());
@@ -327,7 +350,12 @@ async fn messages_from_an_mqtt_3_1_1_peer_arrive() {
     let mut sub = a.subscribe(&fanout(), opts()).await.unwrap();
     let raw = Raw::connect(&server).await;
     raw.client
-        .publish("Svc/Events/room1/REQ", rumqttc::QoS::AtMostOnce, false, "from go")
+        .publish(
+            "Svc/Events/room1/REQ",
+            rumqttc::QoS::AtMostOnce,
+            false,
+            "from go",
+        )
         .await
         .unwrap();
     assert_eq!(recv(&mut sub).await, "from go");
