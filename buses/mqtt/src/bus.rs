@@ -136,6 +136,10 @@ impl MqttBus {
             .set_connection_timeout(options.connect_timeout.as_secs().max(1))
             .set_request_channel_capacity(options.request_capacity.max(1))
             .set_max_packet_size(Some(u32::try_from(MQTT_MAX_PACKET).unwrap_or(u32::MAX)));
+        // Requests and replies are small writes; Nagle would hold one back for a delayed ACK.
+        let mut network = rumqttc::NetworkOptions::new();
+        network.set_tcp_nodelay(true);
+        mqtt.set_network_options(network);
         let client_id = mqtt.client_id();
         let (client, eventloop) = AsyncClient::new(mqtt, options.request_capacity.max(1));
         let router = Arc::new(Router::default());

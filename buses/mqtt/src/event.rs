@@ -46,7 +46,11 @@ pub(crate) async fn run(
             Ok(Event::Outgoing(Outgoing::Subscribe(pkid))) => {
                 let mut shared = router.lock();
                 if let Some(request) = shared.sub_fifo.pop_front() {
-                    shared.sub_inflight.insert(pkid, request);
+                    shared
+                        .sub_inflight
+                        .entry(pkid)
+                        .or_default()
+                        .push_back(request);
                 }
             }
             Ok(Event::Outgoing(Outgoing::Publish(pkid))) if pkid != 0 => {
@@ -132,9 +136,15 @@ pub(crate) fn subscribe_packet(filter: &str, sub_id: usize) -> Subscribe {
 
 fn on_suback(router: &Router, ack: SubAck) {
     let mut shared = router.lock();
-    let Some((filter, sub_id)) = shared.sub_inflight.remove(&ack.pkid) else {
+    let Some(queue) = shared.sub_inflight.get_mut(&ack.pkid) else {
         return;
     };
+    let Some((filter, sub_id)) = queue.pop_front() else {
+        return;
+    };
+    if queue.is_empty() {
+        shared.sub_inflight.remove(&ack.pkid);
+    }
     let Some(state) = shared.subs.get_mut(&filter) else {
         return;
     };

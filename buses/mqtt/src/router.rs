@@ -117,7 +117,10 @@ pub(crate) struct Shared {
     pub(crate) next_sub_id: usize,
     /// Filters of queued SUBSCRIBEs (with their subscription identifier), oldest first.
     pub(crate) sub_fifo: VecDeque<(String, usize)>,
-    pub(crate) sub_inflight: HashMap<u16, (String, usize)>,
+    /// SUBSCRIBEs sent, by packet ID. rumqttc cycles packet IDs within the broker's Receive
+    /// Maximum (publishes and subscribes alike), so more SUBSCRIBEs in flight than that share
+    /// IDs; the broker answers each in turn, so a queue per ID keeps them apart.
+    pub(crate) sub_inflight: HashMap<u16, VecDeque<(String, usize)>>,
     pub(crate) pub_fifo: VecDeque<AckWaiter>,
     pub(crate) pub_inflight: HashMap<u16, AckWaiter>,
     /// The broker's Maximum Packet Size from the latest CONNACK.

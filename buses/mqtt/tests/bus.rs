@@ -360,3 +360,30 @@ async fn messages_from_an_mqtt_3_1_1_peer_arrive() {
         .unwrap();
     assert_eq!(recv(&mut sub).await, "from go");
 }
+
+/// More SUBSCRIBEs in flight than the broker's Receive Maximum (mosquitto: 20), so rumqttc
+/// hands out packet IDs twice: every subscription still completes and receives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_concurrent_subscribes_all_go_live() {
+    let server = server();
+    let a = bus(&server).await;
+    let channels: Vec<_> = (0..200)
+        .map(|i| Channel::request("Svc", "Many", [format!("t{i}")], i % 2 == 0))
+        .collect();
+    let subs = within(
+        "200 subscriptions",
+        futures::future::join_all(channels.iter().map(|ch| a.subscribe(ch, opts()))),
+    )
+    .await;
+    let mut subs: Vec<_> = subs.into_iter().map(Result::unwrap).collect();
+    let publisher = bus(&server).await;
+    for (i, ch) in channels.iter().enumerate() {
+        publisher
+            .publish(ch, Bytes::from(format!("{i}")))
+            .await
+            .unwrap();
+    }
+    for (i, sub) in subs.iter_mut().enumerate() {
+        assert_eq!(recv(sub).await, format!("{i}"));
+    }
+}

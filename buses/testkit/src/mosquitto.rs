@@ -87,10 +87,13 @@ fn spawn(
     };
     let log_path = dir.path().join("mosquitto.log");
     let _ = std::fs::remove_file(&log_path);
+    // `set_tcp_nodelay`: a PUBACK followed by a reply to the same client would otherwise wait
+    // for a delayed ACK (40 ms) under Nagle's algorithm; production brokers want it too.
     // `user root` keeps a broker started by root as root (it would switch to the `mosquitto`
     // user and lose access to the scratch directory); it is ignored when not run as root.
     let mut config = format!(
-        "listener {port} 127.0.0.1\npersistence false\nuser root\nlog_dest file {}\n",
+        "listener {port} 127.0.0.1\npersistence false\nuser root\nset_tcp_nodelay true\n\
+         log_dest file {}\n",
         log_path.display()
     );
     if let Some(limit) = options.message_size_limit {
