@@ -21,6 +21,8 @@ pub struct MosquittoOptions {
     pub message_size_limit: Option<usize>,
     /// The largest packet the broker accepts (`max_packet_size`), announced to MQTT 5 clients.
     pub max_packet_size: Option<usize>,
+    /// Serve TLS only, with this certificate chain and private key (PEM files).
+    pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 /// A `mosquitto` on a free loopback port, persisting nothing, killed on drop.
@@ -54,11 +56,19 @@ impl MosquittoServer {
         Ok(MosquittoServer { options, broker })
     }
 
-    /// `mqtt://127.0.0.1:<port>` (with the credentials when some are set).
+    /// `mqtt://127.0.0.1:<port>` (`mqtts://` with TLS; with the credentials when some are
+    /// set).
     pub fn url(&self) -> String {
+        let scheme = if self.options.tls.is_some() {
+            "mqtts"
+        } else {
+            "mqtt"
+        };
         match &self.options.credentials {
-            Some((user, pass)) => format!("mqtt://{user}:{pass}@127.0.0.1:{}", self.broker.port),
-            None => format!("mqtt://127.0.0.1:{}", self.broker.port),
+            Some((user, pass)) => {
+                format!("{scheme}://{user}:{pass}@127.0.0.1:{}", self.broker.port)
+            }
+            None => format!("{scheme}://127.0.0.1:{}", self.broker.port),
         }
     }
 
@@ -96,6 +106,13 @@ fn spawn(
          log_dest file {}\n",
         log_path.display()
     );
+    if let Some((cert, key)) = &options.tls {
+        config.push_str(&format!(
+            "certfile {}\nkeyfile {}\n",
+            cert.display(),
+            key.display()
+        ));
+    }
     if let Some(limit) = options.message_size_limit {
         config.push_str(&format!("message_size_limit {limit}\n"));
     }
@@ -131,7 +148,12 @@ fn spawn(
     std::fs::write(&config_path, config).map_err(io)?;
     let mut child = Proc::spawn(BINARY, Command::new(binary).arg("-c").arg(&config_path))?;
     let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
-    match wait_ready(BINARY, &mut child, || answers_connect(port), log) {
+    // A TLS listener is ready once it accepts connections (the probe speaks plain MQTT).
+    let ready = || match options.tls {
+        Some(_) => crate::process::port_open(port),
+        None => answers_connect(port),
+    };
+    match wait_ready(BINARY, &mut child, ready, log) {
         Ok(()) => Ok(Proc::new(child)),
         Err(err) => {
             let _ = child.kill();
