@@ -54,6 +54,22 @@
 //!   anything else is sent. While disconnected, publishes fail at once with
 //!   [`BusError::Connection`]; messages in flight when the connection broke are lost (QoS 0,
 //!   at most once), and psrpc calls then end by their deadline, as with Go.
+//! - **Cancel safety**: every async method is cancel safe. A dropped `subscribe` removes its
+//!   local subscriber (and the MQTT subscription when it was the last); a dropped `publish` has
+//!   either queued the message or not; a dropped `flush` leaves its barrier to go out unheard; a
+//!   dropped `connect` closes the connection it opened.
+//!
+//! # Limits
+//!
+//! - MQTT 5 only: a broker that speaks only 3.1.1 refuses the connection (Go peers on 3.1.1
+//!   share the broker fine). The shared-subscription probe also needs the right to subscribe and
+//!   publish to `psrpc.probe/…`; a broker ACL that forbids it makes connect fail as if shared
+//!   subscriptions were missing.
+//! - rumqttc assigns packet IDs in a cycle of the broker's Receive Maximum, publishes and
+//!   subscribes alike, so more SUBSCRIBEs in flight than that (hundreds of concurrent
+//!   registrations, or a resubscription after a reconnect) reuse IDs. Mosquitto answers each in
+//!   turn and the bus pairs them correctly; a broker that enforces unique IDs would refuse such a
+//!   SUBSCRIBE, which then fails with an error rather than silently.
 //!
 //! ```no_run
 //! use psrpc::{Client, MethodInfo, Server};
