@@ -104,6 +104,8 @@ pub use bus::{MqttBus, MqttBusStats};
 pub use error::MqttBusError;
 
 use psrpc::Channel;
+#[cfg(doc)]
+use psrpc::bus::{Bus, BusError};
 
 /// The largest payload MQTT can carry in one packet: the 256 MiB packet limit less
 /// [`PACKET_OVERHEAD`].
