@@ -4,9 +4,10 @@ use std::sync::Arc;
 
 use psrpc::Bus;
 use psrpc::bus::LocalBus;
+use psrpc_mqtt::MqttBus;
 use psrpc_nats::NatsBus;
 use psrpc_redis::RedisBus;
-use psrpc_testkit::{NatsServer, RedisServer};
+use psrpc_testkit::{MosquittoServer, NatsServer, RedisServer};
 
 use crate::harness::Result;
 
@@ -19,11 +20,13 @@ pub enum BusKind {
     Nats,
     /// Redis.
     Redis,
+    /// MQTT (mosquitto).
+    Mqtt,
 }
 
 impl BusKind {
     /// Every kind, in the order they run.
-    pub const ALL: [BusKind; 3] = [BusKind::Local, BusKind::Nats, BusKind::Redis];
+    pub const ALL: [BusKind; 4] = [BusKind::Local, BusKind::Nats, BusKind::Redis, BusKind::Mqtt];
 
     /// The name in results.
     pub fn name(self) -> &'static str {
@@ -31,6 +34,7 @@ impl BusKind {
             BusKind::Local => "local",
             BusKind::Nats => "nats",
             BusKind::Redis => "redis",
+            BusKind::Mqtt => "mqtt",
         }
     }
 }
@@ -41,6 +45,8 @@ pub struct Brokers {
     redis_url: Option<String>,
     _nats: Option<NatsServer>,
     _redis: Option<RedisServer>,
+    mqtt_url: Option<String>,
+    _mqtt: Option<MosquittoServer>,
 }
 
 impl Brokers {
@@ -51,6 +57,7 @@ impl Brokers {
     pub fn start(
         nats_url: Option<String>,
         redis_url: Option<String>,
+        mqtt_url: Option<String>,
         wanted: &[BusKind],
     ) -> Result<Self> {
         let mut brokers = Brokers {
@@ -58,6 +65,8 @@ impl Brokers {
             redis_url,
             _nats: None,
             _redis: None,
+            mqtt_url,
+            _mqtt: None,
         };
         if wanted.contains(&BusKind::Nats) && brokers.nats_url.is_none() {
             let server = NatsServer::start()?;
@@ -68,6 +77,11 @@ impl Brokers {
             let server = RedisServer::start()?;
             brokers.redis_url = Some(server.url());
             brokers._redis = Some(server);
+        }
+        if wanted.contains(&BusKind::Mqtt) && brokers.mqtt_url.is_none() {
+            let server = MosquittoServer::start()?;
+            brokers.mqtt_url = Some(server.url());
+            brokers._mqtt = Some(server);
         }
         Ok(brokers)
     }
@@ -92,19 +106,31 @@ impl Brokers {
             .ok_or_else(|| "no Redis broker".into())
     }
 
+    /// The MQTT URL.
+    ///
+    /// # Errors
+    /// When no MQTT broker is part of this run.
+    pub fn mqtt_url(&self) -> Result<&str> {
+        self.mqtt_url
+            .as_deref()
+            .ok_or_else(|| "no MQTT broker".into())
+    }
+
     /// Process IDs of the brokers this run started.
     pub fn started_pids(&self) -> Vec<u32> {
         let nats = self._nats.as_ref().and_then(NatsServer::pid);
         let redis = self._redis.as_ref().and_then(RedisServer::pid);
-        nats.into_iter().chain(redis).collect()
+        let mqtt = self._mqtt.as_ref().and_then(MosquittoServer::pid);
+        nats.into_iter().chain(redis).chain(mqtt).collect()
     }
 
     /// Where the brokers are, for the log.
     pub fn describe(&self) -> String {
         format!(
-            "nats={} redis={}",
+            "nats={} redis={} mqtt={}",
             self.nats_url.as_deref().unwrap_or("-"),
-            self.redis_url.as_deref().unwrap_or("-")
+            self.redis_url.as_deref().unwrap_or("-"),
+            self.mqtt_url.as_deref().unwrap_or("-")
         )
     }
 }
@@ -138,6 +164,7 @@ impl<'a> Fabric<'a> {
             BusKind::Local => Arc::new(self.local.clone()),
             BusKind::Nats => Arc::new(NatsBus::connect(self.brokers.nats_url()?).await?),
             BusKind::Redis => Arc::new(RedisBus::connect(self.brokers.redis_url()?).await?),
+            BusKind::Mqtt => Arc::new(MqttBus::connect(self.brokers.mqtt_url()?).await?),
         })
     }
 

@@ -2,6 +2,7 @@
 //!
 //! - NATS: async-nats request/reply to queue-subscribed responders, publish/subscribe.
 //! - Redis: pub/sub ping-pong between RESP3 connections, publish/subscribe.
+//! - MQTT: ping-pong between rumqttc connections (QoS 0), publish/subscribe (see `raw_mqtt`).
 //! - in-process: the [`LocalBus`] used directly (psrpc's transport without its RPC layer).
 
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use tokio::sync::mpsc;
 
 use crate::env::{BusKind, Fabric};
 use crate::harness::{Caller, Result};
+use crate::raw_mqtt::MqttLink;
 
 /// How long a raw caller waits for its answer before counting an error.
 const CALL_TIMEOUT: Duration = Duration::from_secs(3);
@@ -31,6 +33,8 @@ pub enum Link {
     Nats(async_nats::Client),
     /// A RESP3 Redis connection (it can publish while subscribed).
     Redis(MultiplexedConnection),
+    /// A rumqttc MQTT 5 connection.
+    Mqtt(MqttLink),
 }
 
 /// A raw channel name, with its in-process spelling made once.
@@ -62,6 +66,11 @@ impl Link {
             BusKind::Redis => {
                 Link::Redis(redis_connection(fabric.brokers().redis_url()?, None).await?)
             }
+            BusKind::Mqtt => Link::Mqtt(
+                MqttLink::connect(fabric.brokers().mqtt_url()?, None)
+                    .await?
+                    .0,
+            ),
         })
     }
 
@@ -120,6 +129,16 @@ impl Link {
                 });
                 Ok((Link::Redis(conn), payloads.boxed()))
             }
+            BusKind::Mqtt => {
+                let filter = if queue {
+                    format!("$share/psrpc/{}", channel.name)
+                } else {
+                    channel.name.to_string()
+                };
+                let (link, payloads) =
+                    MqttLink::connect(fabric.brokers().mqtt_url()?, Some(&filter)).await?;
+                Ok((Link::Mqtt(link), payloads))
+            }
         }
     }
 
@@ -152,6 +171,7 @@ impl Link {
                     Ok(())
                 })
             }
+            Link::Mqtt(link) => link.publish(&channel.name, payload),
         }
     }
 }

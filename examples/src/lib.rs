@@ -74,8 +74,9 @@ pub fn bus_url(args: impl IntoIterator<Item = String>) -> Result<Option<String>,
 }
 
 /// Connects to the bus at `url`: `nats://…` for NATS, `redis://…` or `rediss://…` for Redis
-/// (TLS needs a TLS feature of the `redis` crate, off in this workspace), `local` for an
-/// in-process bus.
+/// (TLS needs a TLS feature of the `redis` crate, off in this workspace),
+/// `mqtt://[user:pass@]…` for MQTT (`mqtts://` needs the `tls` feature of `psrpc-mqtt`), `local`
+/// for an in-process bus.
 ///
 /// # Errors
 /// A message for an unknown scheme or a broker that cannot be reached.
@@ -91,9 +92,14 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Bus>, String> {
             .await
             .map(|bus| Arc::new(bus) as Arc<dyn Bus>)
             .map_err(|err| format!("cannot connect to Redis at {url}: {err}")),
+        "mqtt" | "mqtts" => psrpc_mqtt::MqttBus::connect(url)
+            .await
+            .map(|bus| Arc::new(bus) as Arc<dyn Bus>)
+            .map_err(|err| format!("cannot connect to MQTT at {url}: {err}")),
         _ => Err(format!(
             "unsupported bus URL {url}: use nats://HOST:PORT, redis://HOST:PORT (or \
-             rediss://), or leave --bus out for the in-process bus"
+             rediss://), mqtt://[USER:PASS@]HOST:PORT, or leave --bus out for the in-process \
+             bus"
         )),
     }
 }

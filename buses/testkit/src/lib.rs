@@ -43,10 +43,12 @@ macro_rules! broker_controls {
     };
 }
 
+mod mosquitto;
 mod nats;
 mod process;
 mod redis;
 
+pub use mosquitto::{MosquittoOptions, MosquittoServer};
 pub use nats::{NatsOptions, NatsServer};
 pub use redis::{RedisOptions, RedisServer};
 
