@@ -28,6 +28,7 @@
 pub mod bus;
 pub mod channel;
 pub mod client;
+pub mod durable;
 mod error;
 pub mod id;
 mod info;
