@@ -25,3 +25,24 @@ fn harness() -> DurableHarness {
 }
 
 durable_suite!(harness());
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survives_broker_kill() {
+    let mut server = NatsServer::start_with(NatsOptions {
+        jetstream: true,
+        ..Default::default()
+    })
+    .expect("nats-server");
+    let url = server.url();
+    let connect = || {
+        let url = url.clone();
+        async move {
+            Arc::new(JetStreamCarrier::connect(&url).await.expect("connect")) as Arc<dyn Carrier>
+        }
+    };
+    psrpc_conformance::durable::survives_broker_kill(connect, || {
+        server.kill();
+        server.restart().expect("restart");
+    })
+    .await;
+}

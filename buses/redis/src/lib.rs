@@ -59,6 +59,7 @@
 //! # }
 //! ```
 
+pub mod durable;
 mod lock;
 mod router;
 
