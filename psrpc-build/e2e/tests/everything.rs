@@ -345,13 +345,13 @@ async fn streams_with_and_without_topics() {
             (format!("{text}@").as_str(), "a")
         );
     }
-    chat.close(None).await;
+    chat.close(None).await.unwrap();
 
     server.register_room_chat_topic("lobby").await.unwrap();
     let mut room = client.room_chat("lobby", CallOptions::new()).await.unwrap();
     room.send(&req("hi")).await.unwrap();
     assert_eq!(within(room.recv()).await.unwrap().unwrap().text, "hi@lobby");
-    room.close(None).await;
+    room.close(None).await.unwrap();
     assert!(server.deregister_room_chat_topic("lobby"));
 }
 

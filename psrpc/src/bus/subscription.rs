@@ -158,6 +158,9 @@ impl Subscription {
     }
 
     /// The next payload; `None` once the bus has closed the subscription.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a payload is taken only when the future completes with it.
     pub async fn recv(&mut self) -> Option<Bytes> {
         self.rx.recv().await
     }

@@ -29,7 +29,7 @@ pub use subscribe::TypedSubscription;
 
 use crate::bus::{Bus, IntoBus, NoReceivers, SubscribeOptions, Subscription};
 use crate::interceptor::{BoxResponse, ClientCall, ClientInterceptor, ClientNext};
-use crate::stream::{Stream, StreamCore, StreamRegistry};
+use crate::stream::{Stream, StreamCore, StreamEnd, StreamRegistry};
 use crate::trace::{TRACEPARENT, TraceContext};
 use crate::wire::{self, ClaimRequest, ClaimResponse, Request, Response, StreamOpen, stream::Body};
 use crate::{Channel, Error, ErrorCode, MethodInfo, NamedMessage, Result};
@@ -98,6 +98,9 @@ impl Client {
     ///
     /// # Errors
     /// The bus error of a failed subscribe.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: the reply subscriptions made so far are dropped with the future.
     pub async fn new(service: impl Into<Arc<str>>, bus: impl IntoBus) -> Result<Self> {
         Self::with_options(service, bus, ClientOptions::default()).await
     }
@@ -106,6 +109,9 @@ impl Client {
     ///
     /// # Errors
     /// The bus error of a failed subscribe.
+    ///
+    /// # Cancel safety
+    /// Cancel safe, as [`new`](Self::new).
     pub async fn with_options(
         service: impl Into<Arc<str>>,
         bus: impl IntoBus,
@@ -184,12 +190,48 @@ impl Client {
         }
     }
 
-    /// Closes the client: pending calls fail with `canceled` at once, and so do later calls.
-    pub fn close(&self) {
-        self.inner.closed.cancel();
+    /// Closes the client: pending calls fail with `canceled` at once, and so do later calls;
+    /// open streams are closed cleanly. Resolves once the stream closes were published, the
+    /// reader tasks stopped and the bus flushed (see [`Bus::flush`]), so a process may exit
+    /// right after it without losing what it sent. Bounded by the client's default timeout.
+    ///
+    /// Dropping the last handle of a client closes it too, without waiting for anything.
+    ///
+    /// # Errors
+    /// The bus error of a failed flush, or `deadline_exceeded` if it took longer than the
+    /// bound.
+    ///
+    /// # Cancel safety
+    /// The client is closed at the first poll; dropping the future later only skips the wait.
+    pub async fn close(&self) -> Result<()> {
+        let inner = &self.inner;
+        inner.closed.cancel();
+        let closes: Vec<_> = inner
+            .streams
+            .iter()
+            .filter_map(|s| {
+                let closed = s.value().close_queued(StreamEnd::Closed);
+                // A stream still opening has no driver yet.
+                drop(s.value().spawn_driver());
+                closed
+            })
+            .collect();
+        let finished = async {
+            for sent in closes {
+                let _ = sent.await;
+            }
+            inner.readers.wait().await;
+            inner.bus.flush().await.map_err(Error::from)
+        };
+        tokio::time::timeout(inner.options.timeout, finished)
+            .await
+            .unwrap_or_else(|_| Err(Error::timed_out()))
     }
 
     /// Waits until the client's reader tasks have stopped after [`close`](Self::close).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it only waits.
     pub async fn closed(&self) {
         self.inner.closed.cancelled().await;
         self.inner.readers.wait().await;
@@ -201,6 +243,12 @@ impl Client {
     /// # Errors
     /// The server's error, or `deadline_exceeded` (timed out), `unavailable` (no server),
     /// `canceled` (client closed), `malformed_result`, or a bus error.
+    ///
+    /// # Cancel safety
+    /// Dropping the future cancels the call: servers that claimed it are told, and a handler
+    /// already running sees [`RequestContext::cancelled`](crate::RequestContext::cancelled)
+    /// (a Go server drops a request still waiting for its claim). The request may have been
+    /// served already. The client stays usable.
     pub async fn request<Req, Resp>(
         &self,
         method: &MethodInfo,
@@ -262,6 +310,10 @@ impl Client {
     ///
     /// # Errors
     /// `canceled` if the client is closed, or the bus error of a failed publish.
+    ///
+    /// # Cancel safety
+    /// Dropping the future (or the returned stream) cancels the call for the servers still
+    /// working on it; the client stays usable.
     pub async fn request_multi<Req, Resp>(
         &self,
         method: &MethodInfo,
@@ -301,6 +353,10 @@ impl Client {
     ///
     /// # Errors
     /// As [`request`](Self::request), for the opening.
+    ///
+    /// # Cancel safety
+    /// Dropping the future abandons the opening: a server that had already taken the stream
+    /// gets a close. The client stays usable.
     pub async fn open_stream<S, R>(
         &self,
         method: &MethodInfo,
@@ -399,7 +455,7 @@ impl Client {
             _ = tokio::time::sleep_until(deadline) => return Err(Error::timed_out()),
         };
         core.set_peer_window(peer_window);
-        tokio::spawn(core.drive());
+        drop(core.spawn_driver());
         Ok(stream)
     }
 
@@ -407,6 +463,9 @@ impl Client {
     ///
     /// # Errors
     /// The bus error of a failed subscribe.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a subscription dropped half-made unsubscribes.
     pub async fn subscribe<T: NamedMessage>(
         &self,
         method: &MethodInfo,

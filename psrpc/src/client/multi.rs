@@ -89,6 +89,10 @@ impl<T: Message + Default> MultiResponses<T> {
     }
 
     /// Collects every answer until the deadline.
+    ///
+    /// # Cancel safety
+    /// Dropping the future drops the call with the answers collected so far, as dropping the
+    /// stream does.
     pub async fn collect_all(self) -> Vec<MultiResult<T>> {
         futures::StreamExt::collect(self).await
     }

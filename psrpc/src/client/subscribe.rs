@@ -43,7 +43,11 @@ impl<T: NamedMessage> TypedSubscription<T> {
         }
     }
 
-    /// The next message; `None` once the subscription is closed.
+    /// The next message; `None` once the subscription is closed. Messages that do not decode
+    /// are skipped and counted.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a message is taken only when the future completes with it.
     pub async fn recv(&mut self) -> Option<T> {
         loop {
             let payload = self.sub.recv().await?;
