@@ -67,6 +67,7 @@
 //! build with an [`Error`] naming the file, service and method.
 
 mod codegen;
+mod durable;
 mod error;
 mod model;
 mod names;

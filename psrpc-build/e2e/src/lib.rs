@@ -25,3 +25,8 @@ pub mod routing {
 pub mod legacy {
     include!(concat!(env!("OUT_DIR"), "/legacy.rs"));
 }
+
+/// Durable methods (`psrpc/durable.proto`) next to an ordinary one.
+pub mod jobs {
+    include!(concat!(env!("OUT_DIR"), "/jobs.rs"));
+}
