@@ -147,6 +147,10 @@ pub trait Carrier: Send + Sync + 'static {
     fn heartbeat(&self, queue: &str, delivery: &Delivery) -> CarrierFuture<'_, ()>;
 
     /// Stores `letter` (an encoded [`DeadLetter`](super::DeadLetter)) and removes the task.
+    ///
+    /// Called again for the same delivered message (a worker died between storing the
+    /// task's result and this), it must not store a second letter: carriers make the two
+    /// steps atomic or deduplicate the letter by [`Delivery::message_id`].
     fn dead_letter(&self, queue: &str, delivery: &Delivery, letter: Bytes)
     -> CarrierFuture<'_, ()>;
 

@@ -71,12 +71,20 @@ async fn try_process(shared: &Shared, delivery: &Delivery) -> Result<(), Carrier
     };
     // At-least-once delivery, at-most-once effect where the carrier allows: a task whose
     // outcome is stored has already run to its end.
-    if carrier
-        .get_result(queue, &envelope.task_id)
-        .await?
-        .is_some()
-    {
+    if let Some(stored) = carrier.get_result(queue, &envelope.task_id).await? {
         Counters::bump(&shared.counters.skipped_done);
+        // The worker that stored a dead-lettered outcome may have died before writing the
+        // letter: write it now (carriers make that idempotent per delivered message).
+        if let Ok(result) = TaskResult::decode(stored)
+            && result.dead_lettered
+        {
+            let err = Error::new(
+                ErrorCode::from_wire(&result.error_code),
+                result.error_message.clone(),
+            );
+            let reason = DeadLetterReason::parse(&result.dead_letter_reason);
+            return write_letter(shared, delivery, &envelope, reason, &err, result.attempts).await;
+        }
         return carrier.ack(queue, delivery).await;
     }
     if delivery.attempt > 1 {
@@ -289,6 +297,7 @@ async fn finish_failed(
         attempts: delivery.attempt,
         finished_at: crate::time::now_unix_nanos(),
         dead_lettered: options.dead_letter,
+        dead_letter_reason: reason.as_str().to_owned(),
     };
     let carrier = &shared.carrier;
     carrier
@@ -305,6 +314,18 @@ async fn finish_failed(
     if !options.dead_letter {
         return carrier.ack(&shared.queue, delivery).await;
     }
+    write_letter(shared, delivery, envelope, reason, err, delivery.attempt).await
+}
+
+/// Writes the dead letter of a task and removes the task.
+async fn write_letter(
+    shared: &Shared,
+    delivery: &Delivery,
+    envelope: &TaskEnvelope,
+    reason: DeadLetterReason,
+    err: &Error,
+    attempts: u32,
+) -> Result<(), CarrierError> {
     let letter = DeadLetter {
         task_id: envelope.task_id.clone(),
         method: envelope.method.clone(),
@@ -312,11 +333,12 @@ async fn finish_failed(
         reason: reason.as_str().to_owned(),
         error_code: err.code().as_str().to_owned(),
         error_message: err.message().to_owned(),
-        attempts: delivery.attempt,
+        attempts,
         dead_at: crate::time::now_unix_nanos(),
         message_id: delivery.message_id.clone(),
     };
-    carrier
+    shared
+        .carrier
         .dead_letter(&shared.queue, delivery, letter.encode_to_vec().into())
         .await
 }

@@ -26,6 +26,7 @@
 //!   uint32 attempts = 5;
 //!   int64 finished_at = 6;         // Unix nanoseconds
 //!   bool dead_lettered = 7;
+//!   string dead_letter_reason = 8;
 //! }
 //! message DeadLetter {
 //!   string task_id = 1;            // empty when the task did not decode
@@ -129,6 +130,9 @@ pub struct TaskResult {
     /// True if the task went to the dead-letter queue.
     #[prost(bool, tag = "7")]
     pub dead_lettered: bool,
+    /// Why, when it did (a [`DeadLetterReason`] spelling).
+    #[prost(string, tag = "8")]
+    pub dead_letter_reason: String,
 }
 
 impl TaskResult {

@@ -151,6 +151,7 @@ impl JetStreamCarrier {
                 name: format!("PSRPC_DLQ_{name}"),
                 subjects: vec![format!("psrpc.dlq.{name}")],
                 storage: stream::StorageType::File,
+                duplicate_window: config.dedup_window,
                 num_replicas: replicas,
                 ..Default::default()
             })
@@ -393,10 +394,17 @@ impl Carrier for JetStreamCarrier {
         Box::pin(async move {
             self.opened(&queue).await?;
             let err = fail("dead_letter");
-            // Persist the letter first: a crash before the Term only redelivers the task.
+            // Persist the letter first: a crash before the Term only redelivers the task, and
+            // the worker then writes the letter again, deduplicated by the task message's
+            // stream sequence (the same in every redelivery).
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                "Nats-Msg-Id",
+                format!("dl-{}", delivery.message_id).as_str(),
+            );
             self.inner
                 .js
-                .publish(format!("psrpc.dlq.{}", sanitize(&queue)), letter)
+                .publish_with_headers(format!("psrpc.dlq.{}", sanitize(&queue)), headers, letter)
                 .await
                 .map_err(|e| err(e.to_string()))?
                 .await
