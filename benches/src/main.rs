@@ -9,6 +9,7 @@
 //! a markdown table of all of them follows. Progress goes to stderr. See `BENCHMARKS.md`.
 
 mod env;
+mod flood;
 mod harness;
 mod mem;
 mod probe;
@@ -27,6 +28,7 @@ use report::{Kind, Measurement};
 const USAGE: &str = "\
 usage: psrpc-benches [--quick|--full] [--nats URL] [--redis URL] [--only PATTERN]
        psrpc-benches --soak MINUTES [--soak-bus local|nats|redis] [--nats URL] [--redis URL]
+       psrpc-benches --idle-rss local|nats|redis [--nats URL] [--redis URL]
 
   --quick         a few hundred milliseconds per measurement (about a minute in all)
   --full          the published figures (default; several minutes)
@@ -36,6 +38,7 @@ usage: psrpc-benches [--quick|--full] [--nats URL] [--redis URL] [--only PATTERN
                   comma-separated), e.g. `--only nats/` or `--only rpc_direct,raw_`
   --soak MINUTES  mixed load for that long, sampling RSS and live tasks every 10 s
   --soak-bus BUS  the bus of the soak (default nats)
+  --idle-rss BUS  print the idle resident size of a process with one client and one server
 ";
 
 /// The command line.
@@ -51,6 +54,8 @@ struct Args {
     soak_bus: Option<BusKind>,
     /// Internal: run the memory probe for a bus with this many registrations.
     memory_probe: Option<(BusKind, usize)>,
+    /// Internal: report the idle resident size of one client and one server on a bus.
+    idle_probe: Option<BusKind>,
 }
 
 fn parse_args(mut args: impl Iterator<Item = String>) -> std::result::Result<Args, String> {
@@ -92,6 +97,14 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> std::result::Result<Arg
                     .parse()
                     .map_err(|e| format!("registrations: {e}"))?;
                 out.memory_probe = Some((kind, n));
+            }
+            "--idle-rss" => {
+                let bus = value("--idle-rss")?;
+                let kind = BusKind::ALL
+                    .into_iter()
+                    .find(|k| k.name() == bus)
+                    .ok_or(format!("unknown bus {bus}"))?;
+                out.idle_probe = Some(kind);
             }
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other}")),
@@ -140,6 +153,11 @@ async fn run(args: Args) -> Result<bool> {
     if let Some((kind, n)) = args.memory_probe {
         let brokers = Brokers::start(args.nats, args.redis, &[])?;
         probe::run_child(kind, &brokers, n).await?;
+        return Ok(true);
+    }
+    if let Some(kind) = args.idle_probe {
+        let brokers = Brokers::start(args.nats, args.redis, &[kind])?;
+        probe::run_idle_child(kind, &brokers).await?;
         return Ok(true);
     }
     if let Some(minutes) = args.soak {
@@ -210,6 +228,28 @@ async fn run(args: Args) -> Result<bool> {
                 suite.report_add(m);
             }
             Err(err) => suite.fail(format!("{}/mem_per_registration", kind.name()), &err),
+        }
+    }
+    for &kind in &wanted {
+        if !suite.wants(kind, "idle_rss") {
+            continue;
+        }
+        eprintln!("{}/idle_rss", kind.name());
+        match tokio::task::block_in_place(|| probe::run_idle(kind, &brokers)) {
+            Ok(v) => {
+                let mut m = Measurement::new(kind.name(), "idle_rss", Kind::Memory);
+                m.bytes = v
+                    .get("rss")
+                    .and_then(serde_json::Value::as_u64)
+                    .map(|b| b as f64);
+                for key in ["peak", "rss_anon", "rss_file", "threads"] {
+                    if let Some(x) = v.get(key) {
+                        m = m.with(key, x.clone());
+                    }
+                }
+                suite.report_add(m);
+            }
+            Err(err) => suite.fail(format!("{}/idle_rss", kind.name()), &err),
         }
     }
     let memory = mem::read();

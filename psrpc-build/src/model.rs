@@ -60,6 +60,9 @@ pub(crate) struct MethodModel {
     pub group: Option<String>,
     /// The durable-call defaults, when the method is marked durable.
     pub durable: Option<crate::durable::DurableDefaults>,
+    /// `option idempotency_level = NO_SIDE_EFFECTS` or `IDEMPOTENT`: calls may be retried
+    /// after a timeout.
+    pub idempotent: bool,
 }
 
 /// One service, checked.
@@ -352,7 +355,20 @@ fn finish_method(
         topics,
         group: group.map(|g| snake(&g)),
         durable: None,
+        idempotent: idempotency_level(method) > 0,
     })
+}
+
+/// The standard `idempotency_level` method option: 0 unknown, 1 no side effects, 2 idempotent.
+fn idempotency_level(method: &MethodDescriptor) -> i32 {
+    let options = method.options();
+    if !options.has_field_by_name("idempotency_level") {
+        return 0;
+    }
+    options
+        .get_field_by_name("idempotency_level")
+        .and_then(|v| v.as_enum_number())
+        .unwrap_or(0)
 }
 
 /// Rejects names that collide once converted, within a service.

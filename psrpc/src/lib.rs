@@ -30,6 +30,8 @@ pub mod channel;
 pub mod client;
 pub mod durable;
 mod error;
+#[cfg(feature = "tonic")]
+pub mod grpc;
 pub mod id;
 mod info;
 pub mod interceptor;

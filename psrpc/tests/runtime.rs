@@ -975,3 +975,37 @@ async fn servers_stop_waiting_when_no_claim_is_chosen() {
     );
     assert_eq!(server.stats().claims_lost, 1);
 }
+
+/// Issue 16.6: a server that gets a claim request after the caller already chose another
+/// server (its delivery lagged) learns the choice at once instead of waiting, parked, until
+/// the request's deadline.
+#[tokio::test(start_paused = true)]
+async fn a_late_claimer_learns_the_choice_without_waiting() {
+    const PICK_LATE: MethodInfo = MethodInfo::affinity("PickLate");
+    let bus = LocalBus::new();
+    let fast = Server::new("Late", bus.clone());
+    let slow = Server::new(
+        "Late",
+        common::LaggingBus::new(bus.clone(), Duration::from_millis(100)),
+    );
+    for server in [&fast, &slow] {
+        server
+            .register_unary(PICK_LATE, &[], |ctx: psrpc::RequestContext, _req: String| async move {
+                Ok(ctx.server_id().to_owned())
+            })
+            .await
+            .unwrap();
+    }
+    let client = Client::new("Late", bus).await.unwrap();
+    let opts = CallOptions::new()
+        .timeout(Duration::from_secs(30))
+        .selection(psrpc::SelectionOptions::default().accept_first_available(true));
+    let winner: String = client
+        .request(&PICK_LATE, &[], &"job".to_string(), opts)
+        .await
+        .unwrap();
+    assert_eq!(winner, fast.id());
+    // The slow server gets the request 100 ms late; it must not hold it for the 30 s deadline.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(slow.stats().claims_lost, 1, "the late claim ended at once");
+}

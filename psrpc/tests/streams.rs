@@ -744,3 +744,78 @@ async fn dropped_futures_leave_servers_and_clients_usable() {
     assert_eq!(news.recv().await.unwrap(), "extra");
     assert_eq!(client.stats().pending, 0, "no call left behind");
 }
+
+/// Issue 16.5: under load, acks to a Rust peer leave in batches (fewer frames than messages),
+/// while a peer that announced no window (as Go peers) still gets one ack per message.
+#[tokio::test(start_paused = true)]
+async fn acks_are_batched_for_rust_peers_only() {
+    const N: u32 = 500;
+    for go_like_client in [false, true] {
+        let local = LocalBus::new();
+        let server_bus = RecordingBus::new(local.clone());
+        let server = Server::new(
+            SVC,
+            common::SlowBus::new(server_bus.bus(), Duration::from_millis(1)),
+        );
+        let (got_tx, got_rx) = oneshot::channel::<u32>();
+        let got_slot = common::slot(got_tx);
+        server
+            .register_stream(CHAT, &[], move |_ctx, mut stream: Stream<u32, u32>| {
+                let got_tx = common::take(&got_slot);
+                async move {
+                    let mut count = 0;
+                    while let Some(msg) = stream.recv().await {
+                        assert_eq!(msg?, count, "in order");
+                        count += 1;
+                    }
+                    let _ = got_tx.send(count);
+                    Ok(())
+                }
+            })
+            .await
+            .unwrap();
+        let window = if go_like_client { 0 } else { 64 };
+        let options = ClientOptions {
+            stream: StreamOptions {
+                window,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let client = Client::with_options(SVC, local, options).await.unwrap();
+        let stream = client
+            .open_stream::<u32, u32>(&CHAT, &[], CallOptions::new())
+            .await
+            .unwrap();
+        for i in 0..N {
+            stream.send(&i).await.unwrap();
+        }
+        stream.close(None).await.unwrap();
+        assert_eq!(got_rx.await.unwrap(), N);
+
+        // The acks the server sent: frames, and messages acknowledged.
+        let (mut frames, mut acked) = (0, 0);
+        for payload in server_bus.payloads() {
+            let msg = wire::decode_envelope(payload).unwrap();
+            if msg.type_url != wire::STREAM_TYPE_URL {
+                continue;
+            }
+            let frame: wire::Stream = prost::Message::decode(msg.value).unwrap();
+            if let Some(Body::Ack(ack)) = frame.body
+                && ack.x_window == 0
+            {
+                frames += 1;
+                acked += 1 + ack.x_more.len();
+            }
+        }
+        assert_eq!(acked, N as usize, "every message acknowledged once");
+        if go_like_client {
+            assert_eq!(frames, N as usize, "one ack per message for a Go-like peer");
+        } else {
+            assert!(
+                frames < N as usize / 2,
+                "batched: {frames} ack frames for {N} messages"
+            );
+        }
+    }
+}

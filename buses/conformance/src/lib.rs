@@ -21,6 +21,7 @@
 
 pub mod cases;
 pub mod durable;
+pub mod multi;
 pub mod streams;
 
 use std::any::Any;
@@ -122,6 +123,16 @@ macro_rules! conformance_suite {
             shutdown_closes_streams_of_silent_peers,
             stream_last_frames_survive_a_client_exit,
         );
+        $crate::conformance_suite!(@multi $harness; multi_call_reports_dropped_answers);
+    };
+    (@multi $harness:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let harness = $harness;
+                $crate::multi::$case(&harness).await;
+            }
+        )*
     };
     (@streams $harness:expr; $($case:ident),* $(,)?) => {
         $(

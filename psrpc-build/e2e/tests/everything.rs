@@ -31,6 +31,12 @@ impl EverythingServerImpl for Node {
         self.reply(req)
     }
 
+    // Generated without default stubs, a server implements every method, as in Go; one it
+    // cannot serve answers `unimplemented` explicitly.
+    async fn missing(&self, _ctx: RequestContext, _req: EchoRequest) -> psrpc::Result<EchoReply> {
+        Err(psrpc::Error::unimplemented("Missing"))
+    }
+
     async fn broadcast(&self, _ctx: RequestContext, req: EchoRequest) -> psrpc::Result<EchoReply> {
         self.reply(req)
     }

@@ -118,6 +118,7 @@ impl SubscriptionSink {
 /// A live subscription: a stream of payloads, unsubscribed when dropped.
 ///
 /// Bus implementations create one with [`Subscription::new`] and keep the returned sink.
+#[must_use = "dropping a subscription unsubscribes"]
 pub struct Subscription {
     rx: mpsc::Receiver<Bytes>,
     stats: Arc<SubscriptionStats>,

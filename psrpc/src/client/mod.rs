@@ -27,7 +27,7 @@ use select::Selector;
 pub use select::{Claim, SelectionFn, SelectionOptions};
 pub use subscribe::TypedSubscription;
 
-use crate::bus::{Bus, IntoBus, NoReceivers, SubscribeOptions, Subscription};
+use crate::bus::{Bus, IntoBus, NoReceivers, SubscribeOptions, Subscription, SubscriptionStats};
 use crate::interceptor::{BoxResponse, ClientCall, ClientInterceptor, ClientNext};
 use crate::stream::{Stream, StreamCore, StreamEnd, StreamRegistry};
 use crate::trace::{TRACEPARENT, TraceContext};
@@ -42,7 +42,17 @@ pub(crate) enum Reply {
 }
 
 /// A client of one service. Cloning gives another handle; dropping the last one closes it.
+///
+/// Dropping the last handle fails its pending calls, so an unused one is a warning:
+///
+/// ```compile_fail
+/// #![deny(unused_must_use)]
+/// # async fn f() -> psrpc::Result<()> {
+/// psrpc::Client::new("Greeter", psrpc::bus::LocalBus::new()).await?;
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
+#[must_use = "a client closes when its last handle is dropped"]
 pub struct Client {
     inner: Arc<Inner>,
     _owner: Arc<CloseOnDrop>,
@@ -67,6 +77,9 @@ pub(crate) struct Inner {
     readers: TaskTracker,
     unroutable: AtomicU64,
     malformed: AtomicU64,
+    /// Counters of the response and claim subscriptions: what their full buffers dropped.
+    responses: Arc<SubscriptionStats>,
+    claims: Arc<SubscriptionStats>,
     chain: Arc<[Arc<dyn ClientInterceptor>]>,
 }
 
@@ -90,6 +103,10 @@ pub struct ClientStats {
     pub unroutable: u64,
     /// Payloads on the reply channels that did not decode.
     pub malformed: u64,
+    /// Responses and claims dropped because the reply buffer
+    /// ([`ClientOptions::subscription_capacity`]) was full. A multi call that may have lost
+    /// answers this way says so in its results.
+    pub dropped_replies: u64,
 }
 
 impl Client {
@@ -152,6 +169,8 @@ impl Client {
             readers: TaskTracker::new(),
             unroutable: AtomicU64::new(0),
             malformed: AtomicU64::new(0),
+            responses: responses.stats().clone(),
+            claims: claims.stats().clone(),
             chain,
         });
         inner.readers.spawn(reply_loop(inner.clone(), responses));
@@ -187,6 +206,7 @@ impl Client {
             pending: self.inner.pending.len(),
             unroutable: self.inner.unroutable.load(Ordering::Relaxed),
             malformed: self.inner.malformed.load(Ordering::Relaxed),
+            dropped_replies: self.inner.responses.dropped() + self.inner.claims.dropped(),
         }
     }
 
@@ -276,13 +296,18 @@ impl Client {
             if inner.chain.is_empty() {
                 return inner.unary(method, topics, raw, opts).await;
             }
+            // Fixed before the chain runs, so interceptors that run the call more than once
+            // (retries) stay within the caller's deadline.
+            let started = Instant::now();
+            let mut opts = opts;
+            opts.deadline = Some(opts.deadline_from(started, inner.options.timeout));
             let call = ClientCall {
                 service: inner.service.clone(),
                 method: *method,
                 topics: topics.iter().map(|t| t.to_string()).collect(),
                 request: raw,
                 options: opts,
-                started: Instant::now(),
+                started,
             };
             let sender = inner.clone();
             let send = Arc::new(move |call: ClientCall| -> BoxResponse {
@@ -307,6 +332,10 @@ impl Client {
 
     /// Calls a MULTI method: every server answers. The stream yields each server's result
     /// until the deadline; drop it to stop early.
+    ///
+    /// Answers are never lost silently: when more arrive at once than the client's reply
+    /// buffer holds ([`ClientOptions::subscription_capacity`]), the stream yields an item
+    /// saying how many were dropped (see [`MultiResult::dropped_answers`]).
     ///
     /// # Errors
     /// `canceled` if the client is closed, or the bus error of a failed publish.
@@ -334,6 +363,8 @@ impl Client {
         let deadline = opts.deadline_from(Instant::now(), inner.options.timeout);
         let request = inner.build_request(raw, &opts, deadline, true, false);
         let mut call = PendingCall::new(inner.clone(), request.request_id.clone(), method, topics);
+        // Drops counted from here on may be answers to this call.
+        let losses = multi::Losses::new(inner.responses.clone());
         let nobody = inner
             .publish_request(method, topics, &request, deadline)
             .await?;
@@ -343,6 +374,7 @@ impl Client {
             deadline,
             inner.closed.clone(),
             nobody,
+            losses,
             observed.map(|call| (inner.chain.clone(), call)),
         ))
     }
@@ -397,7 +429,7 @@ impl Client {
             stream_id,
             request_id: open_id.clone(),
             sent_at,
-            expiry: sent_at.saturating_add(i64::try_from(remaining.as_nanos()).unwrap_or(i64::MAX)),
+            expiry: sent_at.saturating_add(crate::time::nanos_i64(remaining)),
             body: Some(Body::Open(StreamOpen {
                 node_id: inner.id.to_string(),
                 metadata: inner.outgoing_metadata(&opts),
@@ -673,7 +705,7 @@ impl Inner {
             request_id: crate::id::new_request_id(),
             client_id: self.id.to_string(),
             sent_at,
-            expiry: sent_at.saturating_add(i64::try_from(remaining.as_nanos()).unwrap_or(i64::MAX)),
+            expiry: sent_at.saturating_add(crate::time::nanos_i64(remaining)),
             multi,
             metadata: self.outgoing_metadata(opts),
             raw_request: raw,

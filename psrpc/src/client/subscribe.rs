@@ -17,6 +17,7 @@ use crate::{NamedMessage, wire};
 /// Payloads that are not a `T` envelope (wrong type URL, bytes that do not decode) are skipped,
 /// counted in [`malformed`](Self::malformed) and logged at debug level. Dropping the
 /// subscription unsubscribes.
+#[must_use = "dropping a subscription unsubscribes"]
 pub struct TypedSubscription<T> {
     sub: Subscription,
     type_url: Arc<str>,

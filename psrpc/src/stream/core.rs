@@ -20,14 +20,27 @@ pub(crate) type StreamRegistry = DashMap<String, Arc<StreamCore>>;
 /// What Go sends when a stream ends without an error; it is the normal end, not a failure.
 pub(crate) const CLEAN_CLOSE_MESSAGE: &str = "stream closed";
 
-/// A frame waiting for the stream's driver to publish it, in order.
-struct Outgoing {
-    payload: Bytes,
-    /// A user message: a failed publish ends the stream (the peer would never ack it).
-    message: bool,
-    /// Told the publish result (a close waits for it).
-    done: Option<oneshot::Sender<Result<()>>>,
+/// What waits for the stream's driver to publish it, in order.
+enum Outgoing {
+    /// An encoded frame.
+    Frame {
+        payload: Bytes,
+        /// A user message: a failed publish ends the stream (the peer would never ack it).
+        message: bool,
+        /// Told the publish result (a close waits for it).
+        done: Option<oneshot::Sender<Result<()>>>,
+    },
+    /// The ack of a message the application took; consecutive acks to a Rust peer leave as
+    /// one frame.
+    Ack {
+        request_id: String,
+        sent_at: i64,
+        expiry: i64,
+    },
 }
+
+/// Most acks one frame carries: bounded so a frame stays small.
+const MAX_ACKS_PER_FRAME: usize = 256;
 
 /// A user message received and not yet acknowledged.
 pub(crate) struct Incoming {
@@ -102,7 +115,7 @@ impl StreamCore {
     }
 
     fn now_ms(&self) -> u64 {
-        self.born.elapsed().as_millis() as u64
+        crate::time::millis_u64(self.born.elapsed())
     }
 
     /// Waits for the ack of the open; resolves with the server's announced window.
@@ -154,8 +167,12 @@ impl StreamCore {
                     let _ = tx.send(ack.x_window);
                     return;
                 }
-                // Dropping the permit makes room in the window.
-                if self.unacked.remove(&frame.request_id).is_some() && self.unacked.is_empty() {
+                // Dropping the permits makes room in the window.
+                let mut removed = self.unacked.remove(&frame.request_id).is_some();
+                for id in &ack.x_more {
+                    removed |= self.unacked.remove(id).is_some();
+                }
+                if removed && self.unacked.is_empty() {
                     self.all_acked.notify_waiters();
                 }
             }
@@ -216,7 +233,7 @@ impl StreamCore {
     /// Hands a frame to the driver, which publishes frames in the order they were queued.
     fn queue(&self, payload: Bytes, message: bool, done: Option<oneshot::Sender<Result<()>>>) {
         // The driver holds the receiver until the stream ends; after that nobody listens.
-        let _ = self.outbox.send(Outgoing {
+        let _ = self.outbox.send(Outgoing::Frame {
             payload,
             message,
             done,
@@ -232,15 +249,14 @@ impl StreamCore {
         body: Body,
     ) -> Result<()> {
         let payload = self.encode(request_id, sent_at, expiry, body)?;
-        self.bus.publish(&self.peer, payload).await?;
-        self.last_sent_ms.store(self.now_ms(), Ordering::Relaxed);
-        Ok(())
+        self.publish_payload(payload).await
     }
 
     /// Acknowledges the open, announcing our window.
     pub(crate) async fn ack_open(&self, open: &wire::Stream) -> Result<()> {
         let ack = StreamAck {
             x_window: self.options.window,
+            ..Default::default()
         };
         self.publish(
             open.request_id.clone(),
@@ -278,7 +294,7 @@ impl StreamCore {
         if self.closed.is_cancelled() {
             return Err(self.closed_error());
         }
-        let ack_by = saturating_after(Instant::now(), timeout);
+        let ack_by = crate::time::deadline_in(timeout);
         self.unacked.insert(request_id, (permit, ack_by));
         self.queue(payload, true, None);
         Ok(())
@@ -289,13 +305,11 @@ impl StreamCore {
         if self.closed.is_cancelled() {
             return;
         }
-        let body = Body::Ack(StreamAck::default());
-        match self.encode(msg.request_id.clone(), msg.sent_at, msg.expiry, body) {
-            Ok(payload) => self.queue(payload, false, None),
-            Err(err) => {
-                tracing::debug!(%err, stream_id = %self.id, "failed to acknowledge a stream message");
-            }
-        }
+        let _ = self.outbox.send(Outgoing::Ack {
+            request_id: msg.request_id.clone(),
+            sent_at: msg.sent_at,
+            expiry: msg.expiry,
+        });
     }
 
     /// Closes the stream from this side: waits (up to the ack timeout) for sent messages to be
@@ -390,23 +404,64 @@ impl StreamCore {
         self.bus.flush().await.map_err(Error::from)
     }
 
-    /// Publishes one queued frame.
-    async fn write(&self, out: Outgoing) {
-        let result = self
-            .bus
-            .publish(&self.peer, out.payload)
-            .await
-            .map_err(Error::from);
-        match &result {
-            Ok(()) => self.last_sent_ms.store(self.now_ms(), Ordering::Relaxed),
-            Err(err) if out.message => self.finish(StreamEnd::Bus(err.clone())),
-            Err(err) => {
-                tracing::debug!(%err, stream_id = %self.id, "failed to publish a stream frame");
+    /// Publishes `out` and, when it is an ack to a Rust peer, the acks queued right behind it
+    /// in the same frame (then whatever ended the run of acks).
+    async fn write(&self, out: Outgoing, outbox: &mut mpsc::UnboundedReceiver<Outgoing>) {
+        let mut next = Some(out);
+        while let Some(out) = next.take() {
+            match out {
+                Outgoing::Frame {
+                    payload,
+                    message,
+                    done,
+                } => {
+                    let result = self.publish_payload(payload).await;
+                    if let Err(err) = &result {
+                        if message {
+                            self.finish(StreamEnd::Bus(err.clone()));
+                        } else {
+                            tracing::debug!(%err, stream_id = %self.id, "failed to publish a stream frame");
+                        }
+                    }
+                    if let Some(done) = done {
+                        let _ = done.send(result);
+                    }
+                }
+                Outgoing::Ack {
+                    request_id,
+                    sent_at,
+                    expiry,
+                } => {
+                    let mut ack = StreamAck::default();
+                    // Go peers expect one ack per message.
+                    if self.rust_peer.load(Ordering::Relaxed) {
+                        while ack.x_more.len() < MAX_ACKS_PER_FRAME {
+                            match outbox.try_recv() {
+                                Ok(Outgoing::Ack { request_id, .. }) => ack.x_more.push(request_id),
+                                Ok(other) => {
+                                    next = Some(other);
+                                    break;
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    let published = match self.encode(request_id, sent_at, expiry, Body::Ack(ack)) {
+                        Ok(payload) => self.publish_payload(payload).await,
+                        Err(err) => Err(err),
+                    };
+                    if let Err(err) = published {
+                        tracing::debug!(%err, stream_id = %self.id, "failed to acknowledge stream messages");
+                    }
+                }
             }
         }
-        if let Some(done) = out.done {
-            let _ = done.send(result);
-        }
+    }
+
+    async fn publish_payload(&self, payload: Bytes) -> Result<()> {
+        self.bus.publish(&self.peer, payload).await?;
+        self.last_sent_ms.store(self.now_ms(), Ordering::Relaxed);
+        Ok(())
     }
 
     /// Starts the stream's driver on the current runtime, unless it runs already (or there is
@@ -434,7 +489,7 @@ impl StreamCore {
             tokio::select! {
                 biased;
                 out = outbox.recv() => match out {
-                    Some(out) => self.write(out).await,
+                    Some(out) => self.write(out, &mut outbox).await,
                     None => return,
                 },
                 _ = self.closed.cancelled() => break,
@@ -443,7 +498,7 @@ impl StreamCore {
         }
         // Everything queued before the end; later frames have nobody to read them.
         while let Ok(out) = outbox.try_recv() {
-            self.write(out).await;
+            self.write(out, &mut outbox).await;
         }
     }
 
@@ -460,18 +515,18 @@ impl StreamCore {
         if !self.rust_peer.load(Ordering::Relaxed) {
             // A Go peer sends no keepalives: only an explicit limit on silence applies.
             if let Some(limit) = self.options.silent_peer_timeout
-                && silent_ms >= duration_ms(limit)
+                && silent_ms >= crate::time::millis_u64(limit)
             {
                 drop(self.close_queued(StreamEnd::IdleTimeout));
             }
             return;
         }
-        if silent_ms >= duration_ms(self.options.idle_timeout) {
+        if silent_ms >= crate::time::millis_u64(self.options.idle_timeout) {
             self.finish(StreamEnd::PeerVanished);
             return;
         }
         let sent = self.last_sent_ms.load(Ordering::Relaxed);
-        if now_ms.saturating_sub(sent) >= duration_ms(self.options.keepalive_interval) {
+        if now_ms.saturating_sub(sent) >= crate::time::millis_u64(self.options.keepalive_interval) {
             let sent_at = crate::time::now_unix_nanos();
             let id = crate::id::new_request_id();
             if let Err(err) = self
@@ -482,16 +537,6 @@ impl StreamCore {
             }
         }
     }
-}
-
-fn duration_ms(d: std::time::Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// `at + d`, or a far future instant where that overflows.
-fn saturating_after(at: Instant, d: std::time::Duration) -> Instant {
-    at.checked_add(d)
-        .unwrap_or_else(|| at + std::time::Duration::from_secs(100 * 365 * 24 * 3600))
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
