@@ -56,9 +56,7 @@ pub fn grpc_code(code: &ErrorCode) -> Code {
         ErrorCode::AlreadyExists => Code::AlreadyExists,
         ErrorCode::PermissionDenied => Code::PermissionDenied,
         ErrorCode::ResourceExhausted => Code::ResourceExhausted,
-        ErrorCode::FailedPrecondition | ErrorCode::UpstreamClientError => {
-            Code::FailedPrecondition
-        }
+        ErrorCode::FailedPrecondition | ErrorCode::UpstreamClientError => Code::FailedPrecondition,
         ErrorCode::Aborted => Code::Aborted,
         ErrorCode::OutOfRange => Code::OutOfRange,
         ErrorCode::Unimplemented => Code::Unimplemented,

@@ -7,13 +7,13 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use psrpc::durable::{
     Carrier, CarrierError, CarrierFuture, Delivery, Enqueued, NewTask, QueueConfig, QueueStats,
-    Receipt, StoredDeadLetter,
+    StoredDeadLetter,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::streams::{
-    StreamAutoClaimReply, StreamId, StreamInfoGroupsReply, StreamPendingCountReply,
-    StreamRangeReply, StreamReadReply,
-};
+use redis::streams::{StreamId, StreamRangeReply};
+
+mod fetch;
+mod stats;
 
 use super::notify::{Waiters, listen};
 use super::scripts;
@@ -233,137 +233,6 @@ impl RedisStreamsCarrier {
                 .await
                 .map_err(fail("fetch")),
         }
-    }
-
-    async fn fetch_inner(
-        &self,
-        queue: &str,
-        max: usize,
-        wait: Duration,
-    ) -> Result<Vec<Delivery>, CarrierError> {
-        let k = keys(queue);
-        let mut conn = self.inner.conn.clone();
-        let err = fail("fetch");
-        let _: i64 = scripts::PROMOTE
-            .key(&k.stream)
-            .key(&k.delayed)
-            .key(&k.held)
-            .arg(max.max(16))
-            .invoke_async(&mut conn)
-            .await
-            .map_err(&err)?;
-        let visibility = millis(self.config(queue).visibility_timeout);
-        let claimed: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
-            .arg(&k.stream)
-            .arg(GROUP)
-            .arg(&self.inner.consumer)
-            .arg(visibility)
-            .arg("0-0")
-            .arg("COUNT")
-            .arg(max)
-            .query_async(&mut conn)
-            .await
-            .map_err(&err)?;
-        let mut out = Vec::new();
-        if !claimed.claimed.is_empty() {
-            let mut pipe = redis::pipe();
-            for e in &claimed.claimed {
-                pipe.cmd("XPENDING")
-                    .arg(&k.stream)
-                    .arg(GROUP)
-                    .arg(&e.id)
-                    .arg(&e.id)
-                    .arg(1);
-            }
-            let counts: Vec<StreamPendingCountReply> =
-                pipe.query_async(&mut conn).await.map_err(&err)?;
-            for (entry, count) in claimed.claimed.iter().zip(counts) {
-                let delivered = count.ids.first().map_or(1, |p| p.times_delivered.max(1));
-                out.push(self.delivery(entry, u32::try_from(delivered).unwrap_or(u32::MAX)));
-            }
-        }
-        if out.len() >= max {
-            return Ok(out);
-        }
-        let mut read = redis::cmd("XREADGROUP");
-        read.arg("GROUP")
-            .arg(GROUP)
-            .arg(&self.inner.consumer)
-            .arg("COUNT")
-            .arg(max - out.len());
-        let block = out.is_empty() && !wait.is_zero();
-        if block {
-            read.arg("BLOCK")
-                .arg(millis(wait.min(Duration::from_secs(10))));
-        }
-        read.arg("STREAMS").arg(&k.stream).arg(">");
-        let reply: redis::RedisResult<Option<StreamReadReply>> = if block {
-            let mut blocking = self.blocking_conn().await?;
-            let reply = read.query_async(&mut blocking).await;
-            if reply.is_ok() {
-                self.inner
-                    .blocking
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(blocking);
-            }
-            reply
-        } else {
-            read.query_async(&mut conn).await
-        };
-        let reply = match reply {
-            Ok(r) => r,
-            Err(e) if is_error_code(&e, "NOGROUP") => {
-                // The group vanished (a broker that lost its data): make it again.
-                self.ensure_group(&k.stream).await?;
-                None
-            }
-            Err(e) => return Err(err(e)),
-        };
-        for key in reply.map(|r| r.keys).unwrap_or_default() {
-            for entry in &key.ids {
-                out.push(self.delivery(entry, 1));
-            }
-        }
-        Ok(out)
-    }
-
-    fn delivery(&self, entry: &StreamId, delivered: u32) -> Delivery {
-        let prior = field_u32(entry, "prior");
-        Delivery {
-            message_id: entry.id.clone(),
-            body: field_bytes(entry, "task"),
-            attempt: prior.saturating_add(delivered).max(1),
-            receipt: Receipt::new(RedisReceipt {
-                id: entry.id.clone(),
-            }),
-        }
-    }
-
-    async fn requeue(
-        &self,
-        queue: &str,
-        delivery: &Delivery,
-        delay: Duration,
-        prior: u32,
-        op: &'static str,
-    ) -> Result<(), CarrierError> {
-        let k = keys(queue);
-        let id = receipt(delivery)?;
-        let mut conn = self.inner.conn.clone();
-        let _: i64 = scripts::REQUEUE
-            .key(&k.stream)
-            .key(&k.delayed)
-            .key(&k.held)
-            .arg(id)
-            .arg(GROUP)
-            .arg(&self.inner.consumer)
-            .arg(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX))
-            .arg(prior)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(fail(op))?;
-        Ok(())
     }
 }
 
@@ -697,56 +566,6 @@ impl Carrier for RedisStreamsCarrier {
 
     fn stats(&self, queue: &str) -> CarrierFuture<'_, QueueStats> {
         let k = keys(queue);
-        Box::pin(async move {
-            let mut conn = self.inner.conn.clone();
-            let err = fail("stats");
-            let (len, delayed, dead, time): (u64, u64, u64, (u64, u64)) = redis::pipe()
-                .cmd("XLEN")
-                .arg(&k.stream)
-                .cmd("ZCARD")
-                .arg(&k.delayed)
-                .cmd("XLEN")
-                .arg(&k.dead)
-                .cmd("TIME")
-                .query_async(&mut conn)
-                .await
-                .map_err(&err)?;
-            let groups: StreamInfoGroupsReply = redis::cmd("XINFO")
-                .arg("GROUPS")
-                .arg(&k.stream)
-                .query_async(&mut conn)
-                .await
-                .map_err(&err)?;
-            let group = groups.groups.iter().find(|g| g.name == GROUP);
-            let in_flight = group.map_or(0, |g| g.pending as u64);
-            let lag = group
-                .and_then(|g| g.lag)
-                .map_or(len.saturating_sub(in_flight), |l| l as u64);
-            let oldest_waiting_age = match group {
-                Some(g) if lag > 0 => {
-                    let next: StreamRangeReply = redis::cmd("XRANGE")
-                        .arg(&k.stream)
-                        .arg(format!("({}", g.last_delivered_id))
-                        .arg("+")
-                        .arg("COUNT")
-                        .arg(1)
-                        .query_async(&mut conn)
-                        .await
-                        .map_err(&err)?;
-                    let now_ms = time.0 * 1000 + time.1 / 1000;
-                    next.ids
-                        .first()
-                        .and_then(|e| e.id.split('-').next()?.parse::<u64>().ok())
-                        .map(|ms| Duration::from_millis(now_ms.saturating_sub(ms)))
-                }
-                _ => None,
-            };
-            Ok(QueueStats {
-                waiting: lag + delayed,
-                in_flight,
-                dead_letters: dead,
-                oldest_waiting_age,
-            })
-        })
+        Box::pin(async move { self.stats_inner(k).await })
     }
 }
