@@ -8,6 +8,7 @@ fn main() -> Result<(), psrpc_build::Error> {
             "proto/regions.proto",
             "proto/placement.proto",
             "proto/gateway.proto",
+            "proto/jobs.proto",
         ],
         &["proto"],
     )

@@ -24,3 +24,4 @@ cargo test --workspace --all-features --locked
 # The benchmark program in quick mode, to keep it compiling and working; timings are printed,
 # never asserted (a debug build on a busy machine says nothing about speed).
 cargo run -p psrpc-benches --locked -- --quick > /dev/null
+cargo run -p psrpc-benches --locked --bin durable -- --quick > /dev/null

@@ -30,6 +30,38 @@ pub mod gateway {
     include!(concat!(env!("OUT_DIR"), "/gateway.rs"));
 }
 
+/// Durable render jobs, for `durable-jobs` (`proto/jobs.proto`).
+pub mod jobs {
+    include!(concat!(env!("OUT_DIR"), "/jobs.rs"));
+}
+
+/// The durable-call carrier for `--bus URL`: JetStream for `nats://…`, Redis Streams for
+/// `redis://…`, the in-process carrier (`local`, or no URL).
+///
+/// # Errors
+/// A message for an unknown scheme or a broker that cannot be reached.
+pub async fn carrier(url: Option<&str>) -> Result<Arc<dyn psrpc::durable::Carrier>, String> {
+    let Some(url) = url else {
+        return Ok(Arc::new(psrpc::durable::LocalCarrier::new()));
+    };
+    let scheme = url.split_once("://").map_or(url, |(scheme, _)| scheme);
+    match scheme {
+        "local" => Ok(Arc::new(psrpc::durable::LocalCarrier::new())),
+        "nats" => psrpc_nats::durable::JetStreamCarrier::connect(url)
+            .await
+            .map(|c| Arc::new(c) as Arc<dyn psrpc::durable::Carrier>)
+            .map_err(|err| format!("cannot connect to NATS at {url}: {err}")),
+        "redis" | "rediss" => psrpc_redis::durable::RedisStreamsCarrier::connect(url)
+            .await
+            .map(|c| Arc::new(c) as Arc<dyn psrpc::durable::Carrier>)
+            .map_err(|err| format!("cannot connect to Redis at {url}: {err}")),
+        _ => Err(format!(
+            "unsupported bus URL {url}: use nats://HOST:PORT (with JetStream), \
+             redis://HOST:PORT, or leave --bus out for the in-process carrier"
+        )),
+    }
+}
+
 /// The bus named by `--bus URL` (or `--bus=URL`) on the command line, or an in-process bus
 /// without it.
 ///

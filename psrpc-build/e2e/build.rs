@@ -21,6 +21,8 @@ fn main() -> Result<(), psrpc_build::Error> {
     psrpc_build::configure()
         .generate_default_stubs(true)
         .compile_protos(&["proto/partial/partial.proto"], &["proto/partial"])?;
+    // Rust-only durable methods (`psrpc/durable.proto`).
+    psrpc_build::compile_protos(&["proto/durable/jobs.proto"], &["proto/durable"])?;
     // Go users import "options.proto"; it must resolve without psrpc's folder on the path.
     psrpc_build::compile_protos(&["proto/goimport/legacy.proto"], &["proto/goimport"])
 }

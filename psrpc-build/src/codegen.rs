@@ -301,6 +301,27 @@ fn service_code(
             parts.default_stubs,
         ));
     }
+    let durable: Vec<_> = methods
+        .iter()
+        .filter_map(|m| {
+            let defaults = m.model.durable.as_ref()?;
+            Some(crate::durable::DurableMethod {
+                model: m.model,
+                defaults,
+                input: &m.input,
+                output: &m.output,
+            })
+        })
+        .collect();
+    if !durable.is_empty() {
+        let service_snake = snake(&service.proto_name);
+        out.extend(crate::durable::durable_code(
+            &camel,
+            &service_snake,
+            &methods_mod,
+            &durable,
+        ));
+    }
     print(out)
 }
 

@@ -74,6 +74,7 @@
 //! build with an [`Error`] naming the file, service and method.
 
 mod codegen;
+mod durable;
 mod error;
 mod model;
 mod names;

@@ -58,6 +58,8 @@ pub(crate) struct MethodModel {
     pub topics: Option<Vec<TopicParam>>,
     /// The topic group (snake case), if any.
     pub group: Option<String>,
+    /// The durable-call defaults, when the method is marked durable.
+    pub durable: Option<crate::durable::DurableDefaults>,
     /// `option idempotency_level = NO_SIDE_EFFECTS` or `IDEMPOTENT`: calls may be retried
     /// after a timeout.
     pub idempotent: bool,
@@ -137,7 +139,9 @@ fn read_service(
         let options = extension
             .filter(|ext| method.options().has_extension(ext))
             .and_then(|ext| method.options().get_extension(ext).as_message().cloned());
-        methods.push(read_method(&method, options.as_ref())?);
+        let mut model = read_method(&method, options.as_ref())?;
+        model.durable = crate::durable::read(&method, &model)?;
+        methods.push(model);
     }
     let model = ServiceModel {
         wire_name: go_camel_case(service.name()),
@@ -350,6 +354,7 @@ fn finish_method(
         single_server,
         topics,
         group: group.map(|g| snake(&g)),
+        durable: None,
         idempotent: idempotency_level(method) > 0,
     })
 }

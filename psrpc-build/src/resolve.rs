@@ -8,13 +8,18 @@ use protox::file::{
 /// The psrpc options file, embedded so users do not need it on their include path.
 pub(crate) const OPTIONS_PROTO: &str = include_str!("../../options-proto/psrpc/options.proto");
 
-/// Serves `psrpc/options.proto`, and `options.proto` as Go's generator expects it.
+/// The Rust-only durable-method option (see `psrpc/durable.proto`).
+pub(crate) const DURABLE_PROTO: &str = include_str!("../../options-proto/psrpc/durable.proto");
+
+/// Serves `psrpc/options.proto`, and `options.proto` as Go's generator expects it, and
+/// `psrpc/durable.proto`.
 struct EmbeddedOptions;
 
 impl FileResolver for EmbeddedOptions {
     fn open_file(&self, name: &str) -> Result<File, protox::Error> {
         match name {
             "psrpc/options.proto" | "options.proto" => File::from_source(name, OPTIONS_PROTO),
+            "psrpc/durable.proto" => File::from_source(name, DURABLE_PROTO),
             _ => Err(protox::Error::file_not_found(name)),
         }
     }
@@ -31,11 +36,12 @@ pub(crate) fn resolver(includes: &[std::path::PathBuf]) -> ChainFileResolver {
     chain
 }
 
-/// True for the psrpc options file (either spelling): it is read, never generated.
+/// True for the psrpc options files (either spelling, and the durable option): they are
+/// read, never generated.
 pub(crate) fn is_options_file(file: &prost_types::FileDescriptorProto) -> bool {
     file.package() == "psrpc"
-        && file
-            .extension
-            .iter()
-            .any(|ext| ext.name() == "options" && ext.number() == 2198)
+        && file.extension.iter().any(|ext| {
+            (ext.name() == "options" && ext.number() == 2198)
+                || (ext.name() == "durable" && ext.number() == 2199)
+        })
 }

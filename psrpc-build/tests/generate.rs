@@ -409,3 +409,43 @@ fn runtime_option_types_match_the_proto() {
         opts
     );
 }
+
+fn durable_service(options: &str) -> String {
+    format!(
+        r#"syntax = "proto3";
+package d;
+import "psrpc/options.proto";
+import "psrpc/durable.proto";
+message M {{}}
+service S {{
+  rpc Work(M) returns (M) {{
+    option (psrpc.durable) = {{}};
+    {options}
+  }}
+}}
+"#
+    )
+}
+
+#[test]
+fn durable_methods_must_be_plain_unary() {
+    for options in [
+        "option (psrpc.options).type = MULTI;",
+        "option (psrpc.options).type = AFFINITY;",
+        "option (psrpc.options).topics = true;",
+        "option (psrpc.options).subscription = true;",
+    ] {
+        let err = generate(&[("d.proto", &durable_service(options))]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("durable method must be a plain unary"),
+            "{options}: {err}"
+        );
+    }
+    let out = generate(&[("d.proto", &durable_service(""))]).unwrap();
+    let code = &out[0].1;
+    assert!(code.contains("pub struct SDurableClient"), "{code}");
+    assert!(code.contains("pub trait SDurableWorker"), "{code}");
+    // The option file itself is never generated.
+    assert!(!code.contains("DurableOptions"), "{code}");
+}

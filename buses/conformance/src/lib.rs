@@ -20,6 +20,7 @@
 //! ```
 
 pub mod cases;
+pub mod durable;
 pub mod multi;
 pub mod streams;
 

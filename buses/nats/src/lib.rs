@@ -60,6 +60,7 @@
 //! out as they would with Go.
 
 mod confirm;
+pub mod durable;
 mod error;
 mod router;
 

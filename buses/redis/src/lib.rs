@@ -63,6 +63,7 @@
 //! # }
 //! ```
 
+pub mod durable;
 mod lock;
 mod router;
 mod writer;

@@ -337,6 +337,7 @@ async fn subscriptions_resume_after_server_restart() {
 async fn password_protected_server() {
     let server = RedisServer::start_with(RedisOptions {
         password: Some("s3cret-pw".into()),
+        ..Default::default()
     })
     .unwrap();
     assert!(server.url().contains("s3cret-pw"));

@@ -15,7 +15,8 @@ pub struct NatsOptions {
     pub credentials: Option<(String, String)>,
     /// The largest message the server accepts (the server default is 1 MiB).
     pub max_payload: Option<usize>,
-    /// Enable JetStream.
+    /// Enable JetStream, with its store in the server's scratch directory, which is kept
+    /// across [`NatsServer::restart`]: persisted streams survive a SIGKILL and restart.
     pub jetstream: bool,
 }
 

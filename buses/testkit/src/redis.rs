@@ -16,9 +16,14 @@ const BINARY: &str = "redis-server";
 pub struct RedisOptions {
     /// Require this password (`requirepass`).
     pub password: Option<String>,
+    /// Persist with the append-only file, synced on every write (`appendonly yes`,
+    /// `appendfsync always`): what a reply acknowledged survives a SIGKILL and
+    /// [`RedisServer::restart`] (the data directory is kept across restarts).
+    pub persistence: bool,
 }
 
-/// A `redis-server` on a free loopback port, persisting nothing, killed on drop.
+/// A `redis-server` on a free loopback port, killed on drop; it persists nothing unless
+/// [`RedisOptions::persistence`] is set.
 #[derive(Debug)]
 pub struct RedisServer {
     options: RedisOptions,
@@ -80,11 +85,16 @@ fn spawn(
     let mut command = Command::new(binary);
     command
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+        .args(["--save", "", "--daemonize", "no"])
         .arg("--dir")
         .arg(dir.path())
         .arg("--logfile")
         .arg(&log_path);
+    if options.persistence {
+        command.args(["--appendonly", "yes", "--appendfsync", "always"]);
+    } else {
+        command.args(["--appendonly", "no"]);
+    }
     if let Some(pass) = &options.password {
         command.args(["--requirepass", pass]);
     }

@@ -27,9 +27,28 @@ fn redis_starts_kills_and_restarts_on_the_same_port() {
 }
 
 #[test]
+fn redis_with_persistence_keeps_acknowledged_writes_across_a_kill() {
+    let mut redis = RedisServer::start_with(RedisOptions {
+        persistence: true,
+        ..Default::default()
+    })
+    .unwrap();
+    let port = redis.port();
+    assert_eq!(
+        redis_roundtrip(port, b"SET kept yes\r\n"),
+        "+OK\r\n",
+        "acknowledged write"
+    );
+    redis.kill();
+    redis.restart().unwrap();
+    assert_eq!(redis_roundtrip(port, b"GET kept\r\n"), "$3\r\nyes\r\n");
+}
+
+#[test]
 fn redis_password_is_required() {
     let redis = RedisServer::start_with(RedisOptions {
         password: Some("s3cret".into()),
+        ..Default::default()
     })
     .unwrap();
     assert!(redis_roundtrip(redis.port(), b"PING\r\n").starts_with("-NOAUTH"));

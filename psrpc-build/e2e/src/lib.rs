@@ -66,6 +66,11 @@ pub mod legacy {
     include!(concat!(env!("OUT_DIR"), "/legacy.rs"));
 }
 
+/// Durable methods (`psrpc/durable.proto`) next to an ordinary one.
+pub mod jobs {
+    include!(concat!(env!("OUT_DIR"), "/jobs.rs"));
+}
+
 /// A service served by partial servers (generated with default stubs).
 pub mod partial {
     include!(concat!(env!("OUT_DIR"), "/partial.rs"));

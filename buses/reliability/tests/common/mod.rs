@@ -79,6 +79,7 @@ impl Broker {
             Kind::Redis => {
                 let options = RedisOptions {
                     password: Some(password.to_owned()),
+                    ..Default::default()
                 };
                 Broker::Redis(RedisServer::start_with(options).expect("redis-server"))
             }

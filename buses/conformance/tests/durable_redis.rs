@@ -1,0 +1,48 @@
+//! The durable-call suite on Redis Streams, against a redis-server of each test's own.
+
+use std::sync::Arc;
+
+use psrpc::durable::Carrier;
+use psrpc_conformance::durable::DurableHarness;
+use psrpc_conformance::durable_suite;
+use psrpc_redis::durable::RedisStreamsCarrier;
+use psrpc_testkit::{RedisOptions, RedisServer};
+
+fn harness() -> DurableHarness {
+    let server = RedisServer::start_with(RedisOptions {
+        persistence: true,
+        ..Default::default()
+    })
+    .expect("redis-server");
+    let url = server.url();
+    DurableHarness::new("redis", server, move || {
+        let url = url.clone();
+        async move {
+            let carrier = RedisStreamsCarrier::connect(&url).await.expect("connect");
+            Arc::new(carrier) as Arc<dyn Carrier>
+        }
+    })
+}
+
+durable_suite!(harness());
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survives_broker_kill() {
+    let mut server = RedisServer::start_with(RedisOptions {
+        persistence: true,
+        ..Default::default()
+    })
+    .expect("redis-server");
+    let url = server.url();
+    let connect = || {
+        let url = url.clone();
+        async move {
+            Arc::new(RedisStreamsCarrier::connect(&url).await.expect("connect")) as Arc<dyn Carrier>
+        }
+    };
+    psrpc_conformance::durable::survives_broker_kill(connect, || {
+        server.kill();
+        server.restart().expect("restart");
+    })
+    .await;
+}

@@ -1,0 +1,24 @@
+//! Durable calls on NATS JetStream: [`JetStreamCarrier`], a [`psrpc::durable::Carrier`].
+//!
+//! Per queue (normally a service) it keeps, all with file storage:
+//!
+//! - a **work-queue stream** `PSRPC_DQ_<queue>` (subject `psrpc.dq.<queue>`) holding the tasks,
+//!   with a duplicate window for idempotency keys (`Nats-Msg-Id` is the task ID derived from the
+//!   key); a publish ack means the task is persisted;
+//! - a **durable pull consumer** `workers` shared by every worker: `AckWait` is the visibility
+//!   timeout, heartbeats are `InProgress` acks (`+WPI`), retries are `Nak` with the backoff
+//!   delay, hand-backs are `Nak` without delay, dead-lettered tasks are `Term`inated;
+//!   `MaxDeliver` is unlimited because the worker itself dead-letters a task delivered more
+//!   often than its attempt limit (JetStream would otherwise strand it silently);
+//! - a **key-value bucket** `PSRPC_DR_<queue>` with the results, its `max_age` the queue's
+//!   result TTL (per-bucket: the nats-server versions supported have no per-key TTL);
+//! - a **dead-letter stream** `PSRPC_DLQ_<queue>` (subject `psrpc.dlq.<queue>`); a dead
+//!   letter's ID is its stream sequence.
+//!
+//! A finished task is announced on the core subject `psrpc.dqdone.<queue>.<task ID>`, so
+//! waiters learn of results without polling (they still read the result from the bucket).
+//! Queue names are sanitised to `[A-Za-z0-9_-]` for stream and bucket names.
+
+mod carrier;
+
+pub use carrier::{JetStreamCarrier, JetStreamOptions};

@@ -1,0 +1,289 @@
+//! Workers: fetch tasks with bounded concurrency and run their handlers.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use prost::Message;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::carrier::{Carrier, QueueConfig};
+use super::error::DurableError;
+use super::process::{Shared, process};
+use super::stats::{Counters, WorkerStats};
+use crate::Metadata;
+
+/// What a handler knows about the task it runs.
+#[derive(Clone, Debug)]
+pub struct TaskContext {
+    /// The queue.
+    pub queue: Arc<str>,
+    /// The task ID.
+    pub task_id: String,
+    /// The method.
+    pub method: String,
+    /// Which attempt this is, from 1.
+    pub attempt: u32,
+    /// The attempt limit.
+    pub max_attempts: u32,
+    /// The task's deadline, if any.
+    pub deadline: Option<SystemTime>,
+    /// The caller's metadata (with the trace context).
+    pub metadata: Metadata,
+}
+
+/// How a registered handler failed.
+pub(crate) enum HandlerFailure {
+    /// The payload is not the method's request type.
+    Undecodable(prost::DecodeError),
+    /// The handler returned an error.
+    Failed(crate::Error),
+}
+
+pub(crate) type Handler = Arc<
+    dyn Fn(TaskContext, Bytes) -> BoxFuture<'static, Result<Bytes, HandlerFailure>> + Send + Sync,
+>;
+
+/// Worker settings.
+#[derive(Clone, Debug)]
+pub struct WorkerOptions {
+    /// Handler runs at once (and so the most tasks fetched ahead).
+    pub concurrency: usize,
+    /// The queue's settings (visibility timeout, …), applied when the worker starts.
+    pub queue: QueueConfig,
+    /// Heartbeat interval while a handler runs; `None` for a third of the visibility timeout.
+    pub heartbeat: Option<Duration>,
+    /// Send no heartbeats (for tests of visibility-timeout redelivery).
+    pub no_heartbeats: bool,
+    /// How long one fetch waits for tasks.
+    pub fetch_wait: Duration,
+    /// At shutdown, how long in-flight handlers may finish before their tasks are handed back.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        WorkerOptions {
+            concurrency: 16,
+            queue: QueueConfig::default(),
+            heartbeat: None,
+            no_heartbeats: false,
+            fetch_wait: Duration::from_millis(500),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+impl WorkerOptions {
+    pub(crate) fn heartbeat_interval(&self) -> Option<Duration> {
+        if self.no_heartbeats {
+            return None;
+        }
+        Some(
+            self.heartbeat
+                .unwrap_or(self.queue.visibility_timeout / 3)
+                .max(Duration::from_millis(10)),
+        )
+    }
+}
+
+/// Runs the handlers of one queue's methods. Build it, register handlers, [`start`](Self::start).
+pub struct Worker {
+    carrier: Arc<dyn Carrier>,
+    queue: Arc<str>,
+    options: WorkerOptions,
+    handlers: HashMap<String, Handler>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("queue", &self.queue)
+            .field("methods", &self.handlers.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Worker {
+    /// A worker of `queue` with default options and no handlers.
+    pub fn new(carrier: Arc<dyn Carrier>, queue: &str) -> Self {
+        Worker {
+            carrier,
+            queue: queue.into(),
+            options: WorkerOptions::default(),
+            handlers: HashMap::new(),
+        }
+    }
+
+    /// Sets the options.
+    pub fn options(mut self, options: WorkerOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Registers the handler of `method`.
+    pub fn handle<Req, Resp, F, Fut>(mut self, method: &str, handler: F) -> Self
+    where
+        Req: Message + Default + 'static,
+        Resp: Message + 'static,
+        F: Fn(TaskContext, Req) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = crate::Result<Resp>> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        let erased: Handler = Arc::new(move |ctx, payload: Bytes| {
+            let handler = handler.clone();
+            Box::pin(async move {
+                let request = Req::decode(payload).map_err(HandlerFailure::Undecodable)?;
+                match handler(ctx, request).await {
+                    Ok(resp) => Ok(Bytes::from(resp.encode_to_vec())),
+                    Err(err) => Err(HandlerFailure::Failed(err)),
+                }
+            })
+        });
+        self.handlers.insert(method.to_owned(), erased);
+        self
+    }
+
+    /// Opens the queue and starts fetching and running tasks.
+    ///
+    /// # Errors
+    /// The carrier could not open the queue.
+    pub async fn start(self) -> Result<WorkerHandle, DurableError> {
+        self.carrier.open(&self.queue, &self.options.queue).await?;
+        let stop = CancellationToken::new();
+        let hand_back = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let shared = Arc::new(Shared {
+            carrier: self.carrier,
+            queue: self.queue,
+            heartbeat: self.options.heartbeat_interval(),
+            handlers: self.handlers,
+            counters: Counters::default(),
+            hand_back: hand_back.clone(),
+        });
+        let fetcher = tokio::spawn(fetch_loop(
+            shared.clone(),
+            self.options.concurrency.max(1),
+            self.options.fetch_wait,
+            stop.clone(),
+            tracker.clone(),
+        ));
+        Ok(WorkerHandle {
+            shared,
+            stop,
+            hand_back,
+            tracker,
+            fetcher: Some(fetcher),
+            grace: self.options.shutdown_grace,
+        })
+    }
+}
+
+/// A running worker. Dropping it stops fetching and hands running tasks back; prefer
+/// [`shutdown`](Self::shutdown), which waits for that.
+#[derive(Debug)]
+pub struct WorkerHandle {
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+    hand_back: CancellationToken,
+    tracker: TaskTracker,
+    fetcher: Option<tokio::task::JoinHandle<()>>,
+    grace: Duration,
+}
+
+impl WorkerHandle {
+    /// What the worker has done so far.
+    pub fn stats(&self) -> WorkerStats {
+        self.shared.counters.snapshot()
+    }
+
+    /// Stops fetching, lets running handlers finish within the shutdown grace, hands the rest
+    /// back for immediate redelivery, and returns the final stats.
+    pub async fn shutdown(mut self) -> WorkerStats {
+        let grace = self.grace;
+        self.shutdown_within(grace).await
+    }
+
+    /// As [`shutdown`](Self::shutdown) with this grace period.
+    ///
+    /// # Cancel safety
+    /// If dropped, the shutdown continues as when the handle is dropped.
+    pub async fn shutdown_within(&mut self, grace: Duration) -> WorkerStats {
+        self.stop.cancel();
+        if let Some(fetcher) = self.fetcher.take() {
+            let _ = fetcher.await;
+        }
+        self.tracker.close();
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            self.hand_back.cancel();
+            self.tracker.wait().await;
+        }
+        self.stats()
+    }
+}
+
+impl Drop for WorkerHandle {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        self.hand_back.cancel();
+    }
+}
+
+async fn fetch_loop(
+    shared: Arc<Shared>,
+    concurrency: usize,
+    wait: Duration,
+    stop: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let permits = Arc::new(Semaphore::new(concurrency));
+    let mut failures = 0u32;
+    loop {
+        let first = tokio::select! {
+            _ = stop.cancelled() => return,
+            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+        };
+        let mut held = vec![first];
+        while let Ok(p) = permits.clone().try_acquire_owned() {
+            held.push(p);
+        }
+        // The fetch is not raced against `stop`: dropping it could lose track of tasks the
+        // broker already handed over (they would wait out the visibility timeout).
+        let fetched = shared.carrier.fetch(&shared.queue, held.len(), wait).await;
+        match fetched {
+            Ok(deliveries) => {
+                failures = 0;
+                for delivery in deliveries {
+                    let Some(permit) = held.pop() else { break };
+                    let shared = shared.clone();
+                    if stop.is_cancelled() {
+                        let _ = shared.carrier.release(&shared.queue, &delivery).await;
+                        continue;
+                    }
+                    tracker.spawn(async move {
+                        process(&shared, delivery).await;
+                        drop(permit);
+                    });
+                }
+            }
+            Err(err) => {
+                failures = failures.saturating_add(1);
+                tracing::warn!(queue = %shared.queue, error = %err, "durable fetch failed");
+                // Backoff while the broker is away, so a restart is not met with a busy loop.
+                let pause = Duration::from_millis(50 * u64::from(failures.min(20)));
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(pause) => {}
+                }
+            }
+        }
+    }
+}
