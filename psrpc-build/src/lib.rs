@@ -44,6 +44,9 @@
 //! }
 //! ```
 //!
+//! The generated code names prost and the well-known types through `psrpc::prost` and
+//! `psrpc::prost_types`, so the crate using it depends on `psrpc` alone (plus `tokio` to run).
+//!
 //! Per service `Rooms` you get the prost messages plus:
 //! - `rooms_methods`: the wire names and routing (`psrpc::MethodInfo` constants);
 //! - `RoomsClient`: `get_room(&req, opts)`, `list_all(&req, opts)` (a stream of per-server
@@ -282,8 +285,9 @@ impl Builder {
     }
 
     /// Like [`compile_protos`](Self::compile_protos), with a prost-build configuration of your
-    /// own (attributes, `bytes`, `btree_map`, …). Its service generator is replaced, and its
-    /// output directory and include file are not used: set them on this builder.
+    /// own (attributes, `bytes`, `btree_map`, …). Its service generator is replaced, its prost
+    /// paths point at psrpc's re-exports, and its output directory and include file are not
+    /// used: set them on this builder.
     ///
     /// # Errors
     /// See [`compile_protos`](Self::compile_protos).
@@ -321,6 +325,10 @@ impl Builder {
                 .ok_or(Error::NoOutDir)?,
         };
 
+        // Generated code reaches prost through psrpc's re-exports, so users need no direct
+        // prost or prost-types dependency.
+        config.prost_path("::psrpc::prost");
+        config.prost_types_path("::psrpc::prost_types");
         for (proto, rust) in &self.extern_paths {
             config.extern_path(proto, rust);
         }

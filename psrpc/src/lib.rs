@@ -45,6 +45,12 @@ pub mod time;
 pub mod trace;
 pub mod wire;
 
+/// The protobuf runtime, re-exported so that generated code (and its users) need no direct
+/// `prost` dependency of their own; `psrpc-build` generates paths through it.
+pub use prost;
+/// The well-known protobuf types (`google.protobuf.*`), re-exported like [`prost`].
+pub use prost_types;
+
 pub use bus::{Bus, IntoBus};
 pub use channel::Channel;
 pub use client::{CallOptions, Client, ClientOptions, SelectionOptions};

@@ -24,8 +24,12 @@ impl DrawServerImpl for Drawer {
         })
     }
 
-    async fn now(&self, _ctx: RequestContext, _req: ()) -> psrpc::Result<prost_types::Timestamp> {
-        Ok(prost_types::Timestamp {
+    async fn now(
+        &self,
+        _ctx: RequestContext,
+        _req: (),
+    ) -> psrpc::Result<psrpc::prost_types::Timestamp> {
+        Ok(psrpc::prost_types::Timestamp {
             seconds: 42,
             nanos: 0,
         })
@@ -40,7 +44,7 @@ async fn imports_across_packages_and_well_known_types() {
 
     let shape = Shape {
         points: vec![Point { x: 1, y: 2 }],
-        created: Some(prost_types::Timestamp::default()),
+        created: Some(psrpc::prost_types::Timestamp::default()),
         labels: [("k".to_owned(), "v".to_owned())].into(),
     };
     let canvas = client.draw(&shape, CallOptions::new()).await.unwrap();
