@@ -8,6 +8,7 @@ missing=()
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/usr/bin/$1" ]; }
 have nats-server || missing+=(nats-server)
 have redis-server || missing+=(redis-server)
+have rabbitmq-server || missing+=(rabbitmq-server)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]}"
   sudo_cmd=""
