@@ -380,7 +380,10 @@ fn unique() -> String {
 fn node_env(dir: &Path) -> Vec<(&'static str, std::ffi::OsString)> {
     vec![
         ("HOME", dir.into()),
-        ("RABBITMQ_CONF_ENV_FILE", dir.join("rabbitmq-env.conf").into()),
+        (
+            "RABBITMQ_CONF_ENV_FILE",
+            dir.join("rabbitmq-env.conf").into(),
+        ),
     ]
 }
 

@@ -98,5 +98,8 @@ fn rabbitmq_makes_more_virtual_hosts_when_the_boot_ones_run_out() {
     let urls: std::collections::HashSet<String> =
         (0..30).map(|_| rabbit.fresh_url().unwrap()).collect();
     assert_eq!(urls.len(), 30);
-    assert!(std::ptr::eq(rabbit, psrpc_testkit::RabbitMqServer::shared().unwrap()));
+    assert!(std::ptr::eq(
+        rabbit,
+        psrpc_testkit::RabbitMqServer::shared().unwrap()
+    ));
 }
