@@ -74,8 +74,8 @@ pub fn bus_url(args: impl IntoIterator<Item = String>) -> Result<Option<String>,
 }
 
 /// Connects to the bus at `url`: `nats://…` for NATS, `redis://…` or `rediss://…` for Redis
-/// (TLS needs a TLS feature of the `redis` crate, off in this workspace), `local` for an
-/// in-process bus.
+/// (TLS needs a TLS feature of the `redis` crate, off in this workspace), `amqp://…` or
+/// `amqps://…` for RabbitMQ (`amqp://user:pass@HOST:5672/%2f`), `local` for an in-process bus.
 ///
 /// # Errors
 /// A message for an unknown scheme or a broker that cannot be reached.
@@ -91,9 +91,14 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Bus>, String> {
             .await
             .map(|bus| Arc::new(bus) as Arc<dyn Bus>)
             .map_err(|err| format!("cannot connect to Redis at {url}: {err}")),
+        "amqp" | "amqps" => psrpc_amqp::AmqpBus::connect(url)
+            .await
+            .map(|bus| Arc::new(bus) as Arc<dyn Bus>)
+            .map_err(|err| format!("cannot connect to AMQP at {url}: {err}")),
         _ => Err(format!(
             "unsupported bus URL {url}: use nats://HOST:PORT, redis://HOST:PORT (or \
-             rediss://), or leave --bus out for the in-process bus"
+             rediss://), amqp://USER:PASS@HOST:PORT/VHOST (or amqps://), or leave --bus out \
+             for the in-process bus"
         )),
     }
 }
@@ -131,7 +136,7 @@ mod tests {
 
     #[tokio::test]
     async fn unknown_scheme_is_refused() {
-        let err = super::connect("amqp://h:5672").await.err().unwrap();
-        assert!(err.contains("unsupported bus URL amqp://h:5672"), "{err}");
+        let err = super::connect("mqttx://h:5672").await.err().unwrap();
+        assert!(err.contains("unsupported bus URL mqttx://h:5672"), "{err}");
     }
 }
