@@ -5,7 +5,7 @@
 //! server-named queues under their old names); this does it the way the bus needs.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -17,15 +17,56 @@ use crate::AmqpBusOptions;
 use crate::publisher::{Publisher, Returns};
 use crate::subscriber::SubState;
 
+/// Consumers one channel carries: channels are cheap, but a connection has at most
+/// `channel_max` of them (2047 by default on RabbitMQ), and a server registers thousands of
+/// subscriptions.
+const CONSUMERS_PER_CHANNEL: usize = 200;
+
+/// A channel shared by the consumers of several subscriptions.
+pub(crate) struct ConsumerChannel {
+    pub(crate) channel: lapin::Channel,
+    users: AtomicUsize,
+}
+
+impl ConsumerChannel {
+    /// One subscription less on this channel.
+    pub(crate) fn release(&self) {
+        self.users.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// One connection to the broker and its publishing channel.
 pub(crate) struct Link {
     /// Counts connections of this bus, from 1.
     pub(crate) generation: u64,
     pub(crate) connection: Connection,
     publisher: Mutex<Arc<Publisher>>,
+    consumers: tokio::sync::Mutex<Vec<Arc<ConsumerChannel>>>,
 }
 
 impl Link {
+    /// A channel with room for one more consumer (counted as taken: [`ConsumerChannel::release`]
+    /// gives it back). A channel the broker closed (a failed declare closes it) is left behind;
+    /// its consumers end and their subscriptions attach again elsewhere.
+    pub(crate) async fn consumer_channel(&self) -> lapin::Result<Arc<ConsumerChannel>> {
+        let mut channels = self.consumers.lock().await;
+        channels.retain(|c| c.channel.status().connected());
+        if let Some(c) = channels
+            .iter()
+            .find(|c| c.users.load(Ordering::Relaxed) < CONSUMERS_PER_CHANNEL)
+        {
+            c.users.fetch_add(1, Ordering::Relaxed);
+            return Ok(c.clone());
+        }
+        let channel = self.connection.create_channel().await?;
+        let shared = Arc::new(ConsumerChannel {
+            channel,
+            users: AtomicUsize::new(1),
+        });
+        channels.push(shared.clone());
+        Ok(shared)
+    }
+
     pub(crate) fn publisher(&self) -> Arc<Publisher> {
         self.publisher
             .lock()
@@ -110,6 +151,7 @@ pub(crate) async fn supervise(
             generation,
             connection,
             publisher: Mutex::new(Arc::new(publisher)),
+            consumers: tokio::sync::Mutex::default(),
         });
         shared.link.send_replace(Some(link.clone()));
         if generation > 1 {

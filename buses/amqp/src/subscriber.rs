@@ -1,19 +1,21 @@
-//! One subscription's broker side: its channel, queue, binding and consumer, made again on
-//! every new connection.
+//! One subscription's broker side: its queue, binding and consumer (on a channel shared with
+//! other subscriptions), made again on every new connection.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{
+    BasicCancelOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions,
+};
 use lapin::types::{FieldTable, ShortString};
 use lapin::{Consumer, ExchangeKind};
 use psrpc::bus::{Delivery, SubscriptionSink};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::link::{Control, Link};
+use crate::link::{ConsumerChannel, Control, Link};
 use crate::publisher::exchange_options;
 
 /// A live subscription as the bus keeps it, across reconnections.
@@ -30,7 +32,8 @@ pub(crate) struct SubState {
 struct Attached {
     /// The connection generation the consumer runs on; 0 for none.
     generation: u64,
-    channel: Option<lapin::Channel>,
+    channel: Option<Arc<ConsumerChannel>>,
+    tag: ShortString,
     consumer: Option<JoinHandle<()>>,
 }
 
@@ -40,17 +43,25 @@ impl Attached {
         if let Some(task) = self.consumer.take() {
             task.abort();
         }
-        if let Some(channel) = self.channel.take()
-            && channel.status().connected()
-        {
-            // Closing the channel cancels the consumer; the broker then deletes the
-            // auto-delete queue if this was its last consumer.
-            tokio::spawn(async move {
-                let _ = channel.close(200, ShortString::from("unsubscribed")).await;
-            });
+        if let Some(shared) = self.channel.take() {
+            shared.release();
+            if shared.channel.status().connected() {
+                // The broker deletes the auto-delete queue once its last consumer is
+                // cancelled.
+                let tag = std::mem::take(&mut self.tag);
+                tokio::spawn(async move {
+                    let _ = shared
+                        .channel
+                        .basic_cancel(tag, BasicCancelOptions::default())
+                        .await;
+                });
+            }
         }
     }
 }
+
+/// Consumer tags, unique within the bus (and so within every channel).
+static NEXT_TAG: AtomicU64 = AtomicU64::new(0);
 
 impl SubState {
     pub(crate) fn new(id: u64, exchange: String, queue: bool, sink: SubscriptionSink) -> Self {
@@ -78,7 +89,7 @@ impl SubState {
         let healthy = attached
             .channel
             .as_ref()
-            .is_some_and(|c| c.status().connected());
+            .is_some_and(|c| c.channel.status().connected());
         if attached.generation == link.generation && healthy {
             return Ok(());
         }
@@ -86,21 +97,31 @@ impl SubState {
         // A shared queue or an exchange can vanish between two steps when another member
         // leaves (both are auto-delete): the broker then closes the channel; start over.
         let mut attempt = 0;
-        let (channel, consumer) = loop {
+        let (channel, tag, consumer) = loop {
             attempt += 1;
-            let channel = link.connection.create_channel().await?;
-            match self.declare_and_consume(&channel, link.generation).await {
-                Ok(consumer) => break (channel, consumer),
-                Err(err) if attempt < 3 && link.connection.status().connected() => {
-                    tracing::debug!(exchange = %self.exchange, %err, "subscribe step failed, retrying");
+            let shared = link.consumer_channel().await?;
+            let tag = ShortString::from(format!(
+                "psrpc-{}-{}",
+                self.id,
+                NEXT_TAG.fetch_add(1, Ordering::Relaxed)
+            ));
+            match self.declare_and_consume(&shared.channel, tag.clone()).await {
+                Ok(consumer) => break (shared, tag, consumer),
+                Err(err) => {
+                    shared.release();
+                    if attempt < 3 && link.connection.status().connected() {
+                        tracing::debug!(exchange = %self.exchange, %err, "subscribe step failed, retrying");
+                    } else {
+                        return Err(err);
+                    }
                 }
-                Err(err) => return Err(err),
             }
         };
         let sub = self.clone();
         let control = control.clone();
         attached.consumer = Some(tokio::spawn(consume(sub, consumer, control)));
         attached.channel = Some(channel);
+        attached.tag = tag;
         attached.generation = link.generation;
         Ok(())
     }
@@ -108,7 +129,7 @@ impl SubState {
     async fn declare_and_consume(
         &self,
         channel: &lapin::Channel,
-        generation: u64,
+        tag: ShortString,
     ) -> lapin::Result<Consumer> {
         let exchange = ShortString::from(self.exchange.as_str());
         channel
@@ -157,7 +178,7 @@ impl SubState {
         channel
             .basic_consume(
                 queue.name().clone(),
-                ShortString::from(format!("psrpc-{}-{generation}", self.id)),
+                tag,
                 BasicConsumeOptions {
                     no_ack: true,
                     ..BasicConsumeOptions::default()

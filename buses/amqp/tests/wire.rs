@@ -331,3 +331,36 @@ async fn wrong_credentials_fail_and_oversized_payloads_are_refused() {
         .await
         .unwrap();
 }
+
+/// More subscriptions than a connection has channels (RabbitMQ's `channel_max` is 2047):
+/// consumers share channels, and every subscription still receives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_subscriptions_fit_on_one_connection() {
+    const N: usize = 2100;
+    let url = fresh_url();
+    let bus = AmqpBus::connect(&url).await.unwrap();
+    let channels: Vec<Channel> = (0..N)
+        .map(|i| Channel::request("Wire", "Many", [format!("t{i}")], false))
+        .collect();
+    let mut subs = within(
+        "thousands of subscriptions",
+        futures::stream::iter(&channels)
+            .map(|ch| bus.subscribe(ch, SubscribeOptions::default()))
+            .buffered(64)
+            .collect::<Vec<_>>(),
+    )
+    .await
+    .into_iter()
+    .collect::<Result<Vec<_>, _>>()
+    .unwrap();
+    assert_eq!(bus.stats().subscriptions, N);
+    for i in [0, N / 2, N - 1] {
+        bus.publish(&channels[i], envelope(&format!("to {i}")))
+            .await
+            .unwrap();
+        assert_eq!(
+            text(&within("a message", subs[i].recv()).await.unwrap()),
+            format!("to {i}")
+        );
+    }
+}
