@@ -4,9 +4,10 @@ use std::sync::Arc;
 
 use psrpc::Bus;
 use psrpc::bus::LocalBus;
+use psrpc_amqp::AmqpBus;
 use psrpc_nats::NatsBus;
 use psrpc_redis::RedisBus;
-use psrpc_testkit::{NatsServer, RedisServer};
+use psrpc_testkit::{NatsServer, RabbitMqServer, RedisServer};
 
 use crate::harness::Result;
 
@@ -19,11 +20,13 @@ pub enum BusKind {
     Nats,
     /// Redis.
     Redis,
+    /// AMQP 0-9-1 (RabbitMQ).
+    Amqp,
 }
 
 impl BusKind {
     /// Every kind, in the order they run.
-    pub const ALL: [BusKind; 3] = [BusKind::Local, BusKind::Nats, BusKind::Redis];
+    pub const ALL: [BusKind; 4] = [BusKind::Local, BusKind::Nats, BusKind::Redis, BusKind::Amqp];
 
     /// The name in results.
     pub fn name(self) -> &'static str {
@@ -31,6 +34,7 @@ impl BusKind {
             BusKind::Local => "local",
             BusKind::Nats => "nats",
             BusKind::Redis => "redis",
+            BusKind::Amqp => "amqp",
         }
     }
 }
@@ -41,6 +45,8 @@ pub struct Brokers {
     redis_url: Option<String>,
     _nats: Option<NatsServer>,
     _redis: Option<RedisServer>,
+    amqp_url: Option<String>,
+    _amqp: Option<RabbitMqServer>,
 }
 
 impl Brokers {
@@ -58,6 +64,8 @@ impl Brokers {
             redis_url,
             _nats: None,
             _redis: None,
+            amqp_url: None,
+            _amqp: None,
         };
         if wanted.contains(&BusKind::Nats) && brokers.nats_url.is_none() {
             let server = NatsServer::start()?;
@@ -70,6 +78,30 @@ impl Brokers {
             brokers._redis = Some(server);
         }
         Ok(brokers)
+    }
+
+    /// Uses the AMQP URL given, or starts a RabbitMQ node if AMQP is `wanted`.
+    ///
+    /// # Errors
+    /// A node that cannot be started.
+    pub fn with_amqp(mut self, url: Option<String>, wanted: &[BusKind]) -> Result<Self> {
+        self.amqp_url = url;
+        if wanted.contains(&BusKind::Amqp) && self.amqp_url.is_none() {
+            let server = RabbitMqServer::start()?;
+            self.amqp_url = Some(server.url());
+            self._amqp = Some(server);
+        }
+        Ok(self)
+    }
+
+    /// The AMQP URL.
+    ///
+    /// # Errors
+    /// When no AMQP broker is part of this run.
+    pub fn amqp_url(&self) -> Result<&str> {
+        self.amqp_url
+            .as_deref()
+            .ok_or_else(|| "no AMQP broker".into())
     }
 
     /// The NATS URL.
@@ -102,9 +134,10 @@ impl Brokers {
     /// Where the brokers are, for the log.
     pub fn describe(&self) -> String {
         format!(
-            "nats={} redis={}",
+            "nats={} redis={} amqp={}",
             self.nats_url.as_deref().unwrap_or("-"),
-            self.redis_url.as_deref().unwrap_or("-")
+            self.redis_url.as_deref().unwrap_or("-"),
+            self.amqp_url.as_deref().unwrap_or("-")
         )
     }
 }
@@ -138,6 +171,7 @@ impl<'a> Fabric<'a> {
             BusKind::Local => Arc::new(self.local.clone()),
             BusKind::Nats => Arc::new(NatsBus::connect(self.brokers.nats_url()?).await?),
             BusKind::Redis => Arc::new(RedisBus::connect(self.brokers.redis_url()?).await?),
+            BusKind::Amqp => Arc::new(AmqpBus::connect(self.brokers.amqp_url()?).await?),
         })
     }
 

@@ -85,6 +85,9 @@ pub fn run(kind: BusKind, brokers: &Brokers, n: usize) -> Result<ProbeResult> {
     if let Ok(url) = brokers.redis_url() {
         cmd.arg("--redis").arg(url);
     }
+    if let Ok(url) = brokers.amqp_url() {
+        cmd.arg("--amqp").arg(url);
+    }
     let out = cmd.output()?;
     if !out.status.success() {
         return Err(format!(

@@ -40,7 +40,7 @@ const SETTLE: Duration = Duration::from_millis(50);
 pub fn raw_rpc_case(kind: BusKind) -> &'static str {
     match kind {
         BusKind::Nats => "raw_request_reply",
-        BusKind::Redis => "raw_ping_pong",
+        BusKind::Redis | BusKind::Amqp => "raw_ping_pong",
         BusKind::Local => "raw_bus_ping_pong",
     }
 }
