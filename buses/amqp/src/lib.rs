@@ -19,7 +19,8 @@
 //!   has the message.
 //! - **Fast failure of unserved calls**: [`Bus::publish_watched`] publishes `mandatory` with a
 //!   message ID property; the broker returns a message no queue takes, and the returned
-//!   [`NoReceivers`] resolves.
+//!   [`NoReceivers`] resolves. (lapin logs each returned message as a `tracing` warning, target
+//!   `lapin`: filter it out where unserved calls are routine.)
 //! - **Exchanges are declared on publish** (idempotently, pipelined without waiting), so a
 //!   publish to a channel nobody ever subscribed to, or whose last subscriber left (the exchange
 //!   is auto-deleted with its last binding), never fails the publishing channel with a 404.
