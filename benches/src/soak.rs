@@ -151,7 +151,7 @@ pub async fn run(fabric: &Fabric<'_>, kind: BusKind, duration: Duration) -> Resu
                         _ => break,
                     };
                 }
-                stream.close(None).await;
+                let _ = stream.close(None).await;
             }
         }));
     }

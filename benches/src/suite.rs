@@ -444,7 +444,7 @@ impl RpcSetup {
     }
 
     async fn shutdown(self) {
-        self.client.close();
+        let _ = self.client.close().await;
         for server in &self.servers {
             server.shutdown().await;
         }
@@ -606,8 +606,8 @@ async fn psrpc_stream(
         }
     })
     .await;
-    stream.close(None).await;
-    client.close();
+    let _ = stream.close(None).await;
+    let _ = client.close().await;
     server.shutdown().await;
     Ok(run)
 }

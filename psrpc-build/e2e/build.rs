@@ -6,14 +6,21 @@ fn main() -> Result<(), psrpc_build::Error> {
         &["proto/everything/everything.proto"],
         &["proto/everything"],
     )?;
-    psrpc_build::configure().compile_protos(
-        &[
-            "proto/compile/shapes.proto",
-            "proto/compile/drawing.proto",
-            "proto/compile/routing.proto",
-        ],
-        &["proto/compile"],
-    )?;
+    // With default stubs: the servers of these tests implement part of their services.
+    psrpc_build::configure()
+        .generate_default_stubs(true)
+        .compile_protos(
+            &[
+                "proto/compile/shapes.proto",
+                "proto/compile/drawing.proto",
+                "proto/compile/routing.proto",
+            ],
+            &["proto/compile"],
+        )?;
+    // Partial servers: default stubs, each server lists what it serves.
+    psrpc_build::configure()
+        .generate_default_stubs(true)
+        .compile_protos(&["proto/partial/partial.proto"], &["proto/partial"])?;
     // Go users import "options.proto"; it must resolve without psrpc's folder on the path.
     psrpc_build::compile_protos(&["proto/goimport/legacy.proto"], &["proto/goimport"])
 }

@@ -20,6 +20,8 @@ use crate::names::{ident, shouty, snake, upper_camel};
 pub(crate) struct Parts {
     pub client: bool,
     pub server: bool,
+    /// Default handlers plus the `SERVED` list (`Builder::generate_default_stubs`).
+    pub default_stubs: bool,
 }
 
 /// The prost-build hook: appends the psrpc code of each service to its package module.
@@ -148,8 +150,14 @@ impl Method<'_> {
             (_, Routing::Affinity) => quote!(::psrpc::MethodInfo::affinity(#name)),
             (_, Routing::Queue) => quote!(::psrpc::MethodInfo::unary(#name)),
         };
-        if self.model.single_server && matches!(self.model.kind, Kind::Unary | Kind::Stream) {
-            quote!(#base.single_server())
+        let base =
+            if self.model.single_server && matches!(self.model.kind, Kind::Unary | Kind::Stream) {
+                quote!(#base.single_server())
+            } else {
+                base
+            };
+        if self.model.idempotent && self.model.kind != Kind::Subscription {
+            quote!(#base.idempotent())
         } else {
             base
         }
@@ -290,6 +298,7 @@ fn service_code(
             &methods,
             model,
             &generics,
+            parts.default_stubs,
         ));
     }
     print(out)
@@ -482,6 +491,7 @@ fn client_code(
         ///
         /// Client side: one method per rpc. Cloning gives another handle of the same client.
         #typed_doc
+        #[must_use = "a client closes when its last handle is dropped"]
         pub struct #client #decl {
             client: ::psrpc::Client,
             _topics: #phantom,
@@ -542,6 +552,7 @@ fn server_code(
     methods: &[Method<'_>],
     model: &ServiceModel,
     g: &Generics,
+    stubs: bool,
 ) -> TokenStream {
     let server = format_ident!("{}Server", camel);
     let server_name = server.to_string();
@@ -580,36 +591,47 @@ fn server_code(
             } else {
                 quote!()
             };
+            // With stubs, a handler defaults to `unimplemented` (the server does not register
+            // it unless listed in `SERVED`); without, the implementation must provide it.
+            let (stub_doc, body) = if stubs {
+                let arg = if m.model.kind == Kind::Stream { quote!(stream) } else { quote!(req) };
+                (
+                    quote!(#[doc = " Defaults to an `unimplemented` error; list the method in `SERVED` when you implement it."]),
+                    quote!({
+                        let _ = (ctx, #arg);
+                        ::core::future::ready(::core::result::Result::Err(::psrpc::Error::unimplemented(#wire)))
+                    }),
+                )
+            } else {
+                (quote!(), quote!(;))
+            };
             if m.model.kind == Kind::Stream {
                 return quote! {
                     #method_docs
                     ///
                     #[doc = #routing]
                     /// Serves one stream (send responses, receive requests); it closes when this
-                    /// returns, with the error on `Err`. Defaults to an `unimplemented` error.
+                    /// returns, with the error on `Err`.
+                    #stub_doc
                     fn #fn_ident(
                         &self,
                         ctx: ::psrpc::RequestContext,
                         stream: ::psrpc::stream::Stream<#output, #input>,
-                    ) -> impl ::core::future::Future<Output = ::psrpc::Result<()>> + ::core::marker::Send {
-                        let _ = (ctx, stream);
-                        ::core::future::ready(::core::result::Result::Err(::psrpc::Error::unimplemented(#wire)))
-                    }
+                    ) -> impl ::core::future::Future<Output = ::psrpc::Result<()>> + ::core::marker::Send
+                    #body
                 };
             }
             quote! {
                 #method_docs
                 ///
                 #[doc = #routing]
-                /// Defaults to an `unimplemented` error.
+                #stub_doc
                 fn #fn_ident(
                     &self,
                     ctx: ::psrpc::RequestContext,
                     req: #input,
-                ) -> impl ::core::future::Future<Output = ::psrpc::Result<#output>> + ::core::marker::Send {
-                    let _ = (ctx, req);
-                    ::core::future::ready(::core::result::Result::Err(::psrpc::Error::unimplemented(#wire)))
-                }
+                ) -> impl ::core::future::Future<Output = ::psrpc::Result<#output>> + ::core::marker::Send
+                #body
                 #affinity
             }
         });
@@ -664,12 +686,66 @@ fn server_code(
         }
     };
 
+    let trait_name = trait_ident.to_string();
+    let handler_consts: Vec<&Ident> = methods
+        .iter()
+        .filter(|m| m.model.kind != Kind::Subscription)
+        .map(|m| &m.konst)
+        .collect();
+    // The `SERVED` list exists with stubs, for services with handlers.
+    let served_list = stubs && !handler_consts.is_empty();
+    // `true` without a `SERVED` list: the implementation serves every handler.
+    let serves = |m: &Method<'_>| {
+        let konst = &m.konst;
+        if served_list {
+            quote!(<I as #trait_ident>::SERVED.contains(&#methods_mod::#konst))
+        } else {
+            quote!(true)
+        }
+    };
+    let served_decl = if served_list {
+        let doc = format!(
+            " The methods this implementation serves, from `{methods_mod}`: the server registers these only, so it never takes calls it cannot serve. List exactly the handlers you implement."
+        );
+        quote! {
+            #[doc = #doc]
+            const SERVED: &'static [::psrpc::MethodInfo];
+        }
+    } else {
+        quote!()
+    };
+    let check_served = if served_list {
+        quote! {
+            const HANDLERS: &[::psrpc::MethodInfo] = &[#(#methods_mod::#handler_consts),*];
+            if let ::core::option::Option::Some(method) =
+                <I as #trait_ident>::SERVED.iter().find(|m| !HANDLERS.contains(m))
+            {
+                return ::core::result::Result::Err(::psrpc::Error::new(
+                    ::psrpc::ErrorCode::InvalidArgument,
+                    ::std::format!(
+                        "{}::SERVED lists {}, which is not a handler of service {}",
+                        #trait_name,
+                        method.name,
+                        #methods_mod::SERVICE,
+                    ),
+                ));
+            }
+        }
+    } else {
+        quote!()
+    };
+
     let at_start = methods
         .iter()
         .filter(|m| m.model.kind != Kind::Subscription && m.model.topics.is_none())
         .map(|m| {
             let call = register(m, quote!(&implementation), quote!(server), quote!(&[]));
-            quote!(#call?;)
+            if served_list {
+                let serves = serves(m);
+                quote!(if #serves { #call?; })
+            } else {
+                quote!(#call?;)
+            }
         });
 
     let per_topic = methods
@@ -683,6 +759,19 @@ fn server_code(
             let topics = m.topic_slice();
             let call = register(m, quote!(&self.implementation), quote!(self.server), topics.clone());
             let wire = &m.model.wire_name;
+            let refuse = if served_list {
+                let serves = serves(m);
+                let msg = format!(
+                    "method {wire} is not served by this implementation: it is not in {trait_name}::SERVED"
+                );
+                quote! {
+                    if !#serves {
+                        return ::core::result::Result::Err(::psrpc::Error::new(::psrpc::ErrorCode::Unimplemented, #msg));
+                    }
+                }
+            } else {
+                quote!()
+            };
             let reg_doc = format!(" Starts serving `{wire}` on the given topic.");
             let dereg_doc = format!(
                 " Stops serving `{wire}` on the given topic (running calls finish); true if it was served."
@@ -696,6 +785,7 @@ fn server_code(
                 /// shutdown, or the bus error of a failed subscribe.
                 #allow
                 pub async fn #reg(&self, #(#params),*) -> ::psrpc::Result<()> {
+                    #refuse
                     #call
                 }
 
@@ -718,11 +808,18 @@ fn server_code(
                 let d = format_ident!("deregister_{}_topic", done.snake);
                 quote!(self.#d(#(#args),*);)
             });
-            quote! {
+            let step = quote! {
                 if let ::core::result::Result::Err(err) = self.#r(#(#args),*).await {
                     #(#undo)*
                     return ::core::result::Result::Err(err);
                 }
+            };
+            // A partial implementation registers the members it serves.
+            if served_list {
+                let konst = format_ident!("{}", shouty(&m.snake));
+                quote!(if <I as #trait_ident>::SERVED.contains(&#methods_mod::#konst) { #step })
+            } else {
+                step
             }
         });
         let deregs = members.iter().map(|m| {
@@ -731,7 +828,7 @@ fn server_code(
         });
         let names: Vec<&str> = members.iter().map(|m| m.wire_name.as_str()).collect();
         let reg_doc = format!(
-            " Starts serving every method of topic group `{group}` ({}) on the given topic; all or none.",
+            " Starts serving every method of topic group `{group}` ({}) this implementation serves on the given topic; all or none.",
             names.join(", ")
         );
         let dereg_doc = format!(
@@ -785,12 +882,21 @@ fn server_code(
             }
         });
 
-    let trait_doc = format!(
-        " The handlers of `{camel}`: implement the methods you serve (with `async fn`); the others answer `unimplemented`."
-    );
+    let trait_doc = if served_list {
+        format!(
+            " The handlers of `{camel}`: implement the methods you serve (with `async fn`) and list them in `SERVED`; the server registers those only."
+        )
+    } else {
+        format!(" The handlers of `{camel}`: implement every method (with `async fn`).")
+    };
     let server_doc = format!(
         " Server side: serves a [`{trait_ident}`] implementation, registers topic methods per topic and publishes to subscribers. Cloning gives another handle; dropping the last one kills it."
     );
+    let served_error = if served_list {
+        quote!(#[doc = " `invalid_argument` when `SERVED` lists a method that is not a handler of this service."])
+    } else {
+        quote!()
+    };
     let new_doc = format!(
         " Serves `implementation` as `{camel}` on `bus`; methods without topics are served at once."
     );
@@ -799,12 +905,14 @@ fn server_code(
         ///
         #docs
         pub trait #trait_ident: ::core::marker::Send + ::core::marker::Sync + 'static {
+            #served_decl
             #(#handlers)*
         }
 
         #docs
         ///
         #[doc = #server_doc]
+        #[must_use = "a server stops serving when its last handle is dropped"]
         pub struct #server<I #decl_tail> {
             server: ::psrpc::Server,
             implementation: ::std::sync::Arc<I>,
@@ -832,6 +940,7 @@ fn server_code(
             ///
             /// # Errors
             /// The error of a failed registration (a bus error).
+            #served_error
             pub async fn new(implementation: I, bus: impl ::psrpc::IntoBus) -> ::psrpc::Result<Self> {
                 let server = ::psrpc::Server::new(#methods_mod::SERVICE, bus);
                 Self::with_server(::std::sync::Arc::new(implementation), server).await
@@ -841,6 +950,7 @@ fn server_code(
             ///
             /// # Errors
             /// The error of a failed registration (a bus error).
+            #served_error
             pub async fn with_options(
                 implementation: I,
                 bus: impl ::psrpc::IntoBus,
@@ -855,10 +965,12 @@ fn server_code(
             ///
             /// # Errors
             /// The error of a failed registration (`already_exists`, or a bus error).
+                #served_error
             pub async fn with_server(
                 implementation: ::std::sync::Arc<I>,
                 server: ::psrpc::Server,
             ) -> ::psrpc::Result<Self> {
+                #check_served
                 #(#at_start)*
                 ::core::result::Result::Ok(Self { server, implementation, _topics: ::core::marker::PhantomData })
             }

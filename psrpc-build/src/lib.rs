@@ -49,14 +49,21 @@
 //! - `RoomsClient`: `get_room(&req, opts)`, `list_all(&req, opts)` (a stream of per-server
 //!   results), `join(region, &req, opts)`, `subscribe_updates()` (a typed subscription),
 //!   `chat(opts)` (a typed bidirectional `psrpc::stream::Stream`);
-//! - `RoomsServerImpl`: a trait with one handler per rpc (`async fn get_room(&self, ctx, req)`)
-//!   and `join_affinity`, all with defaults, so you implement what you serve (a stream
-//!   handler gets the server's end of the stream);
+//! - `RoomsServerImpl`: a trait with one handler per rpc (`async fn get_room(&self, ctx, req)`;
+//!   a stream handler gets the server's end of the stream) and `join_affinity` (default 1.0).
+//!   A server implements every handler, as in Go; for servers that serve part of a service,
+//!   see [`Builder::generate_default_stubs`];
 //! - `RoomsServer`: `new(impl, bus)` serves the methods without topics at once;
 //!   `register_join_topic(region)` / `deregister_join_topic(region)`, `publish_updates(&msg)`,
 //!   `shutdown()`, `kill()`.
 //!
+//! Clients and servers stop working when their last handle is dropped, so they are
+//! `#[must_use]`.
+//!
 //! Every generated message implements `psrpc::NamedMessage`, which subscriptions need.
+//!
+//! The standard `option idempotency_level = IDEMPOTENT;` (or `NO_SIDE_EFFECTS`) on an rpc marks
+//! its `MethodInfo` idempotent, so `psrpc::interceptor::Retry` may retry it after a timeout.
 //!
 //! With `topic_params.typed`, the client and server are generic over one `…TopicType`
 //! parameter per topic name (any `AsRef<str>` type, `str` by default), as Go's typed topics
@@ -139,6 +146,7 @@ pub struct Builder {
     extern_paths: Vec<(String, String)>,
     build_client: bool,
     build_server: bool,
+    default_stubs: bool,
     emit_rerun_if_changed: bool,
 }
 
@@ -149,6 +157,7 @@ impl Default for Builder {
             extern_paths: Vec::new(),
             build_client: true,
             build_server: true,
+            default_stubs: false,
             emit_rerun_if_changed: true,
         }
     }
@@ -203,6 +212,40 @@ impl Builder {
     /// ```
     pub fn build_server(mut self, enable: bool) -> Self {
         self.build_server = enable;
+        self
+    }
+
+    /// Generates default handlers, for servers that implement part of a service (default:
+    /// false), as `tonic-build`'s option of the same name.
+    ///
+    /// By default the `…ServerImpl` trait has no default handlers: a server implements the
+    /// whole service, as in Go. With stubs, every handler defaults to an `unimplemented`
+    /// error, and the trait gains a required constant `SERVED`, the methods this
+    /// implementation serves (the `…_methods` constants). The generated server registers
+    /// only those, so a partial server never attracts calls it cannot serve; `new` refuses a
+    /// `SERVED` entry that is not a handler of the service (`invalid_argument`), and
+    /// registering a topic of a method not served fails with `unimplemented`. A method
+    /// implemented but not listed is not served.
+    ///
+    /// ```
+    /// let partial = psrpc_build::configure().generate_default_stubs(true);
+    /// # let _ = partial;
+    /// ```
+    ///
+    /// and then, in the crate using the generated code:
+    ///
+    /// ```ignore
+    /// impl RoomsServerImpl for Lookup {
+    ///     const SERVED: &'static [psrpc::MethodInfo] = &[rooms_methods::GET_ROOM];
+    ///
+    ///     async fn get_room(&self, ctx: RequestContext, req: GetRoomRequest) -> psrpc::Result<Room> {
+    ///         // …
+    /// #       todo!()
+    ///     }
+    /// }
+    /// ```
+    pub fn generate_default_stubs(mut self, enable: bool) -> Self {
+        self.default_stubs = enable;
         self
     }
 
@@ -286,6 +329,7 @@ impl Builder {
             parts: codegen::Parts {
                 client: self.build_client,
                 server: self.build_server,
+                default_stubs: self.default_stubs,
             },
             errors: errors.clone(),
         }));

@@ -58,6 +58,9 @@ pub(crate) struct MethodModel {
     pub topics: Option<Vec<TopicParam>>,
     /// The topic group (snake case), if any.
     pub group: Option<String>,
+    /// `option idempotency_level = NO_SIDE_EFFECTS` or `IDEMPOTENT`: calls may be retried
+    /// after a timeout.
+    pub idempotent: bool,
 }
 
 /// One service, checked.
@@ -347,7 +350,20 @@ fn finish_method(
         single_server,
         topics,
         group: group.map(|g| snake(&g)),
+        idempotent: idempotency_level(method) > 0,
     })
+}
+
+/// The standard `idempotency_level` method option: 0 unknown, 1 no side effects, 2 idempotent.
+fn idempotency_level(method: &MethodDescriptor) -> i32 {
+    let options = method.options();
+    if !options.has_field_by_name("idempotency_level") {
+        return 0;
+    }
+    options
+        .get_field_by_name("idempotency_level")
+        .and_then(|v| v.as_enum_number())
+        .unwrap_or(0)
 }
 
 /// Rejects names that collide once converted, within a service.

@@ -40,6 +40,9 @@ pub struct MethodInfo {
     pub affinity: bool,
     /// The method is a subscription (servers publish, clients subscribe).
     pub subscription: bool,
+    /// Running a request twice has the effect of running it once, so a call that timed out
+    /// (the handler may have run) can be retried; see [`crate::interceptor::Retry`].
+    pub idempotent: bool,
 }
 
 impl MethodInfo {
@@ -52,6 +55,7 @@ impl MethodInfo {
             queue: true,
             affinity: false,
             subscription: false,
+            idempotent: false,
         }
     }
 
@@ -64,6 +68,7 @@ impl MethodInfo {
             queue: false,
             affinity: true,
             subscription: false,
+            idempotent: false,
         }
     }
 
@@ -76,6 +81,7 @@ impl MethodInfo {
             queue: false,
             affinity: false,
             subscription: false,
+            idempotent: false,
         }
     }
 
@@ -88,12 +94,25 @@ impl MethodInfo {
             queue,
             affinity: false,
             subscription: true,
+            idempotent: false,
         }
     }
 
     /// Skips the claim exchange (`topic_params.single_server`): every receiver handles the call.
     pub const fn single_server(mut self) -> Self {
         self.require_claim = false;
+        self
+    }
+
+    /// Marks the method idempotent (generated code does so for rpcs with
+    /// `option idempotency_level = IDEMPOTENT` or `NO_SIDE_EFFECTS`).
+    ///
+    /// ```
+    /// const GET: psrpc::MethodInfo = psrpc::MethodInfo::unary("GetRoom").idempotent();
+    /// assert!(GET.idempotent);
+    /// ```
+    pub const fn idempotent(mut self) -> Self {
+        self.idempotent = true;
         self
     }
 

@@ -795,7 +795,7 @@ async fn client_close_fails_pending_calls_at_once() {
     let call = spawn_call(&client, "x");
     started.notified().await;
     let at = Instant::now();
-    client.close();
+    client.close().await.unwrap();
     assert_eq!(call.await.unwrap().unwrap_err(), Error::canceled());
     assert!(at.elapsed() < Duration::from_millis(1));
     let err = client

@@ -55,7 +55,7 @@ async fn ping_pong() {
         let reply = stream.recv().await.unwrap().unwrap();
         assert_eq!(reply, format!("{}: {word}", server.id()));
     }
-    stream.close(None).await;
+    stream.close(None).await.unwrap();
     assert!(stream.is_closed());
     assert_eq!(stream.recv().await, None);
 }
@@ -119,7 +119,7 @@ async fn ten_thousand_messages_each_way_in_order() {
         }
     };
     tokio::join!(sending, receiving);
-    tx.close(None).await;
+    tx.close(None).await.expect("close reached the bus");
 }
 
 #[tokio::test(start_paused = true)]
@@ -247,7 +247,8 @@ async fn client_close_with_error_reaches_the_handler() {
         .unwrap();
     stream
         .close(Some(Error::new(ErrorCode::Aborted, "changed my mind")))
-        .await;
+        .await
+        .unwrap();
     let err = seen_rx.await.unwrap().expect("the handler saw an error");
     assert_eq!(err, Error::new(ErrorCode::Aborted, "changed my mind"));
 }
@@ -429,7 +430,7 @@ async fn frames_follow_the_go_exchange() {
         stream.recv().await.unwrap().unwrap(),
         format!("{}: hi", server.id())
     );
-    stream.close(None).await;
+    stream.close(None).await.unwrap();
     server.shutdown().await;
 
     let frames = |bus: &RecordingBus| -> Vec<String> {
@@ -471,4 +472,350 @@ async fn frames_follow_the_go_exchange() {
         frames(&server_bus),
         ["ClaimRequest", "ack(window=64)", "ack(window=0)", "message"]
     );
+}
+
+/// Issue 10.1: `recv` in a `select!` against a timer shorter than one publish loses nothing.
+/// (Before the fix, the ack publish was cancelled with the message already taken: 0 of 20
+/// arrived and the stream died of unacknowledged messages.)
+#[tokio::test(start_paused = true)]
+async fn recv_in_select_loses_nothing() {
+    const N: u32 = 200;
+    let bus = LocalBus::new();
+    let slow = || common::SlowBus::new(bus.clone(), Duration::from_millis(5));
+    let server = Server::new(SVC, slow());
+    server
+        .register_stream(CHAT, &[], |_ctx, mut stream: Stream<u32, u32>| async move {
+            for i in 0..N {
+                stream.send(&i).await?;
+            }
+            // Then echo, to show the stream still works both ways.
+            while let Some(msg) = stream.recv().await {
+                stream.send(&(msg? + 1000)).await?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let client = Client::new(SVC, slow()).await.unwrap();
+    let mut stream = client
+        .open_stream::<u32, u32>(&CHAT, &[], CallOptions::new())
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut timer_won = 0;
+    while got.len() < N as usize {
+        tokio::select! {
+            msg = stream.recv() => got.push(msg.expect("stream open").unwrap()),
+            _ = tokio::time::sleep(Duration::from_millis(2)) => timer_won += 1,
+        }
+    }
+    assert_eq!(got, (0..N).collect::<Vec<_>>(), "every message, in order");
+    assert!(
+        timer_won > 0,
+        "the timer won some rounds, so recv was cancelled"
+    );
+    // Past the ack timeout: nothing is left unacknowledged on either side.
+    tokio::time::sleep(StreamOptions::default().ack_timeout * 2).await;
+    stream.send(&7).await.unwrap();
+    assert_eq!(stream.recv().await.unwrap().unwrap(), 1007);
+    let _ = stream.close(None).await;
+}
+
+/// Issue 10.1: `send` under a `timeout` that fires leaves no phantom in-flight message. (Before
+/// the fix, a send cancelled during its publish stayed recorded as unacknowledged and killed the
+/// stream when its ack timeout passed.)
+#[tokio::test(start_paused = true)]
+async fn send_under_timeout_leaves_no_phantom() {
+    const N: u32 = 300;
+    let bus = LocalBus::new();
+    let slow = || common::SlowBus::new(bus.clone(), Duration::from_millis(5));
+    let (got_tx, got_rx) = oneshot::channel::<Vec<u32>>();
+    let got_slot = common::slot(got_tx);
+    let server = Server::new(SVC, slow());
+    server
+        .register_stream(CHAT, &[], move |_ctx, mut stream: Stream<u32, u32>| {
+            let got_tx = common::take(&got_slot);
+            async move {
+                let mut got = Vec::new();
+                while let Some(msg) = stream.recv().await {
+                    got.push(msg?);
+                }
+                let _ = got_tx.send(got);
+                Ok(())
+            }
+        })
+        .await
+        .unwrap();
+    let client = Client::new(SVC, slow()).await.unwrap();
+    let stream = client
+        .open_stream::<u32, u32>(&CHAT, &[], CallOptions::new())
+        .await
+        .unwrap();
+    let mut timeouts = 0;
+    for i in 0..N {
+        // A send that timed out sent nothing: send the same message again.
+        while tokio::time::timeout(Duration::from_millis(1), stream.send(&i))
+            .await
+            .is_err()
+        {
+            timeouts += 1;
+        }
+    }
+    assert!(
+        timeouts > 0,
+        "some sends waited for window room and were cancelled"
+    );
+    tokio::time::sleep(StreamOptions::default().ack_timeout * 2).await;
+    assert!(!stream.is_closed(), "no phantom message killed the stream");
+    let _ = stream.close(None).await;
+    assert_eq!(got_rx.await.unwrap(), (0..N).collect::<Vec<_>>());
+}
+
+/// Issue 10.2: the receiving side is a `futures::Stream`, and an ended stream says why.
+#[tokio::test(start_paused = true)]
+async fn receiving_side_is_a_stream_and_ends_say_why() {
+    use futures::StreamExt;
+    use psrpc::stream::StreamEnd;
+
+    let bus = LocalBus::new();
+    let server = Server::new(SVC, bus.clone());
+    server
+        .register_stream(CHAT, &[], |_ctx, mut stream: Stream<u32, u32>| async move {
+            let first = stream.recv().await.unwrap()?;
+            for i in 0..first {
+                stream.send(&i).await?;
+            }
+            match first {
+                3 => Ok(()),
+                _ => Err(Error::new(ErrorCode::OutOfRange, format!("no {first}"))),
+            }
+        })
+        .await
+        .unwrap();
+    let client = Client::new(SVC, bus.clone()).await.unwrap();
+    let open = || client.open_stream::<u32, u32>(&CHAT, &[], CallOptions::new());
+
+    // A clean end by the peer: the messages, then `None`.
+    let mut stream = open().await.unwrap();
+    assert_eq!(stream.end_reason(), None);
+    stream.send(&3).await.unwrap();
+    let all: Vec<u32> = (&mut stream).map(|m| m.unwrap()).collect().await;
+    assert_eq!(all, [0, 1, 2]);
+    assert_eq!(stream.end_reason(), Some(StreamEnd::PeerClosed));
+    assert_eq!(stream.closed().await, StreamEnd::PeerClosed);
+
+    // An error end by the peer: the messages, the error once, then `None`.
+    let mut stream = open().await.unwrap();
+    stream.send(&2).await.unwrap();
+    let items: Vec<_> = (&mut stream).collect().await;
+    let err = Error::new(ErrorCode::OutOfRange, "no 2");
+    assert_eq!(items, [Ok(0), Ok(1), Err(err.clone())]);
+    assert_eq!(stream.end_reason(), Some(StreamEnd::PeerError(err.clone())));
+    assert_eq!(stream.next().await, None, "the error is reported once");
+    assert_eq!(
+        stream.send(&1).await,
+        Err(err),
+        "a send after the end says why"
+    );
+
+    // Closed here, with an error.
+    let stream = open().await.unwrap();
+    let mine = Error::new(ErrorCode::Aborted, "enough");
+    stream.close(Some(mine.clone())).await.unwrap();
+    assert_eq!(stream.end_reason(), Some(StreamEnd::ClosedWithError(mine)));
+}
+
+/// Issue 10.2: `close` reports a close frame that did not reach the bus.
+#[tokio::test(start_paused = true)]
+async fn close_reports_a_failed_close_frame() {
+    let bus = LocalBus::new();
+    let _server = echo_server(bus.clone()).await;
+    let client_bus = common::SlowBus::new(bus, Duration::from_millis(1));
+    let client = Client::new(SVC, client_bus.clone()).await.unwrap();
+    let stream = client
+        .open_stream::<String, String>(&CHAT, &[], CallOptions::new())
+        .await
+        .unwrap();
+    client_bus.failing();
+    let err = stream.close(None).await.unwrap_err();
+    assert_eq!(err.code(), &ErrorCode::Canceled, "the bus error: {err}");
+    assert!(stream.is_closed());
+}
+
+/// Issue 10.4: past the drain deadline, `shutdown` cancels a handler that ignores it, and its
+/// caller hears `unavailable`.
+#[tokio::test(start_paused = true)]
+async fn shutdown_cancels_handlers_past_the_drain_deadline() {
+    const SLOW: MethodInfo = MethodInfo::unary("Slow");
+    let bus = LocalBus::new();
+    let options = ServerOptions {
+        drain_timeout: Duration::from_secs(1),
+        ..Default::default()
+    };
+    let server = Server::with_options(SVC, bus.clone(), options);
+    let (started_tx, started_rx) = oneshot::channel::<()>();
+    let started = common::slot(started_tx);
+    server
+        .register_unary(SLOW, &[], move |_ctx, _req: String| {
+            let started = common::take(&started);
+            async move {
+                let _ = started.send(());
+                std::future::pending::<()>().await;
+                Ok(String::new())
+            }
+        })
+        .await
+        .unwrap();
+    let client = Client::new(SVC, bus).await.unwrap();
+    let call = tokio::spawn(async move {
+        client
+            .request::<String, String>(
+                &SLOW,
+                &[],
+                &s("x"),
+                CallOptions::new().timeout(Duration::from_secs(60)),
+            )
+            .await
+    });
+    started_rx.await.unwrap();
+    let begun = tokio::time::Instant::now();
+    server.shutdown().await;
+    assert!(
+        begun.elapsed() < Duration::from_secs(2),
+        "shutdown kept its bound"
+    );
+    let err = call.await.unwrap().unwrap_err();
+    assert_eq!(err, Error::new(ErrorCode::Unavailable, "server shut down"));
+}
+
+/// Issue 10.1: every public async method of servers and clients, dropped half-way, leaves its
+/// object usable (registrations, calls, stream opens, subscriptions).
+#[tokio::test(start_paused = true)]
+async fn dropped_futures_leave_servers_and_clients_usable() {
+    const ECHO: MethodInfo = MethodInfo::unary("Echo");
+    const NEWS: MethodInfo = MethodInfo::subscription("News", false);
+    let bus = common::SlowBus::new(LocalBus::new(), Duration::from_millis(5));
+    let server = Server::new(SVC, bus.clone());
+    let echo = |_ctx, req: String| async move { Ok(req) };
+    let short = Duration::from_millis(1);
+
+    // A registration dropped while subscribing is not registered, and can be made again.
+    assert!(
+        tokio::time::timeout(short, server.register_unary(ECHO, &[], echo))
+            .await
+            .is_err()
+    );
+    assert!(!server.is_registered(ECHO.name, &[]));
+    server.register_unary(ECHO, &[], echo).await.unwrap();
+    server
+        .register_stream(
+            CHAT,
+            &[],
+            |_ctx, mut stream: Stream<String, String>| async move {
+                while let Some(msg) = stream.recv().await {
+                    stream.send(&msg?).await?;
+                }
+                Ok(())
+            },
+        )
+        .await
+        .unwrap();
+
+    let client = Client::new(SVC, bus.clone()).await.unwrap();
+    let hi = s("hi");
+    let call = || client.request::<String, String>(&ECHO, &[], &hi, CallOptions::new());
+    assert!(tokio::time::timeout(short, call()).await.is_err());
+    assert_eq!(call().await.unwrap(), "hi");
+
+    let open = || client.open_stream::<String, String>(&CHAT, &[], CallOptions::new());
+    assert!(tokio::time::timeout(short, open()).await.is_err());
+    let mut stream = open().await.unwrap();
+    stream.send(&s("again")).await.unwrap();
+    assert_eq!(stream.recv().await.unwrap().unwrap(), "again");
+    stream.close(None).await.unwrap();
+
+    assert!(
+        tokio::time::timeout(short, client.subscribe::<String>(&NEWS, &[]))
+            .await
+            .is_err()
+    );
+    let mut news = client.subscribe::<String>(&NEWS, &[]).await.unwrap();
+    server.publish(&NEWS, &[], &s("extra")).await.unwrap();
+    assert_eq!(news.recv().await.unwrap(), "extra");
+    assert_eq!(client.stats().pending, 0, "no call left behind");
+}
+
+/// Issue 16.5: under load, acks to a Rust peer leave in batches (fewer frames than messages),
+/// while a peer that announced no window (as Go peers) still gets one ack per message.
+#[tokio::test(start_paused = true)]
+async fn acks_are_batched_for_rust_peers_only() {
+    const N: u32 = 500;
+    for go_like_client in [false, true] {
+        let local = LocalBus::new();
+        let server_bus = RecordingBus::new(local.clone());
+        let server = Server::new(
+            SVC,
+            common::SlowBus::new(server_bus.bus(), Duration::from_millis(1)),
+        );
+        let (got_tx, got_rx) = oneshot::channel::<u32>();
+        let got_slot = common::slot(got_tx);
+        server
+            .register_stream(CHAT, &[], move |_ctx, mut stream: Stream<u32, u32>| {
+                let got_tx = common::take(&got_slot);
+                async move {
+                    let mut count = 0;
+                    while let Some(msg) = stream.recv().await {
+                        assert_eq!(msg?, count, "in order");
+                        count += 1;
+                    }
+                    let _ = got_tx.send(count);
+                    Ok(())
+                }
+            })
+            .await
+            .unwrap();
+        let window = if go_like_client { 0 } else { 64 };
+        let options = ClientOptions {
+            stream: StreamOptions {
+                window,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let client = Client::with_options(SVC, local, options).await.unwrap();
+        let stream = client
+            .open_stream::<u32, u32>(&CHAT, &[], CallOptions::new())
+            .await
+            .unwrap();
+        for i in 0..N {
+            stream.send(&i).await.unwrap();
+        }
+        stream.close(None).await.unwrap();
+        assert_eq!(got_rx.await.unwrap(), N);
+
+        // The acks the server sent: frames, and messages acknowledged.
+        let (mut frames, mut acked) = (0, 0);
+        for payload in server_bus.payloads() {
+            let msg = wire::decode_envelope(payload).unwrap();
+            if msg.type_url != wire::STREAM_TYPE_URL {
+                continue;
+            }
+            let frame: wire::Stream = prost::Message::decode(msg.value).unwrap();
+            if let Some(Body::Ack(ack)) = frame.body
+                && ack.x_window == 0
+            {
+                frames += 1;
+                acked += 1 + ack.x_more.len();
+            }
+        }
+        assert_eq!(acked, N as usize, "every message acknowledged once");
+        if go_like_client {
+            assert_eq!(frames, N as usize, "one ack per message for a Go-like peer");
+        } else {
+            assert!(
+                frames < N as usize / 2,
+                "batched: {frames} ack frames for {N} messages"
+            );
+        }
+    }
 }

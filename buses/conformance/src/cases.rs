@@ -564,3 +564,40 @@ pub async fn large_payloads_and_the_broker_limit(h: &Harness) {
     let err = server.publish(&EVENTS, &[], &too_big).await.unwrap_err();
     assert_eq!(err.code(), &ErrorCode::InvalidArgument);
 }
+
+/// Issue 10.3: what a server published before its shutdown reaches subscribers even when the
+/// process exits right after (its runtime dropped with everything in it).
+pub async fn published_events_survive_an_exit_after_shutdown(h: &Harness) {
+    const N: usize = 500;
+    let subscriber = client(h).await;
+    let mut events = subscriber.subscribe::<String>(&EVENTS, &[]).await.unwrap();
+    // The "process": a runtime of its own on a thread of its own, dropped at the end.
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                runtime.block_on(async {
+                    let server = Server::new(SVC, h.bus().await);
+                    for i in 0..N {
+                        server
+                            .publish(&EVENTS, &[], &format!("event {i}"))
+                            .await
+                            .unwrap();
+                    }
+                    server.shutdown().await;
+                });
+                drop(runtime);
+            })
+            .join()
+            .expect("the publishing process ran");
+    });
+    for i in 0..N {
+        let got = within("every event published before the exit", events.recv())
+            .await
+            .expect("subscription open");
+        assert_eq!(got, format!("event {i}"));
+    }
+}

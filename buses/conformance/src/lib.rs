@@ -20,6 +20,7 @@
 //! ```
 
 pub mod cases;
+pub mod multi;
 pub mod streams;
 
 use std::any::Any;
@@ -99,6 +100,7 @@ macro_rules! conformance_suite {
             unserved_methods_fail_fast,
             metadata_reaches_the_handler,
             large_payloads_and_the_broker_limit,
+            published_events_survive_an_exit_after_shutdown,
         );
     };
     (@cases $harness:expr; $($case:ident),* $(,)?) => {
@@ -116,7 +118,20 @@ macro_rules! conformance_suite {
             stream_handler_return_closes_the_stream,
             stream_client_drop_closes_the_server_side,
             stream_vanished_peer_is_detected,
+            stream_select_and_timeout_lose_nothing,
+            shutdown_closes_streams_of_silent_peers,
+            stream_last_frames_survive_a_client_exit,
         );
+        $crate::conformance_suite!(@multi $harness; multi_call_reports_dropped_answers);
+    };
+    (@multi $harness:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let harness = $harness;
+                $crate::multi::$case(&harness).await;
+            }
+        )*
     };
     (@streams $harness:expr; $($case:ident),* $(,)?) => {
         $(

@@ -56,7 +56,9 @@ pub async fn stream_ping_pong(h: &Harness) {
         let reply = within("echo", stream.recv()).await.unwrap().unwrap();
         assert_eq!(reply, format!("echo {word}"));
     }
-    within("close", stream.close(None)).await;
+    within("close", stream.close(None))
+        .await
+        .expect("close reached the bus");
     assert_eq!(stream.recv().await, None);
 }
 
@@ -114,7 +116,7 @@ pub async fn stream_ten_thousand_each_way_in_order(h: &Harness) {
     })
     .await
     .expect("10,000 messages each way within a minute");
-    tx.close(None).await;
+    tx.close(None).await.expect("close reached the bus");
 }
 
 /// A handler error closes the stream with its code and message at the client.
@@ -250,4 +252,267 @@ pub async fn stream_vanished_peer_is_detected(h: &Harness) {
         Error::new(ErrorCode::Unavailable, "stream peer vanished")
     );
     drop(stream);
+}
+
+/// Issue 10.1: `recv` and `send` raced against short timers (`select!`, `timeout`) lose no
+/// message, keep the order, and leave the stream usable, on a real broker.
+pub async fn stream_select_and_timeout_lose_nothing(h: &Harness) {
+    const N: u32 = 2_000;
+    let (got_tx, got_rx) = oneshot::channel::<Vec<u32>>();
+    let got_slot = slot(got_tx);
+    let server = Server::new(SVC, h.bus().await);
+    server
+        .register_stream(CHAT, &[], move |_ctx, stream: Stream<u32, u32>| {
+            let got_tx = take(&got_slot);
+            async move {
+                let (tx, mut rx) = stream.split();
+                let sending = async {
+                    for i in 0..N {
+                        tx.send(&i).await?;
+                    }
+                    Ok::<_, Error>(())
+                };
+                let receiving = async {
+                    let mut got = Vec::new();
+                    while let Some(msg) = rx.recv().await {
+                        let msg = msg?;
+                        got.push(msg);
+                        if msg == u32::MAX {
+                            // The client's last word: answer it, to show the stream still works.
+                            tx.send(&u32::MAX).await?;
+                        }
+                    }
+                    Ok::<_, Error>(got)
+                };
+                let (sent, got) = tokio::join!(sending, receiving);
+                sent?;
+                let _ = got_tx.send(got?);
+                Ok(())
+            }
+        })
+        .await
+        .unwrap();
+    let client = Client::new(SVC, h.bus().await).await.unwrap();
+    let stream = within(
+        "stream open",
+        client.open_stream::<u32, u32>(&CHAT, &[], CallOptions::new()),
+    )
+    .await
+    .unwrap();
+    let (tx, mut rx) = stream.split();
+    let short = Duration::from_micros(100);
+    let sending = async {
+        let mut cancelled = 0u32;
+        for i in 0..N {
+            // A send that timed out sent nothing: send the same message again.
+            while tokio::time::timeout(short, tx.send(&i)).await.is_err() {
+                cancelled += 1;
+            }
+        }
+        cancelled
+    };
+    let receiving = async {
+        let mut got = Vec::new();
+        let mut cancelled = 0u32;
+        while got.len() < N as usize {
+            tokio::select! {
+                msg = rx.recv() => got.push(msg.expect("stream open").unwrap()),
+                _ = tokio::time::sleep(short) => cancelled += 1,
+            }
+        }
+        (got, cancelled)
+    };
+    let (send_cancelled, (got, recv_cancelled)) = within("2,000 messages each way", async {
+        tokio::join!(sending, receiving)
+    })
+    .await;
+    assert_eq!(got, (0..N).collect::<Vec<_>>(), "client got all, in order");
+    eprintln!(
+        "{}: {send_cancelled} sends and {recv_cancelled} receives cancelled",
+        h.name()
+    );
+    // Still usable: one more round trip, then a clean close.
+    tx.send(&u32::MAX).await.unwrap();
+    assert_eq!(
+        within("last answer", rx.recv()).await.unwrap().unwrap(),
+        u32::MAX
+    );
+    tx.close(None).await.expect("close reached the bus");
+    let mut expected: Vec<u32> = (0..N).collect();
+    expected.push(u32::MAX);
+    assert_eq!(
+        within("server's record", got_rx).await.unwrap(),
+        expected,
+        "server got all, in order"
+    );
+}
+
+/// Issue 10.4: a stream whose peer is silent and sends no keepalives (a Go psrpc client that
+/// exited) does not hold `Server::shutdown`: past the drain deadline the stream is closed with
+/// `unavailable` and shutdown returns.
+pub async fn shutdown_closes_streams_of_silent_peers(h: &Harness) {
+    use prost::Message;
+    use psrpc::wire::{self, stream::Body};
+
+    let server = Server::with_options(
+        SVC,
+        h.bus().await,
+        psrpc::ServerOptions {
+            drain_timeout: Duration::from_millis(300),
+            ..Default::default()
+        },
+    );
+    let (opened_tx, opened_rx) = oneshot::channel::<()>();
+    let opened = slot(opened_tx);
+    server
+        .register_stream(
+            CHAT,
+            &[],
+            move |_ctx, mut stream: Stream<String, String>| {
+                let opened = take(&opened);
+                async move {
+                    let _ = opened.send(());
+                    // Waits for a peer that never speaks again.
+                    while let Some(msg) = stream.recv().await {
+                        msg?;
+                    }
+                    Ok(())
+                }
+            },
+        )
+        .await
+        .unwrap();
+
+    // A Go-like peer made of raw frames: it opens with no window (no keepalives), claims,
+    // takes the ack, then goes silent.
+    let peer = h.bus().await;
+    let peer_id = "CLI_silentGoPeer";
+    let sub_opts = psrpc::bus::SubscribeOptions::default();
+    let mut frames = peer
+        .subscribe(&psrpc::Channel::client_stream(SVC, peer_id), sub_opts)
+        .await
+        .unwrap();
+    let mut claims = peer
+        .subscribe(&psrpc::Channel::claim(SVC, peer_id), sub_opts)
+        .await
+        .unwrap();
+    let open = wire::Stream {
+        stream_id: "STR_silent".into(),
+        request_id: "REQ_silentOpen".into(),
+        sent_at: psrpc::time::now_unix_nanos(),
+        expiry: psrpc::time::unix_nanos_after(Duration::from_secs(10)),
+        body: Some(Body::Open(wire::StreamOpen {
+            node_id: peer_id.into(),
+            metadata: Default::default(),
+            x_window: 0,
+        })),
+    };
+    let to_server = psrpc::Channel::server_stream(SVC, CHAT.name, Vec::<String>::new());
+    peer.publish(
+        &to_server,
+        wire::encode_envelope(wire::STREAM_TYPE_URL, &open),
+    )
+    .await
+    .unwrap();
+    let claim_payload = within("claim", claims.recv()).await.unwrap();
+    let claim =
+        wire::ClaimRequest::decode(wire::decode_envelope(claim_payload).unwrap().value).unwrap();
+    let answer = wire::ClaimResponse {
+        request_id: claim.request_id,
+        server_id: claim.server_id,
+        ..Default::default()
+    };
+    peer.publish(
+        &psrpc::Channel::claim_response(SVC, CHAT.name, Vec::<String>::new()),
+        wire::encode_envelope(wire::CLAIM_RESPONSE_TYPE_URL, &answer),
+    )
+    .await
+    .unwrap();
+    within("handler runs", opened_rx).await.unwrap();
+
+    let begun = std::time::Instant::now();
+    within("shutdown past the drain deadline", server.shutdown()).await;
+    eprintln!(
+        "{}: shutdown with a silent peer took {:?} (drain timeout 300 ms)",
+        h.name(),
+        begun.elapsed()
+    );
+    // The peer was told: after the open's ack, a close with `unavailable`.
+    let close = within("close frame", async {
+        loop {
+            let payload = frames.recv().await.expect("subscription open");
+            let frame =
+                wire::Stream::decode(wire::decode_envelope(payload).unwrap().value).unwrap();
+            if let Some(Body::Close(close)) = frame.body {
+                break close;
+            }
+        }
+    })
+    .await;
+    assert_eq!(close.code, ErrorCode::Unavailable.as_str());
+    assert_eq!(close.error, "server shut down");
+}
+
+/// Issue 10.3: a client that closes its stream (or just the client) and exits at once still
+/// delivers its last messages and the close frame.
+pub async fn stream_last_frames_survive_a_client_exit(h: &Harness) {
+    const N: u32 = 50;
+    let (record_tx, mut record_rx) = tokio::sync::mpsc::unbounded_channel::<(Vec<u32>, bool)>();
+    let server = Server::new(SVC, h.bus().await);
+    server
+        .register_stream(CHAT, &[], move |_ctx, mut stream: Stream<u32, u32>| {
+            let record = record_tx.clone();
+            async move {
+                let mut got = Vec::new();
+                let mut clean = true;
+                while let Some(msg) = stream.recv().await {
+                    match msg {
+                        Ok(n) => got.push(n),
+                        Err(_) => clean = false,
+                    }
+                }
+                let _ = record.send((got, clean));
+                Ok(())
+            }
+        })
+        .await
+        .unwrap();
+    for close_client_only in [false, true] {
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap();
+                    runtime.block_on(async {
+                        let client = Client::new(SVC, h.bus().await).await.unwrap();
+                        let stream = client
+                            .open_stream::<u32, u32>(&CHAT, &[], CallOptions::new())
+                            .await
+                            .unwrap();
+                        for i in 0..N {
+                            stream.send(&i).await.unwrap();
+                        }
+                        if close_client_only {
+                            client.close().await.expect("client closed and flushed");
+                        } else {
+                            stream.close(None).await.expect("close reached the bus");
+                        }
+                    });
+                    drop(runtime);
+                })
+                .join()
+                .expect("the client process ran");
+        });
+        let (got, clean) = within("the server's record", record_rx.recv())
+            .await
+            .unwrap();
+        assert_eq!(
+            got,
+            (0..N).collect::<Vec<_>>(),
+            "client.close only: {close_client_only}"
+        );
+        assert!(clean, "a clean close");
+    }
 }

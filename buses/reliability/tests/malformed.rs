@@ -327,7 +327,7 @@ async fn garbage_on_every_channel_is_counted(kind: Kind) {
     stream.send(&"still here".to_owned()).await.unwrap();
     let echoed = within("a stream echo", PATIENCE, stream.recv()).await;
     assert_eq!(echoed.unwrap().unwrap(), "still here");
-    stream.close(None).await;
+    stream.close(None).await.unwrap();
     assert_eq!(counts(), end, "normal traffic counted as bad");
     assert_eq!(client.stats().pending, 0);
     wait_until("handlers to finish", Duration::from_secs(5), || {

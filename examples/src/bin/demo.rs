@@ -149,7 +149,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             );
         }
     }
-    chat.close(None).await;
+    chat.close(None).await?;
 
     for server in &servers {
         server.shutdown().await;

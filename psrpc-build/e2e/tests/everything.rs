@@ -31,6 +31,12 @@ impl EverythingServerImpl for Node {
         self.reply(req)
     }
 
+    // Generated without default stubs, a server implements every method, as in Go; one it
+    // cannot serve answers `unimplemented` explicitly.
+    async fn missing(&self, _ctx: RequestContext, _req: EchoRequest) -> psrpc::Result<EchoReply> {
+        Err(psrpc::Error::unimplemented("Missing"))
+    }
+
     async fn broadcast(&self, _ctx: RequestContext, req: EchoRequest) -> psrpc::Result<EchoReply> {
         self.reply(req)
     }
@@ -345,13 +351,13 @@ async fn streams_with_and_without_topics() {
             (format!("{text}@").as_str(), "a")
         );
     }
-    chat.close(None).await;
+    chat.close(None).await.unwrap();
 
     server.register_room_chat_topic("lobby").await.unwrap();
     let mut room = client.room_chat("lobby", CallOptions::new()).await.unwrap();
     room.send(&req("hi")).await.unwrap();
     assert_eq!(within(room.recv()).await.unwrap().unwrap().text, "hi@lobby");
-    room.close(None).await;
+    room.close(None).await.unwrap();
     assert!(server.deregister_room_chat_topic("lobby"));
 }
 

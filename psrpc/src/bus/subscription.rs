@@ -118,6 +118,7 @@ impl SubscriptionSink {
 /// A live subscription: a stream of payloads, unsubscribed when dropped.
 ///
 /// Bus implementations create one with [`Subscription::new`] and keep the returned sink.
+#[must_use = "dropping a subscription unsubscribes"]
 pub struct Subscription {
     rx: mpsc::Receiver<Bytes>,
     stats: Arc<SubscriptionStats>,
@@ -158,6 +159,9 @@ impl Subscription {
     }
 
     /// The next payload; `None` once the bus has closed the subscription.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a payload is taken only when the future completes with it.
     pub async fn recv(&mut self) -> Option<Bytes> {
         self.rx.recv().await
     }

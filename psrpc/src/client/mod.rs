@@ -27,9 +27,9 @@ use select::Selector;
 pub use select::{Claim, SelectionFn, SelectionOptions};
 pub use subscribe::TypedSubscription;
 
-use crate::bus::{Bus, IntoBus, NoReceivers, SubscribeOptions, Subscription};
+use crate::bus::{Bus, IntoBus, NoReceivers, SubscribeOptions, Subscription, SubscriptionStats};
 use crate::interceptor::{BoxResponse, ClientCall, ClientInterceptor, ClientNext};
-use crate::stream::{Stream, StreamCore, StreamRegistry};
+use crate::stream::{Stream, StreamCore, StreamEnd, StreamRegistry};
 use crate::trace::{TRACEPARENT, TraceContext};
 use crate::wire::{self, ClaimRequest, ClaimResponse, Request, Response, StreamOpen, stream::Body};
 use crate::{Channel, Error, ErrorCode, MethodInfo, NamedMessage, Result};
@@ -42,7 +42,17 @@ pub(crate) enum Reply {
 }
 
 /// A client of one service. Cloning gives another handle; dropping the last one closes it.
+///
+/// Dropping the last handle fails its pending calls, so an unused one is a warning:
+///
+/// ```compile_fail
+/// #![deny(unused_must_use)]
+/// # async fn f() -> psrpc::Result<()> {
+/// psrpc::Client::new("Greeter", psrpc::bus::LocalBus::new()).await?;
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
+#[must_use = "a client closes when its last handle is dropped"]
 pub struct Client {
     inner: Arc<Inner>,
     _owner: Arc<CloseOnDrop>,
@@ -67,6 +77,9 @@ pub(crate) struct Inner {
     readers: TaskTracker,
     unroutable: AtomicU64,
     malformed: AtomicU64,
+    /// Counters of the response and claim subscriptions: what their full buffers dropped.
+    responses: Arc<SubscriptionStats>,
+    claims: Arc<SubscriptionStats>,
     chain: Arc<[Arc<dyn ClientInterceptor>]>,
 }
 
@@ -90,6 +103,10 @@ pub struct ClientStats {
     pub unroutable: u64,
     /// Payloads on the reply channels that did not decode.
     pub malformed: u64,
+    /// Responses and claims dropped because the reply buffer
+    /// ([`ClientOptions::subscription_capacity`]) was full. A multi call that may have lost
+    /// answers this way says so in its results.
+    pub dropped_replies: u64,
 }
 
 impl Client {
@@ -98,6 +115,9 @@ impl Client {
     ///
     /// # Errors
     /// The bus error of a failed subscribe.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: the reply subscriptions made so far are dropped with the future.
     pub async fn new(service: impl Into<Arc<str>>, bus: impl IntoBus) -> Result<Self> {
         Self::with_options(service, bus, ClientOptions::default()).await
     }
@@ -106,6 +126,9 @@ impl Client {
     ///
     /// # Errors
     /// The bus error of a failed subscribe.
+    ///
+    /// # Cancel safety
+    /// Cancel safe, as [`new`](Self::new).
     pub async fn with_options(
         service: impl Into<Arc<str>>,
         bus: impl IntoBus,
@@ -146,6 +169,8 @@ impl Client {
             readers: TaskTracker::new(),
             unroutable: AtomicU64::new(0),
             malformed: AtomicU64::new(0),
+            responses: responses.stats().clone(),
+            claims: claims.stats().clone(),
             chain,
         });
         inner.readers.spawn(reply_loop(inner.clone(), responses));
@@ -181,15 +206,52 @@ impl Client {
             pending: self.inner.pending.len(),
             unroutable: self.inner.unroutable.load(Ordering::Relaxed),
             malformed: self.inner.malformed.load(Ordering::Relaxed),
+            dropped_replies: self.inner.responses.dropped() + self.inner.claims.dropped(),
         }
     }
 
-    /// Closes the client: pending calls fail with `canceled` at once, and so do later calls.
-    pub fn close(&self) {
-        self.inner.closed.cancel();
+    /// Closes the client: pending calls fail with `canceled` at once, and so do later calls;
+    /// open streams are closed cleanly. Resolves once the stream closes were published, the
+    /// reader tasks stopped and the bus flushed (see [`Bus::flush`]), so a process may exit
+    /// right after it without losing what it sent. Bounded by the client's default timeout.
+    ///
+    /// Dropping the last handle of a client closes it too, without waiting for anything.
+    ///
+    /// # Errors
+    /// The bus error of a failed flush, or `deadline_exceeded` if it took longer than the
+    /// bound.
+    ///
+    /// # Cancel safety
+    /// The client is closed at the first poll; dropping the future later only skips the wait.
+    pub async fn close(&self) -> Result<()> {
+        let inner = &self.inner;
+        inner.closed.cancel();
+        let closes: Vec<_> = inner
+            .streams
+            .iter()
+            .filter_map(|s| {
+                let closed = s.value().close_queued(StreamEnd::Closed);
+                // A stream still opening has no driver yet.
+                drop(s.value().spawn_driver());
+                closed
+            })
+            .collect();
+        let finished = async {
+            for sent in closes {
+                let _ = sent.await;
+            }
+            inner.readers.wait().await;
+            inner.bus.flush().await.map_err(Error::from)
+        };
+        tokio::time::timeout(inner.options.timeout, finished)
+            .await
+            .unwrap_or_else(|_| Err(Error::timed_out()))
     }
 
     /// Waits until the client's reader tasks have stopped after [`close`](Self::close).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it only waits.
     pub async fn closed(&self) {
         self.inner.closed.cancelled().await;
         self.inner.readers.wait().await;
@@ -201,6 +263,12 @@ impl Client {
     /// # Errors
     /// The server's error, or `deadline_exceeded` (timed out), `unavailable` (no server),
     /// `canceled` (client closed), `malformed_result`, or a bus error.
+    ///
+    /// # Cancel safety
+    /// Dropping the future cancels the call: servers that claimed it are told, and a handler
+    /// already running sees [`RequestContext::cancelled`](crate::RequestContext::cancelled)
+    /// (a Go server drops a request still waiting for its claim). The request may have been
+    /// served already. The client stays usable.
     pub async fn request<Req, Resp>(
         &self,
         method: &MethodInfo,
@@ -228,13 +296,18 @@ impl Client {
             if inner.chain.is_empty() {
                 return inner.unary(method, topics, raw, opts).await;
             }
+            // Fixed before the chain runs, so interceptors that run the call more than once
+            // (retries) stay within the caller's deadline.
+            let started = Instant::now();
+            let mut opts = opts;
+            opts.deadline = Some(opts.deadline_from(started, inner.options.timeout));
             let call = ClientCall {
                 service: inner.service.clone(),
                 method: *method,
                 topics: topics.iter().map(|t| t.to_string()).collect(),
                 request: raw,
                 options: opts,
-                started: Instant::now(),
+                started,
             };
             let sender = inner.clone();
             let send = Arc::new(move |call: ClientCall| -> BoxResponse {
@@ -260,8 +333,16 @@ impl Client {
     /// Calls a MULTI method: every server answers. The stream yields each server's result
     /// until the deadline; drop it to stop early.
     ///
+    /// Answers are never lost silently: when more arrive at once than the client's reply
+    /// buffer holds ([`ClientOptions::subscription_capacity`]), the stream yields an item
+    /// saying how many were dropped (see [`MultiResult::dropped_answers`]).
+    ///
     /// # Errors
     /// `canceled` if the client is closed, or the bus error of a failed publish.
+    ///
+    /// # Cancel safety
+    /// Dropping the future (or the returned stream) cancels the call for the servers still
+    /// working on it; the client stays usable.
     pub async fn request_multi<Req, Resp>(
         &self,
         method: &MethodInfo,
@@ -282,6 +363,8 @@ impl Client {
         let deadline = opts.deadline_from(Instant::now(), inner.options.timeout);
         let request = inner.build_request(raw, &opts, deadline, true, false);
         let mut call = PendingCall::new(inner.clone(), request.request_id.clone(), method, topics);
+        // Drops counted from here on may be answers to this call.
+        let losses = multi::Losses::new(inner.responses.clone());
         let nobody = inner
             .publish_request(method, topics, &request, deadline)
             .await?;
@@ -291,6 +374,7 @@ impl Client {
             deadline,
             inner.closed.clone(),
             nobody,
+            losses,
             observed.map(|call| (inner.chain.clone(), call)),
         ))
     }
@@ -301,6 +385,10 @@ impl Client {
     ///
     /// # Errors
     /// As [`request`](Self::request), for the opening.
+    ///
+    /// # Cancel safety
+    /// Dropping the future abandons the opening: a server that had already taken the stream
+    /// gets a close. The client stays usable.
     pub async fn open_stream<S, R>(
         &self,
         method: &MethodInfo,
@@ -341,7 +429,7 @@ impl Client {
             stream_id,
             request_id: open_id.clone(),
             sent_at,
-            expiry: sent_at.saturating_add(i64::try_from(remaining.as_nanos()).unwrap_or(i64::MAX)),
+            expiry: sent_at.saturating_add(crate::time::nanos_i64(remaining)),
             body: Some(Body::Open(StreamOpen {
                 node_id: inner.id.to_string(),
                 metadata: inner.outgoing_metadata(&opts),
@@ -399,7 +487,7 @@ impl Client {
             _ = tokio::time::sleep_until(deadline) => return Err(Error::timed_out()),
         };
         core.set_peer_window(peer_window);
-        tokio::spawn(core.drive());
+        drop(core.spawn_driver());
         Ok(stream)
     }
 
@@ -407,6 +495,9 @@ impl Client {
     ///
     /// # Errors
     /// The bus error of a failed subscribe.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a subscription dropped half-made unsubscribes.
     pub async fn subscribe<T: NamedMessage>(
         &self,
         method: &MethodInfo,
@@ -614,7 +705,7 @@ impl Inner {
             request_id: crate::id::new_request_id(),
             client_id: self.id.to_string(),
             sent_at,
-            expiry: sent_at.saturating_add(i64::try_from(remaining.as_nanos()).unwrap_or(i64::MAX)),
+            expiry: sent_at.saturating_add(crate::time::nanos_i64(remaining)),
             multi,
             metadata: self.outgoing_metadata(opts),
             raw_request: raw,

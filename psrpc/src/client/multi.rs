@@ -14,21 +14,74 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::{PendingCall, Reply, raw_response};
-use crate::Error;
-use crate::Result;
-use crate::bus::NoReceivers;
+use crate::bus::{NoReceivers, SubscriptionStats};
 use crate::interceptor::{ClientCall, ClientInterceptor};
+use crate::{Error, ErrorCode, Result};
 
 /// The interceptors that see each answer, and the call they saw go out.
 pub(crate) type Observed = (Arc<[Arc<dyn ClientInterceptor>]>, ClientCall);
 
-/// One server's answer to a multi call.
+/// One server's answer to a multi call, or a report of answers lost.
+///
+/// When answers arrive faster than the client's reply buffer takes them, the buffer drops the
+/// excess. The stream then yields an item with an empty `server_id` and a `resource_exhausted`
+/// error "N answers dropped: …" ([`dropped_answers`](Self::dropped_answers) reads N).
 #[derive(Clone, Debug, PartialEq)]
 pub struct MultiResult<T> {
-    /// The answering server.
+    /// The answering server (empty for a loss report).
     pub server_id: String,
     /// Its response or error.
     pub result: Result<T>,
+}
+
+/// The message of a loss report begins with the count and this.
+const DROPPED: &str = " answers dropped: ";
+
+impl<T> MultiResult<T> {
+    /// A report of `count` answers that may have been lost.
+    fn dropped(count: u64) -> Self {
+        let message = format!(
+            "{count}{DROPPED}the client's reply buffer was full (raise ClientOptions::subscription_capacity)"
+        );
+        MultiResult {
+            server_id: String::new(),
+            result: Err(Error::new(ErrorCode::ResourceExhausted, message)),
+        }
+    }
+
+    /// For a loss report, how many answers were dropped; `None` for a server's answer.
+    ///
+    /// The count is of replies the client's buffer dropped while this call was waiting; with
+    /// several calls in flight some may have been answers to the others.
+    pub fn dropped_answers(&self) -> Option<u64> {
+        let err = self.result.as_ref().err()?;
+        if !self.server_id.is_empty() || err.code() != &ErrorCode::ResourceExhausted {
+            return None;
+        }
+        let (count, _) = err.message().split_once(DROPPED)?;
+        count.parse().ok()
+    }
+}
+
+/// Watches the reply buffer's drop counter for the span of one call.
+pub(crate) struct Losses {
+    stats: Arc<SubscriptionStats>,
+    seen: u64,
+}
+
+impl Losses {
+    pub(crate) fn new(stats: Arc<SubscriptionStats>) -> Self {
+        let seen = stats.dropped();
+        Losses { stats, seen }
+    }
+
+    /// Drops counted since the last look.
+    fn take(&mut self) -> u64 {
+        let now = self.stats.dropped();
+        let new = now.saturating_sub(self.seen);
+        self.seen = now;
+        new
+    }
 }
 
 /// The answers of a multi call, one per server, until the call's deadline.
@@ -45,11 +98,13 @@ pub struct MultiResult<T> {
 /// }
 /// # Ok(()) }
 /// ```
+#[must_use = "dropping the answers ends the multi call"]
 pub struct MultiResponses<T> {
     call: PendingCall,
     timer: Pin<Box<Sleep>>,
     closed: Pin<Box<WaitForCancellationFutureOwned>>,
     nobody: NoReceivers,
+    losses: Losses,
     observed: Option<Observed>,
     done: bool,
     _type: PhantomData<fn() -> T>,
@@ -70,6 +125,7 @@ impl<T: Message + Default> MultiResponses<T> {
         deadline: Instant,
         closed: CancellationToken,
         nobody: NoReceivers,
+        losses: Losses,
         observed: Option<Observed>,
     ) -> Self {
         MultiResponses {
@@ -77,6 +133,7 @@ impl<T: Message + Default> MultiResponses<T> {
             timer: Box::pin(tokio::time::sleep_until(deadline)),
             closed: Box::pin(closed.cancelled_owned()),
             nobody,
+            losses,
             observed,
             done: false,
             _type: PhantomData,
@@ -89,15 +146,28 @@ impl<T: Message + Default> MultiResponses<T> {
     }
 
     /// Collects every answer until the deadline.
+    ///
+    /// # Cancel safety
+    /// Dropping the future drops the call with the answers collected so far, as dropping the
+    /// stream does.
     pub async fn collect_all(self) -> Vec<MultiResult<T>> {
         futures::StreamExt::collect(self).await
     }
 
+    /// Ends the stream, after a last loss report if answers were dropped meanwhile.
     fn finish(&mut self) -> Poll<Option<MultiResult<T>>> {
+        if let Some(report) = self.loss_report() {
+            return Poll::Ready(Some(report));
+        }
         self.done = true;
         // Reaching the deadline or closing is the normal end, not a cancellation.
         self.call.armed = false;
         Poll::Ready(None)
+    }
+
+    fn loss_report(&mut self) -> Option<MultiResult<T>> {
+        let dropped = self.losses.take();
+        (dropped > 0).then(|| MultiResult::dropped(dropped))
     }
 }
 
@@ -134,6 +204,10 @@ impl<T: Message + Default> Stream for MultiResponses<T> {
                 Poll::Ready(None) => return this.finish(),
                 Poll::Pending => break,
             }
+        }
+        // Every answer routed so far is out: report drops now rather than at the deadline.
+        if let Some(report) = this.loss_report() {
+            return Poll::Ready(Some(report));
         }
         // Nobody received the request (when the bus can tell), or the deadline passed.
         if Pin::new(&mut this.nobody).poll(cx).is_ready() || this.timer.as_mut().poll(cx).is_ready()

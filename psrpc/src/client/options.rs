@@ -21,7 +21,9 @@ pub struct ClientOptions {
     /// Ask Rust servers of queue-routed methods to answer without the claim exchange (two
     /// messages per call instead of four). Go servers ignore the request and claim as usual.
     pub direct_queue_calls: bool,
-    /// Buffer of the client's reply subscriptions.
+    /// Buffer of the client's reply subscriptions, in messages. A multi call answered by more
+    /// servers at once than this may lose answers; it then says so in its results (see
+    /// [`super::MultiResult::dropped_answers`]). Raise it for large fleets.
     pub subscription_capacity: usize,
     /// Tuning of the streams this client opens.
     pub stream: crate::stream::StreamOptions,
@@ -77,6 +79,9 @@ pub struct CallOptions {
     pub selection: Option<SelectionOptions>,
     /// Overrides [`ClientOptions::direct_queue_calls`] for this call.
     pub direct: Option<bool>,
+    /// Overrides [`MethodInfo::idempotent`](crate::MethodInfo::idempotent) for this call:
+    /// whether [`Retry`](crate::interceptor::Retry) may retry it after `deadline_exceeded`.
+    pub idempotent: Option<bool>,
 }
 
 impl CallOptions {
@@ -109,6 +114,12 @@ impl CallOptions {
         self
     }
 
+    /// Declares this call idempotent (or not), overriding the method's marking.
+    pub fn idempotent(mut self, idempotent: bool) -> Self {
+        self.idempotent = Some(idempotent);
+        self
+    }
+
     /// Asks for (or avoids) the direct path of queue-routed calls.
     pub fn direct(mut self, direct: bool) -> Self {
         self.direct = Some(direct);
@@ -116,7 +127,7 @@ impl CallOptions {
     }
 
     pub(crate) fn deadline_from(&self, now: Instant, default_timeout: Duration) -> Instant {
-        let by_timeout = now + self.timeout.unwrap_or(default_timeout);
+        let by_timeout = crate::time::instant_after(now, self.timeout.unwrap_or(default_timeout));
         self.deadline.map_or(by_timeout, |d| d.min(by_timeout))
     }
 }

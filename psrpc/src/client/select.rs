@@ -144,7 +144,7 @@ impl<'a> Selector<'a> {
     pub(crate) fn new(opts: &'a SelectionOptions, started: Instant) -> Self {
         Selector {
             opts,
-            closes_at: started + opts.affinity_timeout,
+            closes_at: crate::time::instant_after(started, opts.affinity_timeout),
             shorted: false,
             claims_seen: 0,
             best: None,
@@ -177,7 +177,9 @@ impl<'a> Selector<'a> {
         }
         if !self.shorted && !opts.short_circuit_timeout.is_zero() {
             self.shorted = true;
-            self.closes_at = self.closes_at.min(now + opts.short_circuit_timeout);
+            self.closes_at = self
+                .closes_at
+                .min(crate::time::instant_after(now, opts.short_circuit_timeout));
         }
         None
     }

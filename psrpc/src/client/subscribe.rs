@@ -17,6 +17,7 @@ use crate::{NamedMessage, wire};
 /// Payloads that are not a `T` envelope (wrong type URL, bytes that do not decode) are skipped,
 /// counted in [`malformed`](Self::malformed) and logged at debug level. Dropping the
 /// subscription unsubscribes.
+#[must_use = "dropping a subscription unsubscribes"]
 pub struct TypedSubscription<T> {
     sub: Subscription,
     type_url: Arc<str>,
@@ -43,7 +44,11 @@ impl<T: NamedMessage> TypedSubscription<T> {
         }
     }
 
-    /// The next message; `None` once the subscription is closed.
+    /// The next message; `None` once the subscription is closed. Messages that do not decode
+    /// are skipped and counted.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a message is taken only when the future completes with it.
     pub async fn recv(&mut self) -> Option<T> {
         loop {
             let payload = self.sub.recv().await?;

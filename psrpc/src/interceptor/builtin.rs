@@ -7,12 +7,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::FutureExt;
 use tokio::time::Instant;
+use tower::retry::budget::{Budget, TpsBudget};
 
 use super::{
     BoxResponse, ClientCall, ClientInterceptor, ClientNext, ServerCall, ServerInterceptor,
     ServerNext,
 };
-use crate::client::MultiResult;
+use crate::client::{DEFAULT_TIMEOUT, MultiResult};
 use crate::{Error, ErrorCode, RequestContext, Result};
 
 /// Turns a panicking handler into an `internal` error for its caller; the server keeps
@@ -50,6 +51,16 @@ impl ServerInterceptor for RecoverPanics {
 /// Retries unary calls that failed with a retryable error, with exponential backoff and
 /// jitter, up to a bounded number of attempts.
 ///
+/// - The caller's deadline (timeout or deadline of the call) bounds all attempts together: no
+///   attempt starts, and no backoff waits, past it.
+/// - `deadline_exceeded` means the handler may have run, so it is retried only for idempotent
+///   calls ([`MethodInfo::idempotent`](crate::MethodInfo::idempotent),
+///   [`CallOptions::idempotent`](crate::CallOptions::idempotent)).
+/// - A retry budget, shared by every client using this interceptor (and its clones), allows
+///   retries up to a fraction of recent calls plus a floor per second, so retries cannot
+///   multiply the load of an outage. The default, as tower's and gRPC's: 20 % of the calls of
+///   the last 10 s plus 10 retries a second.
+///
 /// ```
 /// use std::time::Duration;
 /// use psrpc::{ClientOptions, interceptor::Retry};
@@ -65,6 +76,7 @@ pub struct Retry {
     max_backoff: Duration,
     jitter: f64,
     retryable: Arc<dyn Fn(&Error) -> bool + Send + Sync>,
+    budget: Option<Arc<TpsBudget>>,
 }
 
 impl std::fmt::Debug for Retry {
@@ -74,13 +86,15 @@ impl std::fmt::Debug for Retry {
             .field("initial_backoff", &self.initial_backoff)
             .field("max_backoff", &self.max_backoff)
             .field("jitter", &self.jitter)
+            .field("budget", &self.budget)
             .finish()
     }
 }
 
 impl Retry {
     /// At most `attempts` tries in all (at least one), retrying errors for which
-    /// [`Error::is_retryable`] holds; backoff 50 ms doubling up to 1 s, ±20 % jitter.
+    /// [`Error::is_retryable`] holds; backoff 50 ms doubling up to 1 s, ±20 % jitter; the
+    /// default retry budget.
     pub fn new(attempts: u32) -> Self {
         Retry {
             attempts: attempts.max(1),
@@ -88,7 +102,29 @@ impl Retry {
             max_backoff: Duration::from_secs(1),
             jitter: 0.2,
             retryable: Arc::new(Error::is_retryable),
+            budget: Some(Arc::new(TpsBudget::default())),
         }
+    }
+
+    /// Sets the retry budget: retries allowed are `ratio` of the calls made over the last
+    /// `window` (clamped to 1–60 s) plus `min_per_second`. A ratio of 0.2 allows one retry
+    /// per five calls.
+    pub fn budget(mut self, window: Duration, min_per_second: u32, ratio: f32) -> Self {
+        let window = window.clamp(Duration::from_secs(1), Duration::from_secs(60));
+        let ratio = if ratio.is_nan() {
+            0.0
+        } else {
+            ratio.clamp(0.0, 1000.0)
+        };
+        let min_per_second = min_per_second.min(i32::MAX as u32 - 1);
+        self.budget = Some(Arc::new(TpsBudget::new(window, min_per_second, ratio)));
+        self
+    }
+
+    /// Retries without a budget: every failed call is retried up to its attempts.
+    pub fn without_budget(mut self) -> Self {
+        self.budget = None;
+        self
     }
 
     /// Sets the first backoff and the largest one.
@@ -117,7 +153,17 @@ impl Retry {
             .min(self.max_backoff);
         // Spread retries of many callers so they do not arrive in lockstep.
         let factor = 1.0 + self.jitter * (fastrand::f64() * 2.0 - 1.0);
-        base.mul_f64(factor.max(0.0))
+        Duration::try_from_secs_f64(base.as_secs_f64() * factor.max(0.0)).unwrap_or(base)
+    }
+
+    /// Whether `err` may be retried for `call`, attempts and deadline aside.
+    fn may_retry(&self, call: &ClientCall, err: &Error) -> bool {
+        if !(self.retryable)(err) {
+            return false;
+        }
+        // The handler may have run: only an idempotent call can run again.
+        *err.code() != ErrorCode::DeadlineExceeded
+            || call.options.idempotent.unwrap_or(call.method.idempotent)
     }
 }
 
@@ -125,17 +171,29 @@ impl ClientInterceptor for Retry {
     fn intercept(&self, call: ClientCall, next: ClientNext) -> BoxResponse {
         let this = self.clone();
         Box::pin(async move {
+            // The client sets the overall deadline; the default covers other callers.
+            let deadline = call.options.deadline_from(call.started, DEFAULT_TIMEOUT);
+            if let Some(budget) = &this.budget {
+                budget.deposit();
+            }
             let mut attempt = 1;
             loop {
-                match next.run(call.clone()).await {
-                    Err(err) if attempt < this.attempts && (this.retryable)(&err) => {
-                        let delay = this.delay(attempt - 1);
-                        tracing::debug!(method = call.method.name, attempt, %err, ?delay, "retrying");
-                        tokio::time::sleep(delay).await;
-                        attempt += 1;
-                    }
+                let err = match next.run(call.clone()).await {
+                    Err(err) if attempt < this.attempts && this.may_retry(&call, &err) => err,
                     outcome => return outcome,
+                };
+                let delay = this.delay(attempt - 1);
+                if crate::time::deadline_in(delay) >= deadline {
+                    tracing::debug!(method = call.method.name, attempt, %err, "no time left to retry");
+                    return Err(err);
                 }
+                if this.budget.as_ref().is_some_and(|b| !b.withdraw()) {
+                    tracing::debug!(method = call.method.name, attempt, %err, "retry budget exhausted");
+                    return Err(err);
+                }
+                tracing::debug!(method = call.method.name, attempt, %err, ?delay, "retrying");
+                tokio::time::sleep(delay).await;
+                attempt += 1;
             }
         })
     }

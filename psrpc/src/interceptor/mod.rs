@@ -137,7 +137,9 @@ pub struct ClientCall {
     pub topics: Vec<String>,
     /// The encoded request (empty for a stream open).
     pub request: Bytes,
-    /// The call's options; interceptors may change the metadata, timeout and selection.
+    /// The call's options; interceptors may change the metadata, timeout and selection. For a
+    /// unary call the client has set `deadline` to the call's overall deadline (the sooner of
+    /// the caller's deadline and timeout), which bounds every run of the rest of the chain.
     pub options: CallOptions,
     /// When the call started.
     pub started: tokio::time::Instant,

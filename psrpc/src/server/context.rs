@@ -35,6 +35,8 @@ pub struct RequestContext {
     pub(crate) cancel: CancellationToken,
     pub(crate) multi: bool,
     pub(crate) received_at: Instant,
+    /// The caller's wall clock when it sent the request, Unix nanoseconds (0: not sent).
+    pub(crate) sent_at: i64,
     pub(crate) trace: Option<TraceContext>,
 }
 
@@ -52,6 +54,14 @@ impl RequestContext {
     /// When this server accepted the request (or the stream open).
     pub fn received_at(&self) -> Instant {
         self.received_at
+    }
+
+    /// When the caller sent the request (or the stream open), by the caller's wall clock, as
+    /// Go psrpc exposes it; `None` if the caller did not say. Clocks of different machines
+    /// differ: compare with care.
+    pub fn sent_at(&self) -> Option<std::time::SystemTime> {
+        let nanos = u64::try_from(self.sent_at).ok().filter(|n| *n > 0)?;
+        std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_nanos(nanos))
     }
 
     /// The caller's metadata, for interceptors that change it.

@@ -40,7 +40,7 @@ pub use stats::ServerStats;
 
 use crate::bus::{Bus, IntoBus, SubscribeOptions, Subscription};
 use crate::interceptor::{BoxResponse, Interceptors, ServerCall, ServerInterceptor, ServerNext};
-use crate::stream::{Stream, StreamCore, StreamOptions, StreamRegistry};
+use crate::stream::{Stream, StreamCore, StreamEnd, StreamOptions, StreamRegistry};
 use crate::trace::TraceContext;
 use crate::wire::{self, ClaimRequest, ClaimResponse, Request, Response, stream::Body};
 use crate::{Channel, Error, ErrorCode, MethodInfo, NamedMessage, Result};
@@ -59,6 +59,10 @@ pub struct ServerOptions {
     pub stream: StreamOptions,
     /// Middleware around every request and stream, outermost first.
     pub interceptors: Interceptors<dyn ServerInterceptor>,
+    /// How long [`Server::shutdown`] lets running handlers and open streams finish before it
+    /// closes the streams (`unavailable`, "server shut down") and cancels the handlers
+    /// (default 10 s).
+    pub drain_timeout: std::time::Duration,
 }
 
 impl ServerOptions {
@@ -77,6 +81,7 @@ impl Default for ServerOptions {
             subscription_capacity: crate::bus::DEFAULT_SUBSCRIPTION_CAPACITY,
             stream: StreamOptions::default(),
             interceptors: Interceptors::default(),
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
         }
     }
 }
@@ -85,7 +90,21 @@ impl Default for ServerOptions {
 pub type AffinityFn<Req> = Arc<dyn Fn(&Req) -> f32 + Send + Sync>;
 
 /// A server for one service. Cloning gives another handle; dropping the last one kills it.
+///
+/// A server only serves while a handle lives, so an unused one is a warning:
+///
+/// ```compile_fail
+/// #![deny(unused_must_use)]
+/// psrpc::Server::new("Greeter", psrpc::bus::LocalBus::new()); // served nothing: dropped at once
+/// ```
+///
+/// ```
+/// #![deny(unused_must_use)]
+/// let server = psrpc::Server::new("Greeter", psrpc::bus::LocalBus::new());
+/// # drop(server);
+/// ```
 #[derive(Clone)]
+#[must_use = "a server stops serving when its last handle is dropped"]
 pub struct Server {
     inner: Arc<Inner>,
     _owner: Arc<KillOnDrop>,
@@ -138,6 +157,8 @@ struct Inner {
     limiter: Option<Arc<Semaphore>>,
     counters: Counters,
     chain: Arc<[Arc<dyn ServerInterceptor>]>,
+    /// Set when shutdown's drain deadline passed, so cut-short work says why.
+    drain_expired: std::sync::atomic::AtomicBool,
 }
 
 /// What the reader tasks of one registration share.
@@ -193,6 +214,7 @@ impl Server {
             stop_all: CancellationToken::new(),
             kill: CancellationToken::new(),
             counters: Counters::default(),
+            drain_expired: Default::default(),
         });
         Server {
             _owner: Arc::new(KillOnDrop(inner.clone())),
@@ -232,6 +254,10 @@ impl Server {
     /// # Errors
     /// `already_exists` if the method is registered on these topics, `unavailable` after
     /// shutdown, or the bus error of a failed subscribe.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: dropped before it completes, the method is not registered (and can be
+    /// registered again).
     pub async fn register_unary<Req, Resp, H, Fut>(
         &self,
         method: MethodInfo,
@@ -253,6 +279,9 @@ impl Server {
     /// AFFINITY method claim with (the default affinity is 1.0).
     ///
     /// # Errors
+    /// As [`register_unary`](Self::register_unary).
+    ///
+    /// # Cancel safety
     /// As [`register_unary`](Self::register_unary).
     pub async fn register_unary_with_affinity<Req, Resp, H, Fut>(
         &self,
@@ -278,6 +307,9 @@ impl Server {
     /// its cancellation fires when the stream ends.
     ///
     /// # Errors
+    /// As [`register_unary`](Self::register_unary).
+    ///
+    /// # Cancel safety
     /// As [`register_unary`](Self::register_unary).
     pub async fn register_stream<In, Out, H, Fut>(
         &self,
@@ -329,6 +361,10 @@ impl Server {
     ///
     /// # Errors
     /// `invalid_argument` for a payload over the bus limit, or the bus error of a failed publish.
+    ///
+    /// # Cancel safety
+    /// Dropped before it completes, the message may or may not have been published; the
+    /// server is unaffected.
     pub async fn publish<M: NamedMessage>(
         &self,
         method: &MethodInfo,
@@ -347,20 +383,55 @@ impl Server {
         Ok(())
     }
 
-    /// Stops taking requests, waits for running handlers to finish and answer, then
-    /// unsubscribes everything.
+    /// Shuts down gracefully: stops taking requests, lets running handlers finish and answer
+    /// and open streams end, for at most [`ServerOptions::drain_timeout`]; then closes the
+    /// streams still open (their peers see `unavailable`, "server shut down") and cancels the
+    /// handlers still running (their callers get the same). Finally unsubscribes everything
+    /// and flushes the bus, so what the server published reached the broker.
+    ///
+    /// Returns within the drain timeout plus at most twice [`FINAL_PUBLISH_BOUND`].
+    ///
+    /// # Cancel safety
+    /// The server stops taking requests at the first poll; dropping the future later leaves
+    /// the drain running in the background, without the deadline (call `kill` to end it).
     pub async fn shutdown(&self) {
-        self.inner.stop_requests.cancel();
-        self.inner.readers.close();
-        self.inner.readers.wait().await;
-        lock(&self.inner.registrations).clear();
+        let inner = &self.inner;
+        inner.stop_requests.cancel();
+        inner.readers.close();
+        let drained = tokio::time::timeout(inner.options.drain_timeout, inner.readers.wait());
+        if drained.await.is_err() {
+            tracing::info!(
+                service = %inner.service,
+                streams = inner.streams.len(),
+                handlers = inner.running.len(),
+                "drain deadline passed: closing streams and cancelling handlers"
+            );
+            let open: Vec<_> = inner.streams.iter().map(|s| s.value().clone()).collect();
+            for core in open {
+                drop(core.close_queued(StreamEnd::ServerShutdown));
+            }
+            inner
+                .drain_expired
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            inner.kill_now();
+            let _ = tokio::time::timeout(FINAL_PUBLISH_BOUND, inner.readers.wait()).await;
+        }
+        lock(&inner.registrations).clear();
+        inner.flush().await;
     }
 
-    /// Stops at once: running handlers are abandoned and their callers told `unavailable`.
+    /// Stops at once: running handlers are abandoned and their callers told `unavailable`,
+    /// open streams closed. Returns once the server's tasks ended (bounded by
+    /// [`FINAL_PUBLISH_BOUND`] for their last publishes) and the bus was flushed.
+    ///
+    /// # Cancel safety
+    /// The server is killed at the first poll; dropping the future later only skips the wait.
     pub async fn kill(&self) {
-        self.inner.kill_now();
-        self.inner.readers.close();
-        self.inner.readers.wait().await;
+        let inner = &self.inner;
+        inner.kill_now();
+        inner.readers.close();
+        let _ = tokio::time::timeout(FINAL_PUBLISH_BOUND, inner.readers.wait()).await;
+        inner.flush().await;
     }
 
     async fn register(&self, method: MethodInfo, topics: &[&str], handler: Handler) -> Result<()> {
@@ -384,6 +455,12 @@ impl Server {
             }
             regs.insert(key.clone(), stop.clone());
         }
+        // Dropped before it is committed (a failed subscribe, or the future dropped), the
+        // reservation frees the key, so the method can be registered again.
+        let mut reservation = Reservation {
+            registrations: &inner.registrations,
+            key: Some(key),
+        };
         let options = SubscribeOptions {
             capacity: inner.options.subscription_capacity,
         };
@@ -408,13 +485,8 @@ impl Server {
             Ok::<_, crate::bus::BusError>((requests, claims))
         }
         .await;
-        let (requests, claims) = match subscribed {
-            Ok(subs) => subs,
-            Err(err) => {
-                lock(&inner.registrations).remove(&key);
-                return Err(err.into());
-            }
-        };
+        let (requests, claims) = subscribed?;
+        reservation.key = None;
         let reg = Registration {
             method,
             topics,
@@ -427,6 +499,21 @@ impl Server {
             .spawn(request_loop(inner.clone(), requests, reg.clone()));
         inner.readers.spawn(claim_loop(inner.clone(), claims, reg));
         Ok(())
+    }
+}
+
+/// A registration key taken by a registration still subscribing.
+struct Reservation<'a> {
+    registrations: &'a Mutex<HashMap<RegistrationKey, CancellationToken>>,
+    /// `None` once the registration is committed.
+    key: Option<RegistrationKey>,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            lock(self.registrations).remove(&key);
+        }
     }
 }
 
@@ -501,6 +588,27 @@ async fn claim_loop(inner: Arc<Inner>, mut sub: Subscription, reg: Registration)
 }
 
 impl Inner {
+    /// Flushes the bus, bounded: a broker that went away cannot hold a shutdown.
+    async fn flush(&self) {
+        match tokio::time::timeout(FINAL_PUBLISH_BOUND, self.bus.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::warn!(%err, "failed to flush the bus at shutdown"),
+            Err(_) => tracing::warn!("flushing the bus at shutdown timed out"),
+        }
+    }
+
+    /// The error a handler cut short by kill or by the drain deadline answers with.
+    fn stopped_error(&self) -> Error {
+        if self
+            .drain_expired
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            Error::new(ErrorCode::Unavailable, "server shut down")
+        } else {
+            Error::new(ErrorCode::Unavailable, "server killed")
+        }
+    }
+
     fn kill_now(&self) {
         self.kill.cancel();
         self.stop_all.cancel();
@@ -795,6 +903,7 @@ where
                     cancel: cancel.clone(),
                     multi: req.multi,
                     received_at,
+                    sent_at: req.sent_at,
                     trace: trace.clone(),
                 };
                 let serve = move |ctx: RequestContext| -> BoxResponse {
@@ -820,7 +929,7 @@ where
                 };
                 let result = tokio::select! {
                     biased;
-                    _ = inner.kill.cancelled() => Err(Error::new(ErrorCode::Unavailable, "server killed")),
+                    _ = inner.kill.cancelled() => Err(inner.stopped_error()),
                     result = work.instrument(span.clone()) => result,
                     _ = tokio::time::sleep_until(deadline) => Err(Error::timed_out()),
                 };
@@ -885,17 +994,20 @@ where
                     server_id: inner.id.clone(),
                     metadata: opening.metadata.clone(),
                     // A stream lives until either side closes it.
-                    deadline: Instant::now() + STREAM_HORIZON,
+                    deadline: crate::time::deadline_in(STREAM_HORIZON),
                     cancel: core.closed.clone(),
                     multi: false,
                     received_at,
+                    sent_at: open.sent_at,
                     trace: trace.clone(),
                 };
                 if let Err(err) =
                     crate::interceptor::each(&inner.chain, |i| i.on_stream_open(&mut ctx))
                 {
                     // Refused: the client's open fails with this error.
-                    core.close_now(Some(err)).await;
+                    if let Err(err) = core.close_now(StreamEnd::ClosedWithError(err)).await {
+                        tracing::debug!(%err, stream_id = %open.stream_id, "failed to refuse a stream");
+                    }
                     inner.streams.remove(&open.stream_id);
                     return;
                 }
@@ -932,15 +1044,29 @@ where
                     }
                     let code = result.as_ref().err().map_or("ok", |e| e.code().as_str());
                     tracing::Span::current().record("code", code);
-                    core.close(result.err()).await;
+                    if let Err(err) = core.close(result.err()).await {
+                        tracing::debug!(%err, "failed to close a stream");
+                    }
+                };
+                let Some(mut driver) = core.spawn_driver() else {
+                    // Only without a runtime, which cannot be while this task runs.
+                    inner.streams.remove(&open.stream_id);
+                    return;
                 };
                 tokio::select! {
                     biased;
-                    _ = inner.kill.cancelled() => {
-                        let err = Error::new(ErrorCode::Unavailable, "server killed");
-                        core.close_now(Some(err)).await;
-                    }
-                    _ = futures::future::join(served.instrument(span), core.clone().drive()) => {}
+                    // Killed, or shut down past the drain deadline: the handler is dropped.
+                    _ = inner.kill.cancelled() => drop(core.close_queued(StreamEnd::ServerShutdown)),
+                    _ = served.instrument(span) => {}
+                }
+                // The driver publishes what is queued (the close last) and ends; a stuck bus
+                // cannot hold the server past the bound.
+                if tokio::time::timeout(FINAL_PUBLISH_BOUND, &mut driver)
+                    .await
+                    .is_err()
+                {
+                    driver.abort();
+                    tracing::debug!(stream_id = %open.stream_id, "stream driver did not finish in time");
                 }
                 inner.streams.remove(&open.stream_id);
                 Counters::incr(&inner.counters.handled);
@@ -948,6 +1074,13 @@ where
         },
     )
 }
+
+/// The default of [`ServerOptions::drain_timeout`].
+pub const DEFAULT_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How long shutdown waits for final publishes (answers of cancelled handlers, stream closes,
+/// the bus flush) before it gives up on them: a broker that went away cannot hold it.
+pub const FINAL_PUBLISH_BOUND: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The deadline a stream handler's context reports: streams have none.
 const STREAM_HORIZON: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 24 * 3600);

@@ -9,7 +9,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::StreamOptions;
+use super::{StreamEnd, StreamOptions};
 use crate::bus::Bus;
 use crate::wire::{self, StreamAck, StreamClose, StreamMessage, stream::Body};
 use crate::{Channel, Error, ErrorCode, Result};
@@ -19,6 +19,28 @@ pub(crate) type StreamRegistry = DashMap<String, Arc<StreamCore>>;
 
 /// What Go sends when a stream ends without an error; it is the normal end, not a failure.
 pub(crate) const CLEAN_CLOSE_MESSAGE: &str = "stream closed";
+
+/// What waits for the stream's driver to publish it, in order.
+enum Outgoing {
+    /// An encoded frame.
+    Frame {
+        payload: Bytes,
+        /// A user message: a failed publish ends the stream (the peer would never ack it).
+        message: bool,
+        /// Told the publish result (a close waits for it).
+        done: Option<oneshot::Sender<Result<()>>>,
+    },
+    /// The ack of a message the application took; consecutive acks to a Rust peer leave as
+    /// one frame.
+    Ack {
+        request_id: String,
+        sent_at: i64,
+        expiry: i64,
+    },
+}
+
+/// Most acks one frame carries: bounded so a frame stays small.
+const MAX_ACKS_PER_FRAME: usize = 256;
 
 /// A user message received and not yet acknowledged.
 pub(crate) struct Incoming {
@@ -36,14 +58,19 @@ pub(crate) struct StreamCore {
     /// Where this side's frames go.
     peer: Channel,
     pub(crate) options: StreamOptions,
-    inbox: mpsc::Sender<Incoming>,
+    /// Taken when the stream ends, so the receiving half sees the end after what is buffered.
+    inbox: Mutex<Option<mpsc::Sender<Incoming>>>,
+    /// Frames for the driver to publish. Handing frames over without awaiting is what makes
+    /// `recv` and `send` cancel safe: nothing is half-done when their futures are dropped.
+    outbox: mpsc::UnboundedSender<Outgoing>,
+    outbox_rx: Mutex<Option<mpsc::UnboundedReceiver<Outgoing>>>,
     /// Room in the peer's window: one permit per message it may hold unacknowledged.
     window: Arc<Semaphore>,
     unacked: DashMap<String, (OwnedSemaphorePermit, Instant)>,
     /// Signalled when the last unacknowledged message is acknowledged.
     all_acked: Notify,
     pub(crate) closed: CancellationToken,
-    close_error: Mutex<Option<Error>>,
+    end: Mutex<Option<StreamEnd>>,
     rust_peer: AtomicBool,
     born: Instant,
     last_heard_ms: AtomicU64,
@@ -62,18 +89,21 @@ impl StreamCore {
     ) -> (Arc<Self>, mpsc::Receiver<Incoming>) {
         // The buffer holds a full window, so a peer that respects it never overflows it.
         let (inbox, rx) = mpsc::channel(options.window.max(1) as usize);
+        let (outbox, outbox_rx) = mpsc::unbounded_channel();
         let core = Arc::new(StreamCore {
             id,
             open_id,
             bus,
             peer,
             options,
-            inbox,
+            inbox: Mutex::new(Some(inbox)),
+            outbox,
+            outbox_rx: Mutex::new(Some(outbox_rx)),
             window: Arc::new(Semaphore::new(1)),
             unacked: DashMap::new(),
             all_acked: Notify::new(),
             closed: CancellationToken::new(),
-            close_error: Mutex::new(None),
+            end: Mutex::new(None),
             rust_peer: AtomicBool::new(false),
             born: Instant::now(),
             last_heard_ms: AtomicU64::new(0),
@@ -85,7 +115,7 @@ impl StreamCore {
     }
 
     fn now_ms(&self) -> u64 {
-        self.born.elapsed().as_millis() as u64
+        crate::time::millis_u64(self.born.elapsed())
     }
 
     /// Waits for the ack of the open; resolves with the server's announced window.
@@ -121,7 +151,11 @@ impl StreamCore {
                     raw: msg.raw_message,
                 };
                 // Full means the peer ignored our window: no ack, so it sees a failed send.
-                if self.inbox.try_send(incoming).is_err() {
+                let delivered = match &*lock(&self.inbox) {
+                    Some(inbox) => inbox.try_send(incoming).is_ok(),
+                    None => return,
+                };
+                if !delivered {
                     self.dropped.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(stream_id = %self.id, "stream message over the window dropped");
                 }
@@ -133,8 +167,12 @@ impl StreamCore {
                     let _ = tx.send(ack.x_window);
                     return;
                 }
-                // Dropping the permit makes room in the window.
-                if self.unacked.remove(&frame.request_id).is_some() && self.unacked.is_empty() {
+                // Dropping the permits makes room in the window.
+                let mut removed = self.unacked.remove(&frame.request_id).is_some();
+                for id in &ack.x_more {
+                    removed |= self.unacked.remove(id).is_some();
+                }
+                if removed && self.unacked.is_empty() {
                     self.all_acked.notify_waiters();
                 }
             }
@@ -142,40 +180,44 @@ impl StreamCore {
                 let clean = close.error.is_empty()
                     || (close.error == CLEAN_CLOSE_MESSAGE
                         && close.code == ErrorCode::Canceled.as_str());
-                let err = (!clean).then(|| Error::from_wire(close.error, &close.code, Vec::new()));
-                self.finish(err);
+                self.finish(if clean {
+                    StreamEnd::PeerClosed
+                } else {
+                    StreamEnd::PeerError(Error::from_wire(close.error, &close.code, Vec::new()))
+                });
             }
             Some(Body::XPing(_)) | Some(Body::Open(_)) | None => {}
         }
     }
 
     /// Marks the stream ended (the first reason wins) without telling the peer.
-    pub(crate) fn finish(&self, err: Option<Error>) {
-        if self.closed.is_cancelled() {
-            return;
+    pub(crate) fn finish(&self, end: StreamEnd) {
+        {
+            let mut slot = lock(&self.end);
+            if slot.is_some() {
+                return;
+            }
+            *slot = Some(end);
         }
-        *lock(&self.close_error) = err;
+        // The receiving half drains what is buffered, then sees the end.
+        lock(&self.inbox).take();
         self.closed.cancel();
     }
 
-    /// Why the stream ended; `None` for a clean end.
-    pub(crate) fn close_error(&self) -> Option<Error> {
-        lock(&self.close_error).clone()
+    /// Why the stream ended; `None` while it is open.
+    pub(crate) fn end(&self) -> Option<StreamEnd> {
+        lock(&self.end).clone()
     }
 
     /// The error a send on a closed stream gets.
     pub(crate) fn closed_error(&self) -> Error {
-        self.close_error()
+        self.end()
+            .and_then(|end| end.error())
             .unwrap_or_else(|| Error::new(ErrorCode::Canceled, CLEAN_CLOSE_MESSAGE))
     }
 
-    async fn publish(
-        &self,
-        request_id: String,
-        sent_at: i64,
-        expiry: i64,
-        body: Body,
-    ) -> Result<()> {
+    /// Encodes a frame of this stream.
+    fn encode(&self, request_id: String, sent_at: i64, expiry: i64, body: Body) -> Result<Bytes> {
         let frame = wire::Stream {
             stream_id: self.id.clone(),
             request_id,
@@ -185,15 +227,36 @@ impl StreamCore {
         };
         let payload = wire::encode_envelope(wire::STREAM_TYPE_URL, &frame);
         crate::bus::check_payload_size(payload.len(), self.bus.max_payload())?;
-        self.bus.publish(&self.peer, payload).await?;
-        self.last_sent_ms.store(self.now_ms(), Ordering::Relaxed);
-        Ok(())
+        Ok(payload)
+    }
+
+    /// Hands a frame to the driver, which publishes frames in the order they were queued.
+    fn queue(&self, payload: Bytes, message: bool, done: Option<oneshot::Sender<Result<()>>>) {
+        // The driver holds the receiver until the stream ends; after that nobody listens.
+        let _ = self.outbox.send(Outgoing::Frame {
+            payload,
+            message,
+            done,
+        });
+    }
+
+    /// Publishes a frame now, bypassing the queue (before the driver runs, or after it).
+    async fn publish(
+        &self,
+        request_id: String,
+        sent_at: i64,
+        expiry: i64,
+        body: Body,
+    ) -> Result<()> {
+        let payload = self.encode(request_id, sent_at, expiry, body)?;
+        self.publish_payload(payload).await
     }
 
     /// Acknowledges the open, announcing our window.
     pub(crate) async fn ack_open(&self, open: &wire::Stream) -> Result<()> {
         let ack = StreamAck {
             x_window: self.options.window,
+            ..Default::default()
         };
         self.publish(
             open.request_id.clone(),
@@ -205,10 +268,21 @@ impl StreamCore {
     }
 
     /// Sends a user message once the peer's window has room.
+    ///
+    /// Cancel safe: the only await is for window room; once there is room the message is
+    /// queued for the driver without awaiting, and the future completes. A dropped future has
+    /// therefore sent nothing.
     pub(crate) async fn send(&self, raw: Bytes) -> Result<()> {
         if self.closed.is_cancelled() {
             return Err(self.closed_error());
         }
+        let request_id = crate::id::new_request_id();
+        let sent_at = crate::time::now_unix_nanos();
+        let timeout = self.options.ack_timeout;
+        let expiry = crate::time::unix_nanos_after(timeout);
+        // Encoded (and size-checked) before waiting, so a refusal costs no window room.
+        let body = Body::Message(StreamMessage { raw_message: raw });
+        let payload = self.encode(request_id.clone(), sent_at, expiry, body)?;
         let permit = tokio::select! {
             biased;
             _ = self.closed.cancelled() => return Err(self.closed_error()),
@@ -217,42 +291,36 @@ impl StreamCore {
                 Err(_) => return Err(self.closed_error()),
             },
         };
-        let request_id = crate::id::new_request_id();
-        let sent_at = crate::time::now_unix_nanos();
-        let timeout = self.options.ack_timeout;
-        let expiry = sent_at.saturating_add(timeout.as_nanos() as i64);
-        self.unacked
-            .insert(request_id.clone(), (permit, Instant::now() + timeout));
-        let body = Body::Message(StreamMessage { raw_message: raw });
-        if let Err(err) = self
-            .publish(request_id.clone(), sent_at, expiry, body)
-            .await
-        {
-            self.unacked.remove(&request_id);
-            return Err(err);
+        if self.closed.is_cancelled() {
+            return Err(self.closed_error());
         }
+        let ack_by = crate::time::deadline_in(timeout);
+        self.unacked.insert(request_id, (permit, ack_by));
+        self.queue(payload, true, None);
         Ok(())
     }
 
-    /// Acknowledges a message the application took.
-    pub(crate) async fn ack(&self, msg: &Incoming) {
+    /// Acknowledges a message the application took: queued, never awaited.
+    pub(crate) fn ack(&self, msg: &Incoming) {
         if self.closed.is_cancelled() {
             return;
         }
-        let body = Body::Ack(StreamAck::default());
-        if let Err(err) = self
-            .publish(msg.request_id.clone(), msg.sent_at, msg.expiry, body)
-            .await
-        {
-            tracing::debug!(%err, stream_id = %self.id, "failed to acknowledge a stream message");
-        }
+        let _ = self.outbox.send(Outgoing::Ack {
+            request_id: msg.request_id.clone(),
+            sent_at: msg.sent_at,
+            expiry: msg.expiry,
+        });
     }
 
     /// Closes the stream from this side: waits (up to the ack timeout) for sent messages to be
-    /// acknowledged, then tells the peer, with `err` or as a clean close.
-    pub(crate) async fn close(&self, err: Option<Error>) {
+    /// acknowledged, then tells the peer, with `err` or as a clean close. Returns whether the
+    /// close frame reached the bus; `Ok` if the stream had already ended.
+    ///
+    /// Cancel safe until the close is committed: dropped while waiting for acks, the stream
+    /// stays open; once the close is queued it happens whether or not the future is polled.
+    pub(crate) async fn close(&self, err: Option<Error>) -> Result<()> {
         if self.closed.is_cancelled() {
-            return;
+            return Ok(());
         }
         let drained = async {
             loop {
@@ -267,17 +335,55 @@ impl StreamCore {
         tokio::select! {
             _ = drained => {}
             _ = tokio::time::sleep(self.options.ack_timeout) => {}
-            _ = self.closed.cancelled() => return,
+            _ = self.closed.cancelled() => return Ok(()),
         }
-        self.close_now(err).await;
+        let end = match err {
+            None => StreamEnd::Closed,
+            Some(err) => StreamEnd::ClosedWithError(err),
+        };
+        match self.close_queued(end) {
+            Some(sent) => sent.await.unwrap_or(Ok(())),
+            None => Ok(()),
+        }
     }
 
-    /// Tells the peer the stream ended and marks it ended here.
-    pub(crate) async fn close_now(&self, err: Option<Error>) {
+    /// Ends the stream at once and queues the close frame for the driver, after what is
+    /// already queued. `None` if it had already ended; otherwise resolves with the publish
+    /// result of the close frame.
+    pub(crate) fn close_queued(&self, end: StreamEnd) -> Option<oneshot::Receiver<Result<()>>> {
         if self.closed.is_cancelled() {
-            return;
+            return None;
         }
-        let close = match &err {
+        let payload = match self.close_frame(&end) {
+            Ok(payload) => payload,
+            Err(err) => {
+                self.finish(end);
+                let (tx, rx) = oneshot::channel();
+                let _ = tx.send(Err(err));
+                return Some(rx);
+            }
+        };
+        let (tx, rx) = oneshot::channel();
+        // Queued before the stream is marked ended, so the driver's final drain sees it.
+        self.queue(payload, false, Some(tx));
+        self.finish(end);
+        Some(rx)
+    }
+
+    /// Ends the stream and publishes the close frame directly: for when no driver runs (a
+    /// refused open, a killed server).
+    pub(crate) async fn close_now(&self, end: StreamEnd) -> Result<()> {
+        if self.closed.is_cancelled() {
+            return Ok(());
+        }
+        let payload = self.close_frame(&end);
+        self.finish(end);
+        self.bus.publish(&self.peer, payload?).await?;
+        Ok(())
+    }
+
+    fn close_frame(&self, end: &StreamEnd) -> Result<Bytes> {
+        let close = match end.error() {
             None => StreamClose {
                 error: CLEAN_CLOSE_MESSAGE.into(),
                 code: ErrorCode::Canceled.as_str().into(),
@@ -287,19 +393,91 @@ impl StreamCore {
                 code: err.code().as_str().into(),
             },
         };
-        // Locally our own clean close ends `recv` with `None`, an error close with the error.
-        self.finish(err);
         let sent_at = crate::time::now_unix_nanos();
-        let expiry = sent_at.saturating_add(self.options.ack_timeout.as_nanos() as i64);
+        let expiry = crate::time::unix_nanos_after(self.options.ack_timeout);
         let id = crate::id::new_request_id();
-        if let Err(err) = self.publish(id, sent_at, expiry, Body::Close(close)).await {
-            tracing::debug!(%err, stream_id = %self.id, "failed to send a stream close");
+        self.encode(id, sent_at, expiry, Body::Close(close))
+    }
+
+    /// Waits until what was published has reached the broker.
+    pub(crate) async fn flush(&self) -> Result<()> {
+        self.bus.flush().await.map_err(Error::from)
+    }
+
+    /// Publishes `out` and, when it is an ack to a Rust peer, the acks queued right behind it
+    /// in the same frame (then whatever ended the run of acks).
+    async fn write(&self, out: Outgoing, outbox: &mut mpsc::UnboundedReceiver<Outgoing>) {
+        let mut next = Some(out);
+        while let Some(out) = next.take() {
+            match out {
+                Outgoing::Frame {
+                    payload,
+                    message,
+                    done,
+                } => {
+                    let result = self.publish_payload(payload).await;
+                    if let Err(err) = &result {
+                        if message {
+                            self.finish(StreamEnd::Bus(err.clone()));
+                        } else {
+                            tracing::debug!(%err, stream_id = %self.id, "failed to publish a stream frame");
+                        }
+                    }
+                    if let Some(done) = done {
+                        let _ = done.send(result);
+                    }
+                }
+                Outgoing::Ack {
+                    request_id,
+                    sent_at,
+                    expiry,
+                } => {
+                    let mut ack = StreamAck::default();
+                    // Go peers expect one ack per message.
+                    if self.rust_peer.load(Ordering::Relaxed) {
+                        while ack.x_more.len() < MAX_ACKS_PER_FRAME {
+                            match outbox.try_recv() {
+                                Ok(Outgoing::Ack { request_id, .. }) => ack.x_more.push(request_id),
+                                Ok(other) => {
+                                    next = Some(other);
+                                    break;
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    let published = match self.encode(request_id, sent_at, expiry, Body::Ack(ack)) {
+                        Ok(payload) => self.publish_payload(payload).await,
+                        Err(err) => Err(err),
+                    };
+                    if let Err(err) = published {
+                        tracing::debug!(%err, stream_id = %self.id, "failed to acknowledge stream messages");
+                    }
+                }
+            }
         }
     }
 
-    /// Watches the stream until it ends: fails it when a sent message is not acknowledged in
-    /// time and, between Rust peers, sends keepalives and detects a silent (vanished) peer.
-    pub(crate) async fn drive(self: Arc<Self>) {
+    async fn publish_payload(&self, payload: Bytes) -> Result<()> {
+        self.bus.publish(&self.peer, payload).await?;
+        self.last_sent_ms.store(self.now_ms(), Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Starts the stream's driver on the current runtime, unless it runs already (or there is
+    /// no runtime, when nothing could run it anyway).
+    ///
+    /// The driver runs the stream until it ends: publishes queued frames in order, fails the
+    /// stream when a sent message is not acknowledged in time and, between Rust peers, sends
+    /// keepalives and detects a silent (vanished) peer. After the end it publishes what was
+    /// queued before it (the last acks and the close frame), then returns.
+    pub(crate) fn spawn_driver(self: &Arc<Self>) -> Option<tokio::task::JoinHandle<()>> {
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
+        let outbox = lock(&self.outbox_rx).take()?;
+        Some(runtime.spawn(self.clone().drive(outbox)))
+    }
+
+    async fn drive(self: Arc<Self>, mut outbox: mpsc::UnboundedReceiver<Outgoing>) {
         let tick = self
             .options
             .keepalive_interval
@@ -309,40 +487,53 @@ impl StreamCore {
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = self.closed.cancelled() => return,
-                _ = interval.tick() => {}
+                biased;
+                out = outbox.recv() => match out {
+                    Some(out) => self.write(out, &mut outbox).await,
+                    None => return,
+                },
+                _ = self.closed.cancelled() => break,
+                _ = interval.tick() => self.check().await,
             }
-            let now = Instant::now();
-            if self.unacked.iter().any(|entry| entry.value().1 <= now) {
-                let err = Error::new(
-                    ErrorCode::DeadlineExceeded,
-                    "stream message not acknowledged",
-                );
-                self.close_now(Some(err)).await;
-                return;
+        }
+        // Everything queued before the end; later frames have nobody to read them.
+        while let Ok(out) = outbox.try_recv() {
+            self.write(out, &mut outbox).await;
+        }
+    }
+
+    /// The periodic checks of [`drive`](Self::drive).
+    async fn check(&self) {
+        let now = Instant::now();
+        if self.unacked.iter().any(|entry| entry.value().1 <= now) {
+            drop(self.close_queued(StreamEnd::AckTimeout));
+            return;
+        }
+        let now_ms = self.now_ms();
+        let heard = self.last_heard_ms.load(Ordering::Relaxed);
+        let silent_ms = now_ms.saturating_sub(heard);
+        if !self.rust_peer.load(Ordering::Relaxed) {
+            // A Go peer sends no keepalives: only an explicit limit on silence applies.
+            if let Some(limit) = self.options.silent_peer_timeout
+                && silent_ms >= crate::time::millis_u64(limit)
+            {
+                drop(self.close_queued(StreamEnd::IdleTimeout));
             }
-            if !self.rust_peer.load(Ordering::Relaxed) {
-                continue;
-            }
-            let now_ms = self.now_ms();
-            let heard = self.last_heard_ms.load(Ordering::Relaxed);
-            if now_ms.saturating_sub(heard) >= self.options.idle_timeout.as_millis() as u64 {
-                self.finish(Some(Error::new(
-                    ErrorCode::Unavailable,
-                    "stream peer vanished",
-                )));
-                return;
-            }
-            let sent = self.last_sent_ms.load(Ordering::Relaxed);
-            if now_ms.saturating_sub(sent) >= self.options.keepalive_interval.as_millis() as u64 {
-                let sent_at = crate::time::now_unix_nanos();
-                let id = crate::id::new_request_id();
-                if let Err(err) = self
-                    .publish(id, sent_at, sent_at, Body::XPing(StreamAck::default()))
-                    .await
-                {
-                    tracing::debug!(%err, stream_id = %self.id, "failed to send a keepalive");
-                }
+            return;
+        }
+        if silent_ms >= crate::time::millis_u64(self.options.idle_timeout) {
+            self.finish(StreamEnd::PeerVanished);
+            return;
+        }
+        let sent = self.last_sent_ms.load(Ordering::Relaxed);
+        if now_ms.saturating_sub(sent) >= crate::time::millis_u64(self.options.keepalive_interval) {
+            let sent_at = crate::time::now_unix_nanos();
+            let id = crate::id::new_request_id();
+            if let Err(err) = self
+                .publish(id, sent_at, sent_at, Body::XPing(StreamAck::default()))
+                .await
+            {
+                tracing::debug!(%err, stream_id = %self.id, "failed to send a keepalive");
             }
         }
     }

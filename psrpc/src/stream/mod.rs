@@ -13,12 +13,24 @@
 //!   stream with `deadline_exceeded`.
 //! - **Liveness.** Rust peers send keepalives when idle; a peer silent for
 //!   [`StreamOptions::idle_timeout`] counts as vanished and the stream fails with `unavailable`.
+//!   Go peers send none; [`StreamOptions::silent_peer_timeout`] bounds their silence if set.
+//!
+//! Every async method of a stream is cancel safe (see each `# Cancel safety` section): frames
+//! go out through a per-stream driver task, in order, so dropping a `send` or `recv` future in a
+//! `select!` or a `timeout` never loses a message or leaves the stream half-updated.
+//!
+//! The receiving side is a [`futures::Stream`] of `Result<R>`, like tonic's `Streaming`: it
+//! yields the messages, then the error that ended the stream if any, then `None`.
+//! [`Stream::end_reason`] says why a stream ended ([`StreamEnd`]).
 
 mod core;
+mod end;
 
 use std::marker::PhantomData;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use prost::Message;
@@ -26,6 +38,7 @@ use tokio::sync::mpsc;
 
 use self::core::Incoming;
 pub(crate) use self::core::{StreamCore, StreamRegistry};
+pub use self::end::StreamEnd;
 use crate::{Error, Result};
 
 /// Tuning of streams, per client or server.
@@ -39,6 +52,10 @@ pub struct StreamOptions {
     pub keepalive_interval: Duration,
     /// Between Rust peers: silence after which the peer counts as vanished (default 5 s).
     pub idle_timeout: Duration,
+    /// With a peer that sends no keepalives (a Go psrpc peer): silence after which the stream
+    /// is closed with [`StreamEnd::IdleTimeout`]. `None` (the default) waits forever, as Go
+    /// does; a server's shutdown still ends such streams at its drain deadline.
+    pub silent_peer_timeout: Option<Duration>,
 }
 
 impl Default for StreamOptions {
@@ -48,6 +65,7 @@ impl Default for StreamOptions {
             ack_timeout: Duration::from_secs(3),
             keepalive_interval: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(5),
+            silent_peer_timeout: None,
         }
     }
 }
@@ -55,33 +73,42 @@ impl Default for StreamOptions {
 /// One side of an open stream: sends `S`, receives `R`.
 ///
 /// The client gets one from `Client::open_stream`, a server handler is given one. Dropping the
-/// client's handle (both halves, after [`split`](Self::split)) closes the stream; a server's
-/// stream closes when its handler returns.
+/// client's handle (both halves, after [`split`](Self::split)) closes the stream in the
+/// background; a server's stream closes when its handler returns. To be sure the close reached
+/// the broker before the process exits, call [`close`](Self::close) and await it.
 ///
 /// ```no_run
+/// use futures::StreamExt;
+///
 /// # async fn f(mut stream: psrpc::stream::Stream<String, String>) -> psrpc::Result<()> {
 /// stream.send(&"hello".to_string()).await?;
-/// while let Some(reply) = stream.recv().await {
+/// while let Some(reply) = stream.next().await {
 ///     println!("{}", reply?);
 /// }
-/// stream.close(None).await;
+/// println!("ended: {:?}", stream.end_reason());
+/// stream.close(None).await?;
 /// # Ok(()) }
 /// ```
+#[must_use = "dropping a stream closes it"]
 pub struct Stream<S, R> {
     sender: StreamSender<S>,
     receiver: StreamReceiver<R>,
 }
 
 /// The sending half of a [`Stream`]; cloneable, so several tasks can send.
+#[must_use = "dropping both halves of a stream closes it"]
 pub struct StreamSender<S> {
     guard: Arc<Guard>,
     _type: PhantomData<fn(S)>,
 }
 
-/// The receiving half of a [`Stream`].
+/// The receiving half of a [`Stream`]; a [`futures::Stream`] of the peer's messages.
+#[must_use = "dropping both halves of a stream closes it"]
 pub struct StreamReceiver<R> {
     guard: Arc<Guard>,
     inbox: mpsc::Receiver<Incoming>,
+    /// Set once the end was reported, so the stream yields `None` from then on.
+    done: bool,
     _type: PhantomData<fn() -> R>,
 }
 
@@ -148,6 +175,7 @@ impl<S: Message, R: Message + Default> Stream<S, R> {
             receiver: StreamReceiver {
                 guard,
                 inbox,
+                done: false,
                 _type: PhantomData,
             },
         }
@@ -167,21 +195,44 @@ impl<S: Message, R: Message + Default> Stream<S, R> {
 
     /// Sends a message; waits while the peer's window is full.
     ///
+    /// Resolves once the message is committed to the stream: the stream's driver publishes
+    /// committed messages in order. A bus failure to publish one ends the stream
+    /// ([`StreamEnd::Bus`]), reported by the next call.
+    ///
     /// # Errors
-    /// Why the stream ended if it has, or a bus error.
+    /// Why the stream ended if it has, or `invalid_argument` for a message over the bus limit.
+    ///
+    /// # Cancel safety
+    /// Cancel safe. If the future is dropped before it completes, the message was not sent
+    /// (as with tokio's `mpsc::Sender::send`), and the stream stays usable.
     pub async fn send(&self, msg: &S) -> Result<()> {
         self.sender.send(msg).await
     }
 
     /// The next message, acknowledging it to the sender. `None` once the stream ended cleanly;
-    /// `Some(Err(_))` when it ended with an error or a message did not decode.
+    /// the error that ended it otherwise (once, then `None`), or `Some(Err(_))` for a message
+    /// that did not decode. The same as [`StreamExt::next`](futures::StreamExt::next).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a message is taken from the stream only when the future completes with it,
+    /// so in a `select!` or a `timeout` no message is lost.
     pub async fn recv(&mut self) -> Option<Result<R>> {
         self.receiver.recv().await
     }
 
     /// Closes the stream, after the peer acknowledged what was sent (up to the ack timeout):
-    /// cleanly with `None`, or with an error the peer receives.
-    pub async fn close(&self, err: Option<Error>) {
+    /// cleanly with `None`, or with an error the peer receives. Resolves once the close frame
+    /// has reached the broker (see [`Bus::flush`](crate::Bus::flush)).
+    ///
+    /// # Errors
+    /// The bus error if the close frame could not be published or flushed. `Ok` when the
+    /// stream had already ended.
+    ///
+    /// # Cancel safety
+    /// Dropped while waiting for the peer's acks, the stream stays open. Once the close is
+    /// committed (the stream reports ended) it completes in the background, and dropping the
+    /// future only skips waiting for the broker.
+    pub async fn close(&self, err: Option<Error>) -> Result<()> {
         self.sender.close(err).await
     }
 
@@ -190,8 +241,16 @@ impl<S: Message, R: Message + Default> Stream<S, R> {
         self.sender.is_closed()
     }
 
-    /// Resolves when the stream ends, from either side.
-    pub async fn closed(&self) {
+    /// Why the stream ended; `None` while it is open.
+    pub fn end_reason(&self) -> Option<StreamEnd> {
+        self.sender.end_reason()
+    }
+
+    /// Resolves when the stream ends, from either side, with why.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it only waits.
+    pub async fn closed(&self) -> StreamEnd {
         self.sender.closed().await
     }
 
@@ -207,17 +266,28 @@ impl<S: Message, R: Message + Default> Stream<S, R> {
 }
 
 impl<S: Message> StreamSender<S> {
-    /// Sends a message; waits while the peer's window is full.
+    /// Sends a message; see [`Stream::send`].
     ///
     /// # Errors
-    /// Why the stream ended if it has, or a bus error.
+    /// As [`Stream::send`].
+    ///
+    /// # Cancel safety
+    /// Cancel safe; see [`Stream::send`].
     pub async fn send(&self, msg: &S) -> Result<()> {
         self.guard.core.send(msg.encode_to_vec().into()).await
     }
 
     /// Closes the stream; see [`Stream::close`].
-    pub async fn close(&self, err: Option<Error>) {
-        self.guard.core.close(err).await;
+    ///
+    /// # Errors
+    /// As [`Stream::close`].
+    ///
+    /// # Cancel safety
+    /// As [`Stream::close`].
+    pub async fn close(&self, err: Option<Error>) -> Result<()> {
+        let core = &self.guard.core;
+        core.close(err).await?;
+        core.flush().await
     }
 
     /// True once the stream has ended, from either side.
@@ -225,28 +295,69 @@ impl<S: Message> StreamSender<S> {
         self.guard.core.closed.is_cancelled()
     }
 
-    /// Resolves when the stream ends, from either side.
-    pub async fn closed(&self) {
-        self.guard.core.closed.cancelled().await
+    /// Why the stream ended; `None` while it is open.
+    pub fn end_reason(&self) -> Option<StreamEnd> {
+        self.guard.core.end()
+    }
+
+    /// Resolves when the stream ends, from either side, with why.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it only waits.
+    pub async fn closed(&self) -> StreamEnd {
+        let core = &self.guard.core;
+        core.closed.cancelled().await;
+        core.end().unwrap_or(StreamEnd::Closed)
     }
 }
 
 impl<R: Message + Default> StreamReceiver<R> {
     /// The next message; see [`Stream::recv`].
+    ///
+    /// # Cancel safety
+    /// Cancel safe; see [`Stream::recv`].
     pub async fn recv(&mut self) -> Option<Result<R>> {
-        let core = &self.guard.core;
-        let incoming = tokio::select! {
-            biased;
-            msg = self.inbox.recv() => msg,
-            _ = core.closed.cancelled() => self.inbox.try_recv().ok(),
-        };
-        match incoming {
-            Some(msg) => {
-                core.ack(&msg).await;
-                Some(R::decode(msg.raw).map_err(Error::malformed_result))
-            }
-            None => core.close_error().map(Err),
+        futures::future::poll_fn(|cx| self.poll_message(cx)).await
+    }
+
+    /// Why the stream ended; `None` while it is open.
+    pub fn end_reason(&self) -> Option<StreamEnd> {
+        self.guard.core.end()
+    }
+
+    fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<R>>> {
+        if self.done {
+            return Poll::Ready(None);
         }
+        let core = &self.guard.core;
+        match self.inbox.poll_recv(cx) {
+            Poll::Ready(Some(msg)) => {
+                // Queued, not awaited: taking the message and acking it happen together.
+                core.ack(&msg);
+                Poll::Ready(Some(R::decode(msg.raw).map_err(Error::malformed_result)))
+            }
+            Poll::Ready(None) => {
+                self.done = true;
+                Poll::Ready(core.end().and_then(|end| end.error()).map(Err))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<R: Message + Default> futures::Stream for StreamReceiver<R> {
+    type Item = Result<R>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.get_mut().poll_message(cx)
+    }
+}
+
+impl<S, R: Message + Default> futures::Stream for Stream<S, R> {
+    type Item = Result<R>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.get_mut().receiver.poll_message(cx)
     }
 }
 
@@ -258,13 +369,10 @@ impl Drop for Guard {
         if !self.close_on_drop.load(Ordering::Relaxed) || self.core.closed.is_cancelled() {
             return;
         }
-        // A dropped client handle closes the stream, so the server handler ends too.
-        let core = self.core.clone();
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(async move { core.close_now(None).await });
-            }
-            Err(_) => core.finish(None),
-        }
+        // A dropped client handle closes the stream, so the server handler ends too; the
+        // stream's driver publishes the close after what was queued before it.
+        drop(self.core.close_queued(StreamEnd::Closed));
+        // Dropped while opening, before the driver started: start it to send the close.
+        drop(self.core.spawn_driver());
     }
 }

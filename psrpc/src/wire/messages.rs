@@ -181,11 +181,15 @@ pub struct StreamMessage {
 }
 
 /// Acknowledges a stream frame (`internal.StreamAck`).
-#[derive(Clone, Copy, PartialEq, prost::Message)]
+#[derive(Clone, PartialEq, prost::Message)]
 pub struct StreamAck {
     /// Rust extension, on the ack of an open: the server's window (0 for Go servers).
     #[prost(uint32, tag = "1001")]
     pub x_window: u32,
+    /// Rust extension, between Rust peers only: the request IDs of further messages this
+    /// frame acknowledges besides the one in `Stream.request_id` (acks batched under load).
+    #[prost(string, repeated, tag = "1002")]
+    pub x_more: Vec<String>,
 }
 
 /// Closes a stream (`internal.StreamClose`).

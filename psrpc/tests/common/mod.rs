@@ -112,3 +112,59 @@ pub fn slot<T>(value: T) -> Arc<Mutex<Option<T>>> {
 pub fn take<T>(slot: &Arc<Mutex<Option<T>>>) -> T {
     slot.lock().unwrap().take().expect("taken once")
 }
+
+/// A bus whose publishes take `delay` before they reach the inner bus, like a broker far away,
+/// and fail once [`failing`](Self::failing) is set.
+#[derive(Clone)]
+pub struct SlowBus {
+    inner: Arc<dyn psrpc::Bus>,
+    delay: std::time::Duration,
+    failing: Arc<AtomicBool>,
+}
+
+impl SlowBus {
+    pub fn new(inner: impl psrpc::IntoBus, delay: std::time::Duration) -> Self {
+        SlowBus {
+            inner: inner.into_bus(),
+            delay,
+            failing: Arc::default(),
+        }
+    }
+
+    /// From now on, publishes fail as if the broker went away.
+    pub fn failing(&self) {
+        self.failing.store(true, Ordering::SeqCst);
+    }
+}
+
+impl psrpc::Bus for SlowBus {
+    fn publish<'a>(
+        &'a self,
+        channel: &'a psrpc::Channel,
+        payload: Bytes,
+    ) -> futures::future::BoxFuture<'a, Result<(), psrpc::bus::BusError>> {
+        Box::pin(async move {
+            tokio::time::sleep(self.delay).await;
+            if self.failing.load(Ordering::SeqCst) {
+                return Err(psrpc::bus::BusError::Closed);
+            }
+            self.inner.publish(channel, payload).await
+        })
+    }
+
+    fn subscribe<'a>(
+        &'a self,
+        channel: &'a psrpc::Channel,
+        options: psrpc::bus::SubscribeOptions,
+    ) -> futures::future::BoxFuture<'a, Result<psrpc::bus::Subscription, psrpc::bus::BusError>>
+    {
+        Box::pin(async move {
+            tokio::time::sleep(self.delay).await;
+            self.inner.subscribe(channel, options).await
+        })
+    }
+
+    fn name(&self) -> &'static str {
+        "slow"
+    }
+}
