@@ -170,13 +170,15 @@ struct Inner {
     shared: Arc<Shared>,
     next_id: AtomicU64,
     supervisor: JoinHandle<()>,
+    /// For the clean-ups of `Drop`s, which may run outside the runtime.
+    runtime: tokio::runtime::Handle,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         self.supervisor.abort();
         if let Some(link) = self.shared.link.send_replace(None) {
-            tokio::spawn(async move {
+            self.runtime.spawn(async move {
                 let _ = link.connection.close(200, "bye".into()).await;
             });
         }
@@ -229,6 +231,7 @@ impl AmqpBus {
                 shared,
                 next_id: AtomicU64::new(1),
                 supervisor,
+                runtime: tokio::runtime::Handle::current(),
             }),
         };
         // Ready once the supervisor has opened the publishing channel.
@@ -403,7 +406,7 @@ impl Drop for Unsubscribe {
         let state = self.state.clone();
         // Keeps the bus alive until the channel is closed.
         let bus = self.bus.clone();
-        tokio::spawn(async move {
+        self.bus.runtime.spawn(async move {
             state.close().await;
             drop(bus);
         });
