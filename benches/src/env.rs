@@ -5,9 +5,10 @@ use std::sync::Arc;
 use psrpc::Bus;
 use psrpc::bus::LocalBus;
 use psrpc_amqp::AmqpBus;
+use psrpc_mqtt::MqttBus;
 use psrpc_nats::NatsBus;
 use psrpc_redis::RedisBus;
-use psrpc_testkit::{NatsServer, RabbitMqServer, RedisServer};
+use psrpc_testkit::{MosquittoServer, NatsServer, RabbitMqServer, RedisServer};
 
 use crate::harness::Result;
 
@@ -22,11 +23,19 @@ pub enum BusKind {
     Redis,
     /// AMQP 0-9-1 (RabbitMQ).
     Amqp,
+    /// MQTT (mosquitto).
+    Mqtt,
 }
 
 impl BusKind {
     /// Every kind, in the order they run.
-    pub const ALL: [BusKind; 4] = [BusKind::Local, BusKind::Nats, BusKind::Redis, BusKind::Amqp];
+    pub const ALL: [BusKind; 5] = [
+        BusKind::Local,
+        BusKind::Nats,
+        BusKind::Redis,
+        BusKind::Mqtt,
+        BusKind::Amqp,
+    ];
 
     /// The name in results.
     pub fn name(self) -> &'static str {
@@ -35,6 +44,7 @@ impl BusKind {
             BusKind::Nats => "nats",
             BusKind::Redis => "redis",
             BusKind::Amqp => "amqp",
+            BusKind::Mqtt => "mqtt",
         }
     }
 }
@@ -47,6 +57,8 @@ pub struct Brokers {
     _redis: Option<RedisServer>,
     amqp_url: Option<String>,
     _amqp: Option<RabbitMqServer>,
+    mqtt_url: Option<String>,
+    _mqtt: Option<MosquittoServer>,
 }
 
 impl Brokers {
@@ -57,6 +69,7 @@ impl Brokers {
     pub fn start(
         nats_url: Option<String>,
         redis_url: Option<String>,
+        mqtt_url: Option<String>,
         wanted: &[BusKind],
     ) -> Result<Self> {
         let mut brokers = Brokers {
@@ -66,6 +79,8 @@ impl Brokers {
             _redis: None,
             amqp_url: None,
             _amqp: None,
+            mqtt_url,
+            _mqtt: None,
         };
         if wanted.contains(&BusKind::Nats) && brokers.nats_url.is_none() {
             let server = NatsServer::start()?;
@@ -76,6 +91,11 @@ impl Brokers {
             let server = RedisServer::start()?;
             brokers.redis_url = Some(server.url());
             brokers._redis = Some(server);
+        }
+        if wanted.contains(&BusKind::Mqtt) && brokers.mqtt_url.is_none() {
+            let server = MosquittoServer::start()?;
+            brokers.mqtt_url = Some(server.url());
+            brokers._mqtt = Some(server);
         }
         Ok(brokers)
     }
@@ -124,19 +144,31 @@ impl Brokers {
             .ok_or_else(|| "no Redis broker".into())
     }
 
+    /// The MQTT URL.
+    ///
+    /// # Errors
+    /// When no MQTT broker is part of this run.
+    pub fn mqtt_url(&self) -> Result<&str> {
+        self.mqtt_url
+            .as_deref()
+            .ok_or_else(|| "no MQTT broker".into())
+    }
+
     /// Process IDs of the brokers this run started.
     pub fn started_pids(&self) -> Vec<u32> {
         let nats = self._nats.as_ref().and_then(NatsServer::pid);
         let redis = self._redis.as_ref().and_then(RedisServer::pid);
-        nats.into_iter().chain(redis).collect()
+        let mqtt = self._mqtt.as_ref().and_then(MosquittoServer::pid);
+        nats.into_iter().chain(redis).chain(mqtt).collect()
     }
 
     /// Where the brokers are, for the log.
     pub fn describe(&self) -> String {
         format!(
-            "nats={} redis={} amqp={}",
+            "nats={} redis={} mqtt={} amqp={}",
             self.nats_url.as_deref().unwrap_or("-"),
             self.redis_url.as_deref().unwrap_or("-"),
+            self.mqtt_url.as_deref().unwrap_or("-"),
             self.amqp_url.as_deref().unwrap_or("-")
         )
     }
@@ -172,6 +204,7 @@ impl<'a> Fabric<'a> {
             BusKind::Nats => Arc::new(NatsBus::connect(self.brokers.nats_url()?).await?),
             BusKind::Redis => Arc::new(RedisBus::connect(self.brokers.redis_url()?).await?),
             BusKind::Amqp => Arc::new(AmqpBus::connect(self.brokers.amqp_url()?).await?),
+            BusKind::Mqtt => Arc::new(MqttBus::connect(self.brokers.mqtt_url()?).await?),
         })
     }
 

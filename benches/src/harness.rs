@@ -32,6 +32,8 @@ pub struct Budget {
     pub callers: usize,
     /// Topic registrations for the memory measurement.
     pub registrations: usize,
+    /// Messages of a flood.
+    pub flood_messages: u64,
 }
 
 impl Budget {
@@ -45,6 +47,7 @@ impl Budget {
             duration: Duration::from_millis(400),
             callers: 64,
             registrations: 1_000,
+            flood_messages: 5_000,
         }
     }
 
@@ -58,6 +61,7 @@ impl Budget {
             duration: Duration::from_secs(3),
             callers: 64,
             registrations: 10_000,
+            flood_messages: 50_000,
         }
     }
 }

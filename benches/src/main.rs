@@ -1,18 +1,21 @@
 //! psrpc benchmarks against the raw brokers, on every bus, in one run.
 //!
 //! ```text
-//! cargo run --release -p psrpc-benches -- [--quick|--full] [--nats URL] [--redis URL] [--amqp URL] [--only PATTERN]
+//! cargo run --release -p psrpc-benches -- [--quick|--full] [--nats URL] [--redis URL] [--mqtt URL] [--amqp URL] [--only PATTERN]
 //! ```
 //!
 //! Without URLs the brokers are started through `psrpc-testkit` (`nats-server`, `redis-server`,
-//! `rabbitmq-server` on free ports). Every measurement is printed as one JSON line on stdout as it completes;
-//! a markdown table of all of them follows. Progress goes to stderr. See `BENCHMARKS.md`.
+//! `mosquitto`, `rabbitmq-server` on free ports). Every measurement is printed as one JSON line
+//! on stdout as it completes; a markdown table of all of them follows. Progress goes to stderr.
+//! See `BENCHMARKS.md`.
 
 mod env;
+mod flood;
 mod harness;
 mod mem;
 mod probe;
 mod raw;
+mod raw_mqtt;
 mod report;
 mod soak;
 mod stats;
@@ -25,19 +28,23 @@ use harness::{Budget, Result};
 use report::{Kind, Measurement};
 
 const USAGE: &str = "\
-usage: psrpc-benches [--quick|--full] [--nats URL] [--redis URL] [--amqp URL] [--only PATTERN]
-       psrpc-benches --soak MINUTES [--soak-bus local|nats|redis|amqp] [--nats URL] [--redis URL]
-                     [--amqp URL]
+usage: psrpc-benches [--quick|--full] [--nats URL] [--redis URL] [--mqtt URL] [--amqp URL]
+                     [--only PATTERN]
+       psrpc-benches --soak MINUTES [--soak-bus local|nats|redis|mqtt|amqp] [--nats URL] [--redis URL]
+                     [--mqtt URL] [--amqp URL]
+       psrpc-benches --idle-rss local|nats|redis|mqtt|amqp [--nats URL] [--redis URL]
 
   --quick         a few hundred milliseconds per measurement (about a minute in all)
   --full          the published figures (default; several minutes)
   --nats URL      use this NATS server instead of starting one
   --redis URL     use this Redis server instead of starting one
   --amqp URL      use this AMQP broker (amqp://user:pass@host:port/vhost) instead of starting one
+  --mqtt URL      use this MQTT broker (mqtt://HOST:PORT) instead of starting a mosquitto
   --only PATTERN  run only cases whose `bus/case` contains PATTERN (repeatable, or
                   comma-separated), e.g. `--only nats/` or `--only rpc_direct,raw_`
   --soak MINUTES  mixed load for that long, sampling RSS and live tasks every 10 s
   --soak-bus BUS  the bus of the soak (default nats)
+  --idle-rss BUS  print the idle resident size of a process with one client and one server
 ";
 
 /// The command line.
@@ -47,6 +54,7 @@ struct Args {
     nats: Option<String>,
     redis: Option<String>,
     amqp: Option<String>,
+    mqtt: Option<String>,
     only: Vec<String>,
     /// Soak for this many minutes instead of benchmarking.
     soak: Option<f64>,
@@ -54,6 +62,8 @@ struct Args {
     soak_bus: Option<BusKind>,
     /// Internal: run the memory probe for a bus with this many registrations.
     memory_probe: Option<(BusKind, usize)>,
+    /// Internal: report the idle resident size of one client and one server on a bus.
+    idle_probe: Option<BusKind>,
 }
 
 fn parse_args(mut args: impl Iterator<Item = String>) -> std::result::Result<Args, String> {
@@ -66,6 +76,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> std::result::Result<Arg
             "--nats" => out.nats = Some(value("--nats")?),
             "--redis" => out.redis = Some(value("--redis")?),
             "--amqp" => out.amqp = Some(value("--amqp")?),
+            "--mqtt" => out.mqtt = Some(value("--mqtt")?),
             "--only" => out.only.extend(
                 value("--only")?
                     .split(',')
@@ -96,6 +107,14 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> std::result::Result<Arg
                     .parse()
                     .map_err(|e| format!("registrations: {e}"))?;
                 out.memory_probe = Some((kind, n));
+            }
+            "--idle-rss" => {
+                let bus = value("--idle-rss")?;
+                let kind = BusKind::ALL
+                    .into_iter()
+                    .find(|k| k.name() == bus)
+                    .ok_or(format!("unknown bus {bus}"))?;
+                out.idle_probe = Some(kind);
             }
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other}")),
@@ -142,14 +161,21 @@ fn main() -> ExitCode {
 /// Runs the benchmarks; `Ok(false)` when a scenario failed outright.
 async fn run(args: Args) -> Result<bool> {
     if let Some((kind, n)) = args.memory_probe {
-        let brokers = Brokers::start(args.nats, args.redis, &[])?.with_amqp(args.amqp, &[])?;
+        let brokers =
+            Brokers::start(args.nats, args.redis, args.mqtt, &[])?.with_amqp(args.amqp, &[])?;
         probe::run_child(kind, &brokers, n).await?;
+        return Ok(true);
+    }
+    if let Some(kind) = args.idle_probe {
+        let brokers = Brokers::start(args.nats, args.redis, args.mqtt, &[kind])?
+            .with_amqp(args.amqp, &[kind])?;
+        probe::run_idle_child(kind, &brokers).await?;
         return Ok(true);
     }
     if let Some(minutes) = args.soak {
         let kind = args.soak_bus.unwrap_or(BusKind::Nats);
-        let brokers =
-            Brokers::start(args.nats, args.redis, &[kind])?.with_amqp(args.amqp, &[kind])?;
+        let brokers = Brokers::start(args.nats, args.redis, args.mqtt, &[kind])?
+            .with_amqp(args.amqp, &[kind])?;
         eprintln!(
             "psrpc-benches soak, {minutes} min on {}; {}",
             kind.name(),
@@ -178,7 +204,8 @@ async fn run(args: Args) -> Result<bool> {
                 .any(|c| suite::wants(&args.only, k, c))
         })
         .collect();
-    let brokers = Brokers::start(args.nats, args.redis, &wanted)?.with_amqp(args.amqp, &wanted)?;
+    let brokers =
+        Brokers::start(args.nats, args.redis, args.mqtt, &wanted)?.with_amqp(args.amqp, &wanted)?;
     mem::set_broker_pids(brokers.started_pids());
     let machine = machine();
     eprintln!(
@@ -215,6 +242,28 @@ async fn run(args: Args) -> Result<bool> {
                 suite.report_add(m);
             }
             Err(err) => suite.fail(format!("{}/mem_per_registration", kind.name()), &err),
+        }
+    }
+    for &kind in &wanted {
+        if !suite.wants(kind, "idle_rss") {
+            continue;
+        }
+        eprintln!("{}/idle_rss", kind.name());
+        match tokio::task::block_in_place(|| probe::run_idle(kind, &brokers)) {
+            Ok(v) => {
+                let mut m = Measurement::new(kind.name(), "idle_rss", Kind::Memory);
+                m.bytes = v
+                    .get("rss")
+                    .and_then(serde_json::Value::as_u64)
+                    .map(|b| b as f64);
+                for key in ["peak", "rss_anon", "rss_file", "threads"] {
+                    if let Some(x) = v.get(key) {
+                        m = m.with(key, x.clone());
+                    }
+                }
+                suite.report_add(m);
+            }
+            Err(err) => suite.fail(format!("{}/idle_rss", kind.name()), &err),
         }
     }
     let memory = mem::read();

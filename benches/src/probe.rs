@@ -70,15 +70,65 @@ pub async fn run_child(kind: BusKind, brokers: &Brokers, n: usize) -> Result<()>
     Ok(())
 }
 
-/// In the parent: runs the probe for `kind` in a child process.
+/// How long the idle probe waits before reading its resident size.
+const IDLE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// In the child: one server with one method and one client, each on a bus of its own, one
+/// call made, then idle for a second; prints the resident size as one JSON object.
+///
+/// # Errors
+/// A failed connection, registration or call.
+pub async fn run_idle_child(kind: BusKind, brokers: &Brokers) -> Result<()> {
+    let fabric = Fabric::new(kind, brokers);
+    let server = Server::new("Idle", fabric.bus().await?);
+    server.register_unary(METHOD, &[], echo).await?;
+    let client = psrpc::Client::new("Idle", fabric.bus().await?).await?;
+    let _: Bytes = client
+        .request(&METHOD, &[], &Bytes::from_static(b"x"), Default::default())
+        .await?;
+    tokio::time::sleep(IDLE).await;
+    let now = mem::read();
+    // Anonymous (heap, stacks) against file-backed (the binary's code and libraries) pages.
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    println!(
+        "{}",
+        serde_json::json!({
+            "rss": now.rss,
+            "peak": now.peak,
+            "rss_anon": field("RssAnon:") * 1024,
+            "rss_file": field("RssFile:") * 1024,
+            "threads": field("Threads:"),
+        })
+    );
+    client.close().await?;
+    server.kill().await;
+    Ok(())
+}
+
+/// In the parent: the idle resident size of a process holding one client and one server on
+/// `kind` (measured in a child process): `rss`, `peak`, `rss_anon`, `rss_file`, `threads`.
 ///
 /// # Errors
 /// The child failed or printed no result.
-pub fn run(kind: BusKind, brokers: &Brokers, n: usize) -> Result<ProbeResult> {
+pub fn run_idle(kind: BusKind, brokers: &Brokers) -> Result<Value> {
+    let v = child(brokers, &["--idle-rss", kind.name()])?;
+    if v.get("rss").and_then(Value::as_u64).is_none() {
+        return Err("idle probe output lacks rss".into());
+    }
+    Ok(v)
+}
+
+/// Runs this binary with `args` and the brokers' URLs, and parses its JSON output.
+fn child(brokers: &Brokers, args: &[&str]) -> Result<Value> {
     let mut cmd = Command::new(std::env::current_exe()?);
-    cmd.arg("--memory-probe")
-        .arg(kind.name())
-        .arg(n.to_string());
+    cmd.args(args);
     if let Ok(url) = brokers.nats_url() {
         cmd.arg("--nats").arg(url);
     }
@@ -87,6 +137,9 @@ pub fn run(kind: BusKind, brokers: &Brokers, n: usize) -> Result<ProbeResult> {
     }
     if let Ok(url) = brokers.amqp_url() {
         cmd.arg("--amqp").arg(url);
+    }
+    if let Ok(url) = brokers.mqtt_url() {
+        cmd.arg("--mqtt").arg(url);
     }
     let out = cmd.output()?;
     if !out.status.success() {
@@ -98,7 +151,16 @@ pub fn run(kind: BusKind, brokers: &Brokers, n: usize) -> Result<ProbeResult> {
         .into());
     }
     let line = String::from_utf8_lossy(&out.stdout);
-    let v: Value = serde_json::from_str(line.trim())?;
+    Ok(serde_json::from_str(line.trim())?)
+}
+
+/// In the parent: runs the probe for `kind` in a child process.
+///
+/// # Errors
+/// The child failed or printed no result.
+pub fn run(kind: BusKind, brokers: &Brokers, n: usize) -> Result<ProbeResult> {
+    let n_arg = n.to_string();
+    let v = child(brokers, &["--memory-probe", kind.name(), &n_arg])?;
     let field = |k: &str| {
         v.get(k)
             .and_then(Value::as_u64)

@@ -2,6 +2,7 @@
 //!
 //! - NATS: async-nats request/reply to queue-subscribed responders, publish/subscribe.
 //! - Redis: pub/sub ping-pong between RESP3 connections, publish/subscribe.
+//! - MQTT: ping-pong between rumqttc connections (QoS 0), publish/subscribe (see `raw_mqtt`).
 //! - in-process: the [`LocalBus`] used directly (psrpc's transport without its RPC layer).
 
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use tokio::sync::mpsc;
 
 use crate::env::{BusKind, Fabric};
 use crate::harness::{Caller, Result};
+use crate::raw_mqtt::MqttLink;
 
 /// How long a raw caller waits for its answer before counting an error.
 const CALL_TIMEOUT: Duration = Duration::from_secs(3);
@@ -33,6 +35,8 @@ pub enum Link {
     Redis(MultiplexedConnection),
     /// A lapin connection and a channel on it.
     Amqp(Arc<(lapin::Connection, lapin::Channel)>),
+    /// A rumqttc MQTT 5 connection.
+    Mqtt(MqttLink),
 }
 
 /// A raw channel name, with its in-process spelling made once.
@@ -65,6 +69,11 @@ impl Link {
                 Link::Redis(redis_connection(fabric.brokers().redis_url()?, None).await?)
             }
             BusKind::Amqp => Link::Amqp(Arc::new(amqp_connection(fabric).await?)),
+            BusKind::Mqtt => Link::Mqtt(
+                MqttLink::connect(fabric.brokers().mqtt_url()?, None)
+                    .await?
+                    .0,
+            ),
         })
     }
 
@@ -131,6 +140,16 @@ impl Link {
                 });
                 Ok((Link::Amqp(Arc::new((conn, amqp))), payloads.boxed()))
             }
+            BusKind::Mqtt => {
+                let filter = if queue {
+                    format!("$share/psrpc/{}", channel.name)
+                } else {
+                    channel.name.to_string()
+                };
+                let (link, payloads) =
+                    MqttLink::connect(fabric.brokers().mqtt_url()?, Some(&filter)).await?;
+                Ok((Link::Mqtt(link), payloads))
+            }
         }
     }
 
@@ -179,6 +198,7 @@ impl Link {
                     Ok(())
                 })
             }
+            Link::Mqtt(link) => link.publish(&channel.name, payload),
         }
     }
 }

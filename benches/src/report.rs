@@ -154,6 +154,8 @@ impl Measurement {
         for (k, v) in &self.extra {
             map.insert(k.clone(), v.clone());
         }
+        // The process's peak so far, so the case that raised it can be found.
+        map.insert("vm_hwm".into(), crate::mem::read().peak.into());
         out
     }
 }
@@ -229,7 +231,15 @@ impl Report {
                 .and_then(|m| m.ops_per_sec)
                 .map(fmt_count)
                 .unwrap_or_default();
-            let errors = lat.map_or(0, |m| m.errors) + tput.map_or(0, |m| m.errors);
+            let mut errors =
+                (lat.map_or(0, |m| m.errors) + tput.map_or(0, |m| m.errors)).to_string();
+            // Floods count what never arrived rather than failed calls.
+            if let Some(lost) = tput
+                .and_then(|m| m.extra.get("lost"))
+                .and_then(Value::as_u64)
+            {
+                let _ = write!(errors, " ({lost} lost)");
+            }
             // Ours, plus the broker's when this run started it.
             let cpu = match tput.and_then(|m| m.cpu_us_per_op) {
                 Some((ours, Some(broker))) => format!("{ours:.1} + {broker:.1}"),

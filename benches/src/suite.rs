@@ -11,6 +11,7 @@ use psrpc::stream::Stream;
 use psrpc::{CallOptions, Client, MethodInfo, RequestContext, SelectionOptions, Server};
 
 use crate::env::{BusKind, Fabric};
+use crate::flood::{self, FloodRun};
 use crate::harness::{self, Budget, Caller, Flow, LatencyRun, Result, ThroughputRun};
 use crate::raw::{self, Link, NatsRequestReply, PingPong, RawChannel};
 use crate::report::{self, Kind, Measurement, Report};
@@ -40,7 +41,7 @@ const SETTLE: Duration = Duration::from_millis(50);
 pub fn raw_rpc_case(kind: BusKind) -> &'static str {
     match kind {
         BusKind::Nats => "raw_request_reply",
-        BusKind::Redis | BusKind::Amqp => "raw_ping_pong",
+        BusKind::Redis | BusKind::Mqtt | BusKind::Amqp => "raw_ping_pong",
         BusKind::Local => "raw_bus_ping_pong",
     }
 }
@@ -58,11 +59,18 @@ pub fn cases(kind: BusKind) -> Vec<&'static str> {
         "sub_queue",
         "raw_publish_w64",
         "stream",
+        "raw_flood_fanout",
+        "flood_fanout",
+        "flood_queue",
         "mem_per_registration",
+        "idle_rss",
     ];
     // Redis has no queue delivery of its own to compare with.
     if kind != BusKind::Redis {
         cases.push("raw_queue");
+        cases.push("raw_flood_queue");
+    } else {
+        cases.push("raw_flood_pipe");
     }
     cases
 }
@@ -143,6 +151,89 @@ impl<'a> Suite<'a> {
         if let Err(err) = self.stream(&fabric).await {
             self.fail(format!("{bus}/stream"), &err);
         }
+        if let Err(err) = self.floods(&fabric).await {
+            self.fail(format!("{bus}/flood"), &err);
+        }
+    }
+
+    fn record_flood(
+        &mut self,
+        m: Measurement,
+        run: FloodRun,
+        fanout: u64,
+        baseline: Option<String>,
+    ) {
+        let mut m = m
+            .with("messages", run.published)
+            .with("lost", run.lost())
+            .with("dropped", run.dropped)
+            .with("seconds", (run.seconds * 1e4).round() / 1e4);
+        m.samples = run.delivered;
+        m.errors = run.errors;
+        m.ops_per_sec = Some(run.messages_per_sec(fanout));
+        let messages = run.published.max(1) as f64;
+        let (c0, c1) = run.cpu;
+        let ours = c1.ours.saturating_sub(c0.ours) as f64 / messages;
+        let broker =
+            (m.bus != "local").then(|| c1.brokers.saturating_sub(c0.brokers) as f64 / messages);
+        m.cpu_us_per_op = Some((ours, broker));
+        if let Some(err) = &run.first_error {
+            eprintln!(
+                "  {}/{}: {} errors, first: {err}",
+                m.bus, m.case, run.errors
+            );
+        }
+        if run.delivered == 0 {
+            self.fail(format!("{}/{} flood", m.bus, m.case), &"nothing delivered");
+        }
+        self.report.add(m, baseline);
+    }
+
+    /// Floods: fan-out to 1 and 4 subscribers and a queue of 4, raw and psrpc.
+    async fn floods(&mut self, fabric: &Fabric<'_>) -> Result<()> {
+        let kind = fabric.kind;
+        let n = self.budget.flood_messages;
+        if kind == BusKind::Redis && self.wants(kind, "raw_flood_pipe") {
+            eprintln!("{}/raw_flood_pipe n={n}", kind.name());
+            let run = flood::raw_flood_pipe(fabric, n).await?;
+            let m =
+                Measurement::new(kind.name(), "raw_flood_pipe", Kind::Throughput).payload(SMALL);
+            self.record_flood(m, run, 1, None);
+        }
+        for (queue, subscribers) in [(false, 1), (false, 4), (true, 4)] {
+            let fanout = if queue { 1 } else { subscribers as u64 };
+            let raw_case = if queue {
+                "raw_flood_queue"
+            } else {
+                "raw_flood_fanout"
+            };
+            let has_raw = !queue || flood::has_raw_queue(kind);
+            if has_raw && self.wants(kind, raw_case) {
+                eprintln!("{}/{raw_case} subscribers={subscribers} n={n}", kind.name());
+                let run = flood::raw_flood(fabric, n, subscribers, queue).await?;
+                let m = Measurement::new(kind.name(), raw_case, Kind::Throughput)
+                    .servers(subscribers)
+                    .payload(SMALL);
+                self.record_flood(m, run, fanout, None);
+            }
+            let case = if queue { "flood_queue" } else { "flood_fanout" };
+            if self.wants(kind, case) {
+                eprintln!("{}/{case} subscribers={subscribers} n={n}", kind.name());
+                let service = self.service();
+                let run = flood::psrpc_flood(fabric, &service, n, subscribers, queue).await?;
+                // Redis has no queue of its own: compare with the raw flood to one subscriber.
+                let baseline = if has_raw {
+                    report::key(kind.name(), Kind::Throughput, raw_case, subscribers, SMALL)
+                } else {
+                    report::key(kind.name(), Kind::Throughput, "raw_flood_fanout", 1, SMALL)
+                };
+                let m = Measurement::new(kind.name(), case, Kind::Throughput)
+                    .servers(subscribers)
+                    .payload(SMALL);
+                self.record_flood(m, run, fanout, Some(baseline));
+            }
+        }
+        Ok(())
     }
 
     fn record_latency(&mut self, m: Measurement, run: LatencyRun, baseline: Option<String>) {

@@ -74,8 +74,10 @@ pub fn bus_url(args: impl IntoIterator<Item = String>) -> Result<Option<String>,
 }
 
 /// Connects to the bus at `url`: `nats://…` for NATS, `redis://…` or `rediss://…` for Redis
-/// (TLS needs a TLS feature of the `redis` crate, off in this workspace), `amqp://…` or
-/// `amqps://…` for RabbitMQ (`amqp://user:pass@HOST:5672/%2f`), `local` for an in-process bus.
+/// (TLS needs a TLS feature of the `redis` crate, off in this workspace),
+/// `mqtt://[user:pass@]…` for MQTT (`mqtts://` needs the `tls` feature of `psrpc-mqtt`),
+/// `amqp://…` or `amqps://…` for RabbitMQ (`amqp://user:pass@HOST:5672/%2f`), `local` for an
+/// in-process bus.
 ///
 /// # Errors
 /// A message for an unknown scheme or a broker that cannot be reached.
@@ -91,14 +93,18 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Bus>, String> {
             .await
             .map(|bus| Arc::new(bus) as Arc<dyn Bus>)
             .map_err(|err| format!("cannot connect to Redis at {url}: {err}")),
+        "mqtt" | "mqtts" => psrpc_mqtt::MqttBus::connect(url)
+            .await
+            .map(|bus| Arc::new(bus) as Arc<dyn Bus>)
+            .map_err(|err| format!("cannot connect to MQTT at {url}: {err}")),
         "amqp" | "amqps" => psrpc_amqp::AmqpBus::connect(url)
             .await
             .map(|bus| Arc::new(bus) as Arc<dyn Bus>)
             .map_err(|err| format!("cannot connect to AMQP at {url}: {err}")),
         _ => Err(format!(
             "unsupported bus URL {url}: use nats://HOST:PORT, redis://HOST:PORT (or \
-             rediss://), amqp://USER:PASS@HOST:PORT/VHOST (or amqps://), or leave --bus out \
-             for the in-process bus"
+             rediss://), mqtt://[USER:PASS@]HOST:PORT, amqp://USER:PASS@HOST:PORT/VHOST (or \
+             amqps://), or leave --bus out for the in-process bus"
         )),
     }
 }

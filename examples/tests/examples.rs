@@ -1,11 +1,11 @@
-//! Runs every example binary on the in-process bus and on NATS and Redis brokers started for
-//! the test, checking the exit status and the lines that show each example did its job.
+//! Runs every example binary on the in-process bus and on NATS, Redis and MQTT brokers started
+//! for the test, checking the exit status and the lines that show each example did its job.
 
 use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use psrpc_testkit::{NatsServer, RedisServer};
+use psrpc_testkit::{MosquittoServer, NatsServer, RedisServer};
 
 /// Far above an example's run time (a few seconds): only a hang trips it.
 const RUN_LIMIT: Duration = Duration::from_secs(60);
@@ -207,6 +207,12 @@ fn demo_on_rabbitmq() {
     let rabbit = psrpc_testkit::RabbitMqServer::shared().expect("rabbitmq-server");
     let url = rabbit.fresh_url().expect("a virtual host");
     check_demo("amqp", &["--bus", &url]);
+}
+
+#[test]
+fn examples_on_mqtt() {
+    let mqtt = MosquittoServer::start().expect("mosquitto");
+    check_all("mqtt", &["--bus", &mqtt.url()]);
 }
 
 #[test]

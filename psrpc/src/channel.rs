@@ -1,4 +1,4 @@
-//! Channel naming (WIRE.md §4): one logical [`Channel`], two spellings.
+//! Channel naming (docs/wire.md §4): one logical [`Channel`], two spellings.
 //!
 //! Redis and the in-process bus use the "pipe" spelling (`Svc|Method|topic|REQ`); NATS uses a
 //! subject per service and topic tuple (`SRV.Svc.topic[.Q]`) plus a route key carried inside the
@@ -167,7 +167,7 @@ impl Channel {
         self.queue
     }
 
-    /// The pipe spelling used by Redis and the in-process bus (WIRE.md §4.1).
+    /// The pipe spelling used by Redis and the in-process bus (docs/wire.md §4.1).
     pub fn pipe_name(&self) -> String {
         let mut out = String::with_capacity(self.estimated_len());
         push_sanitized(&mut out, &self.service);
@@ -182,7 +182,7 @@ impl Channel {
         out
     }
 
-    /// The NATS subject (WIRE.md §4.2).
+    /// The NATS subject (docs/wire.md §4.2).
     ///
     /// The service name is not sanitised (Go does not either); topics and client IDs are.
     pub fn nats_subject(&self) -> String {
@@ -273,7 +273,7 @@ mod tests {
 
     const NO_TOPICS: [&str; 0] = [];
 
-    /// Every vector of WIRE.md §4.3 (service `foo`, method or client id `bar`).
+    /// Every vector of docs/wire.md §4.3 (service `foo`, method or client id `bar`).
     #[test]
     fn wire_md_vectors() {
         let cases: Vec<(Channel, &str, &str, Option<&str>)> = vec![

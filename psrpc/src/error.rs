@@ -1,4 +1,4 @@
-//! Typed errors that cross the wire as `Response.code`, `error` and `error_details` (WIRE.md §8).
+//! Typed errors that cross the wire as `Response.code`, `error` and `error_details` (docs/wire.md §8).
 
 use std::fmt;
 use std::str::FromStr;

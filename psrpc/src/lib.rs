@@ -29,6 +29,8 @@ pub mod bus;
 pub mod channel;
 pub mod client;
 mod error;
+#[cfg(feature = "tonic")]
+pub mod grpc;
 pub mod id;
 mod info;
 pub mod interceptor;

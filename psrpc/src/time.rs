@@ -1,5 +1,5 @@
 //! Time arithmetic that never panics or wraps, and wall-clock conversions (the wire carries
-//! absolute Unix nanoseconds, WIRE.md §9).
+//! absolute Unix nanoseconds, docs/wire.md §9).
 //!
 //! Users may pass any `Duration` (`Duration::MAX` for "no timeout"), so every sum of an instant
 //! and a duration, and every conversion of a duration to an integer, goes through the

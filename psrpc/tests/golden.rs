@@ -203,7 +203,7 @@ fn notes(e: &Entry) -> Result<Vec<(usize, Note)>, String> {
 }
 
 fn check_id(r: &mut Report, line: usize, what: &str, id: &str, prefix: &str) {
-    // WIRE.md §3: prefix + 12 characters of [A-Za-z0-9].
+    // docs/wire.md §3: prefix + 12 characters of [A-Za-z0-9].
     let ok = id
         .strip_prefix(prefix)
         .is_some_and(|rest| rest.len() == 12 && rest.bytes().all(|b| b.is_ascii_alphanumeric()));
@@ -666,7 +666,7 @@ fn check_redis_monitor(spec: &Spec) {
                     String::from_utf8_lossy(key).as_ref(),
                     want.as_str(),
                 );
-                // Only queue-routed deliveries take a lock (WIRE.md §7).
+                // Only queue-routed deliveries take a lock (docs/wire.md §7).
                 let channel = String::from_utf8_lossy(channel);
                 let method = channel.split('|').nth(1).unwrap_or_default();
                 if !spec.queue_methods.contains(&method) {

@@ -975,3 +975,86 @@ async fn servers_stop_waiting_when_no_claim_is_chosen() {
     );
     assert_eq!(server.stats().claims_lost, 1);
 }
+
+/// Issue 16.6: a server that gets a claim request after the caller already chose another
+/// server (its delivery lagged) learns the choice at once instead of waiting, parked, until
+/// the request's deadline.
+#[tokio::test(start_paused = true)]
+async fn a_late_claimer_learns_the_choice_without_waiting() {
+    const PICK_LATE: MethodInfo = MethodInfo::affinity("PickLate");
+    let bus = LocalBus::new();
+    let fast = Server::new("Late", bus.clone());
+    let slow = Server::new(
+        "Late",
+        common::LaggingBus::new(bus.clone(), Duration::from_millis(100)),
+    );
+    for server in [&fast, &slow] {
+        server
+            .register_unary(PICK_LATE, &[], |ctx: psrpc::RequestContext, _req: String| async move {
+                Ok(ctx.server_id().to_owned())
+            })
+            .await
+            .unwrap();
+    }
+    let client = Client::new("Late", bus).await.unwrap();
+    let opts = CallOptions::new()
+        .timeout(Duration::from_secs(30))
+        .selection(psrpc::SelectionOptions::default().accept_first_available(true));
+    let winner: String = client
+        .request(&PICK_LATE, &[], &"job".to_string(), opts)
+        .await
+        .unwrap();
+    assert_eq!(winner, fast.id());
+    // The slow server gets the request 100 ms late; it must not hold it for the 30 s deadline.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(slow.stats().claims_lost, 1, "the late claim ended at once");
+}
+
+/// Many concurrent claimed calls to four servers all succeed: the claim exchange (with early
+/// answers remembered) loses no call under load, for queue and affinity methods.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claimed_calls_to_four_servers_under_load_all_succeed() {
+    const Q: MethodInfo = MethodInfo::unary("LoadQ");
+    const A: MethodInfo = MethodInfo::affinity("LoadA");
+    let bus = LocalBus::new();
+    let mut servers = Vec::new();
+    for _ in 0..4 {
+        let server = Server::new("Load", bus.clone());
+        for method in [Q, A] {
+            server
+                .register_unary(method, &[], |_ctx, req: String| async move { Ok(req) })
+                .await
+                .unwrap();
+        }
+        servers.push(server);
+    }
+    let client = Client::new("Load", bus).await.unwrap();
+    // Every server claims an affinity call: four times the messages, so fewer rounds.
+    for (method, rounds) in [(Q, 100), (A, 40)] {
+        let calls = (0..64).map(|task| {
+            let client = client.clone();
+            async move {
+                let mut failures = Vec::new();
+                for i in 0..rounds {
+                    // The first claim wins, so the other servers' claims come late.
+                    let opts = CallOptions::new()
+                        .direct(false)
+                        .timeout(Duration::from_secs(20))
+                        .selection(psrpc::SelectionOptions::default().accept_first_available(true));
+                    let req = format!("{task}/{i}");
+                    match client
+                        .request::<String, String>(&method, &[], &req, opts)
+                        .await
+                    {
+                        Ok(resp) => assert_eq!(resp, req),
+                        Err(err) => failures.push(err),
+                    }
+                }
+                failures
+            }
+        });
+        let failures: Vec<_> = futures::future::join_all(calls).await.concat();
+        assert!(failures.is_empty(), "{}: {failures:?}", method.name);
+    }
+    assert_eq!(client.stats().pending, 0);
+}

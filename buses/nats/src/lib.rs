@@ -1,7 +1,8 @@
-//! The NATS bus for psrpc, wire-compatible with Go psrpc v0.7 (WIRE.md §4.2, §7).
+//! The NATS bus for psrpc, wire-compatible with Go psrpc v0.7 (docs/wire.md §4.2, §7).
 //!
-//! [`NatsBus`] carries psrpc over core NATS with [async-nats](async_nats): no JetStream, no
-//! headers. Requests published through [`Bus::publish_watched`] carry a reply subject (a
+//! [`NatsBus`] carries psrpc over core NATS with [async-nats](async_nats): no JetStream, and no
+//! headers except one Go peers never see (a queue message handed back to its group carries a
+//! hop count, see below). Requests published through [`Bus::publish_watched`] carry a reply subject (a
 //! private inbox) only so that the broker reports "no responders" when nobody subscribes, and a
 //! call to a method nobody serves fails at once; psrpc servers, Go's included, ignore reply
 //! subjects. Every payload is the psrpc envelope; messages to servers carry

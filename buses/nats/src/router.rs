@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::confirm::Confirmer;
 use crate::error::SetupFailure;
 
-/// The queue group of every psrpc queue subscription (WIRE.md §4.2).
+/// The queue group of every psrpc queue subscription (docs/wire.md §4.2).
 pub(crate) const QUEUE_GROUP: &str = "bus";
 
 /// Identifies a shared NATS subscription: the subject, and whether it is a queue subscription.
@@ -40,7 +40,7 @@ pub(crate) type Subjects = Mutex<HashMap<SubjectKey, Arc<Entry>>>;
 pub(crate) enum Status {
     /// SUB sent, not yet confirmed by the server.
     Pending,
-    /// Confirmed by a PING/PONG round trip: the server delivers to it.
+    /// Confirmed by an echo round trip through the server (see `confirm.rs`): it delivers to it.
     Ready,
     /// Setting it up failed; the entry has left the map.
     Failed(SetupFailure),

@@ -1,5 +1,5 @@
 //! What a psrpc Client/Server pair puts on NATS, captured by a raw subscriber on `>` and
-//! compared with WIRE.md §4.2/§5 and the Go v0.7 golden captures.
+//! compared with docs/wire.md §4.2/§5 and the Go v0.7 golden captures.
 
 mod common;
 

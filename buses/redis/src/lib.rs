@@ -1,28 +1,32 @@
 //! The Redis bus for psrpc, wire-compatible with Go psrpc v0.7 on Redis.
 //!
 //! [`RedisBus`] implements [`psrpc::Bus`]. Channels are Redis pub/sub channels named with
-//! [`Channel::pipe_name`] (`Svc|Method|topic|REQ`, WIRE.md §4.1); payloads are the envelope bytes
+//! [`Channel::pipe_name`] (`Svc|Method|topic|REQ`, docs/wire.md §4.1); payloads are the envelope bytes
 //! as given, published with `PUBLISH`.
 //!
 //! # Design
 //!
 //! - **One push connection per bus for receiving.** Every subscription of a bus shares one RESP3
 //!   connection (a [`redis::aio::ConnectionManager`] with a push sender and automatic
-//!   resubscription). A single reader task takes the pushed messages and demultiplexes them by
-//!   channel name into the bounded buffers of the local subscriptions. Delivery never waits: a
+//!   resubscription). The push sender demultiplexes each message by channel name straight
+//!   into the bounded buffers of the local subscriptions, inside the connection's own task
+//!   (no unbounded queue, no hand-off to another task per message). Delivery never waits: a
 //!   full buffer drops the message and counts it (see [`psrpc::bus::SubscriptionSink::deliver`]),
 //!   so one slow subscriber never stalls the others.
 //! - **One Redis SUBSCRIBE per channel name**, shared by all local subscribers of that name;
 //!   `UNSUBSCRIBE` is sent when the last one goes. [`Bus::subscribe`] returns once the server
 //!   has confirmed the SUBSCRIBE, so a message published after it returns is delivered.
-//! - **A separate multiplexed connection for commands**: `PUBLISH` and the queue lock `SET`s.
+//! - **A separate connection for commands**: `PUBLISH` and the queue lock `SET`s, written by
+//!   one writer task that sends whatever has queued up as one pipeline (bounded queue,
+//!   [`RedisBusOptions::publish_queue`]); each caller still gets its own reply or error.
+//!   [`Bus::flush`] waits until everything queued before has been answered by Redis.
 //! - **Reconnects** are handled by the connection manager: after the server comes back the
 //!   push connection resubscribes every channel by itself (messages published meanwhile are
 //!   lost, as with any Redis pub/sub). A periodic `PING` on the push connection
 //!   ([`RedisBusOptions::health_check_interval`]) notices dead connections even when the bus
 //!   is idle and retries when an earlier reconnect gave up.
 //!
-//! # Queue channels (Go's lock rule, WIRE.md §7)
+//! # Queue channels (Go's lock rule, docs/wire.md §7)
 //!
 //! Redis has no queue groups, so a channel with [`Channel::is_queue`] works as in Go psrpc:
 //! every queue subscriber (in every process) receives every message; on receipt each bus runs
@@ -61,6 +65,7 @@
 
 mod lock;
 mod router;
+mod writer;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -79,6 +84,7 @@ use tokio::task::JoinHandle;
 use lock::LockJob;
 pub use lock::{QUEUE_LOCK_TTL_SECS, queue_lock_key};
 use router::{Entry, Router};
+use writer::Writer;
 
 /// The largest value Redis accepts (`proto-max-bulk-len` default): 512 MiB.
 pub const REDIS_MAX_PAYLOAD: usize = 512 << 20;
@@ -116,11 +122,17 @@ pub struct RedisBusOptions {
     /// idle and restarts reconnecting after the connection manager gave up (default 1 s);
     /// `None` disables it.
     pub health_check_interval: Option<Duration>,
-    /// Lock `SET`s for queue channels in flight at once (default 64).
+    /// Lock `SET`s for queue channels in flight at once (default 1024; they are pipelined with
+    /// the publishes, so many in flight cost little).
     pub max_concurrent_locks: usize,
     /// Queue messages waiting for a lock `SET` slot (default 4096); past it they are dropped
     /// and counted.
     pub max_pending_locks: usize,
+    /// Commands (`PUBLISH`, lock `SET`) waiting to be written (default 4096). A publish waits
+    /// for room when the queue is full, so this bounds the memory a burst of publishes holds.
+    pub publish_queue: usize,
+    /// The most commands sent in one pipeline (default 512).
+    pub max_batch: usize,
 }
 
 impl Default for RedisBusOptions {
@@ -131,8 +143,10 @@ impl Default for RedisBusOptions {
             connection_timeout: Some(Duration::from_secs(3)),
             max_reconnect_delay: Duration::from_secs(1),
             health_check_interval: Some(Duration::from_secs(1)),
-            max_concurrent_locks: 64,
+            max_concurrent_locks: 1024,
             max_pending_locks: 4096,
+            publish_queue: 4096,
+            max_batch: 512,
         }
     }
 }
@@ -210,8 +224,8 @@ struct Inner {
     router: Arc<Router>,
     /// The RESP3 connection carrying SUBSCRIBE / UNSUBSCRIBE and the pushed messages.
     sub_conn: ConnectionManager,
-    /// The connection for PUBLISH and the lock SETs.
-    cmd_conn: ConnectionManager,
+    /// Writes PUBLISH and the lock SETs, batched into pipelines, on the command connection.
+    writer: Writer,
     options: RedisBusOptions,
     next_id: AtomicU64,
     runtime: tokio::runtime::Handle,
@@ -296,10 +310,18 @@ impl RedisBus {
             .set_response_timeout(options.response_timeout)
             .set_connection_timeout(options.connection_timeout)
             .set_max_delay(options.max_reconnect_delay);
-        let (push_tx, push_rx) = mpsc::unbounded_channel::<PushInfo>();
+        let router = Arc::new(Router::default());
+        let (lock_tx, lock_rx) = mpsc::channel(options.max_pending_locks.max(1));
+        // Pushes are routed where the connection decodes them: no queue and no task hand-off
+        // per message, and delivery never waits (full buffers drop and count).
+        let push_router = router.clone();
+        let push_sender = move |push: PushInfo| -> Result<(), std::convert::Infallible> {
+            route_push(&push_router, &lock_tx, push);
+            Ok(())
+        };
         let sub_config = base
             .clone()
-            .set_push_sender(push_tx)
+            .set_push_sender(push_sender)
             .set_automatic_resubscription();
         let sub_conn = ConnectionManager::new_with_config(client.clone(), sub_config)
             .await
@@ -308,18 +330,18 @@ impl RedisBus {
             .await
             .map_err(RedisBusError::Connect)?;
 
-        let router = Arc::new(Router::default());
-        let (lock_tx, lock_rx) = mpsc::channel(options.max_pending_locks.max(1));
-        let mut tasks = vec![
-            tokio::spawn(read_pushes(router.clone(), push_rx, lock_tx)),
-            tokio::spawn(lock::dispatch(
-                lock_rx,
-                cmd_conn.clone(),
-                router.clone(),
-                options.max_concurrent_locks,
-                options.response_timeout,
-            )),
-        ];
+        let writer = Writer::start(
+            cmd_conn,
+            options.publish_queue,
+            options.max_batch,
+            options.response_timeout,
+        );
+        let mut tasks = vec![tokio::spawn(lock::dispatch(
+            lock_rx,
+            writer.clone(),
+            router.clone(),
+            options.max_concurrent_locks,
+        ))];
         if let Some(interval) = options.health_check_interval {
             tasks.push(tokio::spawn(health_check(
                 sub_conn.clone(),
@@ -331,7 +353,7 @@ impl RedisBus {
             inner: Arc::new(Inner {
                 router,
                 sub_conn,
-                cmd_conn,
+                writer,
                 options,
                 next_id: AtomicU64::new(0),
                 runtime: tokio::runtime::Handle::current(),
@@ -365,6 +387,14 @@ impl RedisBus {
     ///
     /// Each bus counts as one receiver however many local subscribers it has.
     ///
+    /// Publishes are queued to the bus's writer task, which sends whatever has queued up as one
+    /// Redis pipeline; each publish still gets its own reply or error.
+    ///
+    /// # Cancel safety
+    /// Dropping the future while it waits for room in the queue (see
+    /// [`RedisBusOptions::publish_queue`]) publishes nothing. Once queued, the message is sent
+    /// even if the future is dropped; only its reply is lost. [`Bus::flush`] waits for it.
+    ///
     /// # Errors
     /// [`BusError::PayloadTooLarge`] over [`RedisBusOptions::max_payload`];
     /// [`BusError::Timeout`], [`BusError::Connection`] or [`BusError::Publish`] otherwise.
@@ -374,16 +404,21 @@ impl RedisBus {
         payload: Bytes,
     ) -> Result<usize, BusError> {
         psrpc::bus::check_payload_size(payload.len(), self.inner.options.max_payload)?;
-        let mut conn = self.inner.cmd_conn.clone();
         let mut cmd = redis::cmd("PUBLISH");
         cmd.arg(channel.pipe_name()).arg(payload.as_ref());
-        let receivers = with_timeout(
-            self.inner.options.response_timeout,
-            cmd.query_async::<i64>(&mut conn),
-        )
-        .await
-        .map_err(|err| err.into_bus_error(BusError::Publish))?;
-        Ok(usize::try_from(receivers).unwrap_or(0))
+        let reply = self
+            .inner
+            .writer
+            .send(cmd)
+            .await
+            .map_err(|err| err.to_bus_error(BusError::Publish))?;
+        match reply {
+            Value::Int(receivers) => Ok(usize::try_from(receivers).unwrap_or(0)),
+            Value::ServerError(err) => Err(BusError::Publish(Box::new(RedisError::from(err)))),
+            other => Err(BusError::Publish(
+                format!("unexpected reply to PUBLISH: {other:?}").into(),
+            )),
+        }
     }
 
     async fn subscribe_impl(
@@ -455,6 +490,19 @@ impl Bus for RedisBus {
         Box::pin(self.subscribe_impl(channel, options))
     }
 
+    /// Resolves once every publish queued before has been written and answered by Redis,
+    /// including those whose futures were dropped after queueing.
+    fn flush(&self) -> BoxFuture<'_, Result<(), BusError>> {
+        Box::pin(async move {
+            self.inner
+                .writer
+                .flush()
+                .await
+                .map(drop)
+                .map_err(|err| err.to_bus_error(BusError::Publish))
+        })
+    }
+
     fn max_payload(&self) -> usize {
         self.inner.options.max_payload
     }
@@ -509,49 +557,44 @@ async fn retire(inner: Arc<Inner>, entry: Arc<Entry>) {
         .remove_if(&entry.name, |_, e| Arc::ptr_eq(e, &entry));
 }
 
-/// The reader task: routes every pushed message to the local subscribers of its channel.
-async fn read_pushes(
-    router: Arc<Router>,
-    mut pushes: mpsc::UnboundedReceiver<PushInfo>,
-    locks: mpsc::Sender<LockJob>,
-) {
+/// Routes one pushed message to the local subscribers of its channel; runs inside the push
+/// connection's driver, so it never waits.
+fn route_push(router: &Router, locks: &mpsc::Sender<LockJob>, push: PushInfo) {
     let counters = &router.counters;
-    while let Some(push) = pushes.recv().await {
-        match push.kind {
-            PushKind::Message => {}
-            PushKind::Disconnection => {
-                counters.disconnects.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!("redis push connection lost; reconnecting and resubscribing");
-                continue;
-            }
-            _ => continue,
+    match push.kind {
+        PushKind::Message => {}
+        PushKind::Disconnection => {
+            counters.disconnects.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!("redis push connection lost; reconnecting and resubscribing");
+            return;
         }
-        counters.received.fetch_add(1, Ordering::Relaxed);
-        // A `message` push is [channel, payload]; anything else is not ours to interpret.
-        let mut data = push.data.into_iter();
-        let (Some(Value::BulkString(name)), Some(Value::BulkString(payload))) =
-            (data.next(), data.next())
-        else {
-            counters.unroutable.fetch_add(1, Ordering::Relaxed);
-            continue;
-        };
-        let entry = std::str::from_utf8(&name)
-            .ok()
-            .and_then(|name| router.channels.get(name).map(|e| e.clone()));
-        let Some(entry) = entry else {
-            counters.unroutable.fetch_add(1, Ordering::Relaxed);
-            continue;
-        };
-        let payload = Bytes::from(payload);
-        let has_queue = entry.deliver_fanout(&payload);
-        // Queue members get it only once the lock is ours; that round trip runs elsewhere.
-        if has_queue
-            && let Err(mpsc::error::TrySendError::Full(job)) =
-                locks.try_send(LockJob { entry, payload })
-        {
-            counters.lock_overflow.fetch_add(1, Ordering::Relaxed);
-            job.entry.record_queue_drop();
-        }
+        _ => return,
+    }
+    counters.received.fetch_add(1, Ordering::Relaxed);
+    // A `message` push is [channel, payload]; anything else is not ours to interpret.
+    let mut data = push.data.into_iter();
+    let (Some(Value::BulkString(name)), Some(Value::BulkString(payload))) =
+        (data.next(), data.next())
+    else {
+        counters.unroutable.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    let entry = std::str::from_utf8(&name)
+        .ok()
+        .and_then(|name| router.channels.get(name).map(|e| e.clone()));
+    let Some(entry) = entry else {
+        counters.unroutable.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    let payload = Bytes::from(payload);
+    let has_queue = entry.deliver_fanout(&payload);
+    // Queue members get it only once the lock is ours; that round trip runs elsewhere.
+    if has_queue
+        && let Err(mpsc::error::TrySendError::Full(job)) =
+            locks.try_send(LockJob { entry, payload })
+    {
+        counters.lock_overflow.fetch_add(1, Ordering::Relaxed);
+        job.entry.record_queue_drop();
     }
 }
 
@@ -576,6 +619,9 @@ enum OpError {
     Redis(RedisError),
     #[error("timed out")]
     Timeout,
+    /// The writer task is gone (the runtime shut down).
+    #[error("redis command writer stopped")]
+    Closed,
 }
 
 impl OpError {
@@ -584,6 +630,7 @@ impl OpError {
     fn into_bus_error(self, other: fn(psrpc::bus::BoxError) -> BusError) -> BusError {
         match self {
             OpError::Timeout => BusError::Timeout,
+            OpError::Closed => BusError::Closed,
             OpError::Redis(err) if err.is_timeout() => BusError::Timeout,
             OpError::Redis(err)
                 if err.is_io_error()
@@ -594,6 +641,23 @@ impl OpError {
                 BusError::Connection(Box::new(err))
             }
             OpError::Redis(err) => other(Box::new(err)),
+        }
+    }
+
+    /// The connection broke or could not be made (not a refusal of one command, not a timeout).
+    fn is_connection_lost(&self) -> bool {
+        matches!(self, OpError::Redis(err) if err.is_io_error()
+            || err.is_connection_dropped()
+            || err.is_connection_refusal()
+            || err.is_unrecoverable_error())
+    }
+
+    /// [`into_bus_error`](Self::into_bus_error) for an error shared by a whole pipeline.
+    fn to_bus_error(&self, other: fn(psrpc::bus::BoxError) -> BusError) -> BusError {
+        match self {
+            OpError::Redis(err) => OpError::Redis(err.clone()).into_bus_error(other),
+            OpError::Timeout => BusError::Timeout,
+            OpError::Closed => BusError::Closed,
         }
     }
 }

@@ -1,18 +1,19 @@
-//! Go's queue rule on Redis (WIRE.md §7): every queue member receives every message and the one
+//! Go's queue rule on Redis (docs/wire.md §7): every queue member receives every message and the one
 //! that sets `SET <base64(sha256(payload))> <random> NX EX 5` delivers it.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use redis::Value;
-use redis::aio::ConnectionManager;
 use sha2::{Digest, Sha256};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 
 use crate::router::{Entry, Router};
+use crate::writer::Writer;
 
 /// Seconds a queue lock key lives (Go's value; peers rely on it).
 pub const QUEUE_LOCK_TTL_SECS: u64 = 5;
@@ -38,35 +39,31 @@ pub(crate) struct LockJob {
     pub(crate) payload: Bytes,
 }
 
-/// Runs the lock SETs: at most `limit` at once (they pipeline on the multiplexed connection);
-/// jobs beyond that wait in the bounded queue feeding this task.
+/// Runs the lock SETs: at most `limit` at once (the writer batches them with the publishes);
+/// jobs beyond that wait in the bounded queue feeding this task. One task drives them all,
+/// instead of a task per message.
 pub(crate) async fn dispatch(
     mut jobs: mpsc::Receiver<LockJob>,
-    conn: ConnectionManager,
+    writer: Writer,
     router: Arc<Router>,
     limit: usize,
-    timeout: Option<Duration>,
 ) {
-    let permits = Arc::new(Semaphore::new(limit.max(1)));
-    while let Some(job) = jobs.recv().await {
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            return;
-        };
-        let conn = conn.clone();
-        let router = router.clone();
-        tokio::spawn(async move {
-            run(conn, &router, job, timeout).await;
-            drop(permit);
-        });
+    let limit = limit.max(1);
+    let mut running = FuturesUnordered::new();
+    let mut open = true;
+    while open || !running.is_empty() {
+        tokio::select! {
+            biased;
+            Some(()) = running.next(), if !running.is_empty() => {}
+            job = jobs.recv(), if open && running.len() < limit => match job {
+                Some(job) => running.push(run(&writer, &router, job)),
+                None => open = false,
+            },
+        }
     }
 }
 
-async fn run(
-    mut conn: ConnectionManager,
-    router: &Router,
-    job: LockJob,
-    timeout: Option<Duration>,
-) {
+async fn run(writer: &Writer, router: &Router, job: LockJob) {
     let counters = &router.counters;
     let key = queue_lock_key(&job.payload);
     // Any value will do; a random one, as Go writes, tells apart who set the key.
@@ -76,8 +73,7 @@ async fn run(
         .arg("EX")
         .arg(QUEUE_LOCK_TTL_SECS)
         .arg("NX");
-    let result = crate::with_timeout(timeout, cmd.query_async::<Value>(&mut conn)).await;
-    match result {
+    match writer.send(cmd).await {
         Ok(Value::Okay) => {
             counters.locks_won.fetch_add(1, Ordering::Relaxed);
             job.entry.deliver_queue(job.payload);

@@ -1,5 +1,5 @@
 //! psrpc clients and servers over the Redis bus: what goes on the wire (compared with the Go
-//! captures' shape, WIRE.md §5) and an end-to-end smoke test.
+//! captures' shape, docs/wire.md §5) and an end-to-end smoke test.
 
 mod common;
 
@@ -43,7 +43,7 @@ impl Sniffer {
         let channel = msg.get_channel_name().to_owned();
         let payload = Bytes::copy_from_slice(msg.get_payload_bytes());
         let envelope = wire::decode_envelope(payload.clone()).expect("payload is a Msg");
-        // Redis carries no route key (WIRE.md §1), and the bytes are canonical (Go's encoding).
+        // Redis carries no route key (docs/wire.md §1), and the bytes are canonical (Go's encoding).
         assert!(
             envelope.channel.is_empty(),
             "route key on Redis: {envelope:?}"

@@ -8,7 +8,7 @@ use super::SelectionOptions;
 use crate::Metadata;
 use crate::interceptor::{ClientInterceptor, Interceptors};
 
-/// Default time a call waits for its answer (WIRE.md §9).
+/// Default time a call waits for its answer (docs/wire.md §9).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Options of a [`super::Client`].

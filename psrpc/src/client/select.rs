@@ -1,4 +1,4 @@
-//! Server selection among claims (WIRE.md §6).
+//! Server selection among claims (docs/wire.md §6).
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -16,6 +16,7 @@
 //! # });
 //! ```
 
+mod claim;
 mod context;
 mod stats;
 
@@ -42,7 +43,7 @@ use crate::bus::{Bus, IntoBus, SubscribeOptions, Subscription};
 use crate::interceptor::{BoxResponse, Interceptors, ServerCall, ServerInterceptor, ServerNext};
 use crate::stream::{Stream, StreamCore, StreamEnd, StreamOptions, StreamRegistry};
 use crate::trace::TraceContext;
-use crate::wire::{self, ClaimRequest, ClaimResponse, Request, Response, stream::Body};
+use crate::wire::{self, ClaimResponse, Request, Response, stream::Body};
 use crate::{Channel, Error, ErrorCode, MethodInfo, NamedMessage, Result};
 
 /// Options of a [`Server`].
@@ -146,6 +147,8 @@ struct Inner {
     registrations: Mutex<HashMap<RegistrationKey, CancellationToken>>,
     /// Requests waiting for the caller's choice, by request ID.
     claims: DashMap<String, oneshot::Sender<ClaimResponse>>,
+    /// Callers' choices that arrived before this server claimed.
+    early: claim::EarlyAnswers,
     /// Handlers running, by request ID, to deliver cancellations.
     running: DashMap<String, CancellationToken>,
     /// Streams being served, by stream ID.
@@ -207,6 +210,7 @@ impl Server {
             options,
             registrations: Mutex::default(),
             claims: DashMap::new(),
+            early: claim::EarlyAnswers::default(),
             running: DashMap::new(),
             streams: Arc::default(),
             readers: TaskTracker::new(),
@@ -497,7 +501,9 @@ impl Server {
         inner
             .readers
             .spawn(request_loop(inner.clone(), requests, reg.clone()));
-        inner.readers.spawn(claim_loop(inner.clone(), claims, reg));
+        inner
+            .readers
+            .spawn(claim::claim_loop(inner.clone(), claims, reg));
         Ok(())
     }
 }
@@ -566,25 +572,6 @@ async fn request_loop(inner: Arc<Inner>, mut sub: Subscription, reg: Registratio
     }
     drop(sub);
     reg.handlers.close();
-}
-
-async fn claim_loop(inner: Arc<Inner>, mut sub: Subscription, reg: Registration) {
-    // Keep listening until the requests of this registration have stopped and drained, so a
-    // handler waiting for its claim answer during shutdown still gets it.
-    let drained = reg.handlers.wait();
-    let stop_all = inner.stop_all.cancelled();
-    tokio::pin!(drained, stop_all);
-    loop {
-        tokio::select! {
-            biased;
-            _ = &mut stop_all => break,
-            _ = &mut drained => break,
-            payload = sub.recv() => match payload {
-                Some(payload) => inner.on_claim_response(payload),
-                None => break,
-            },
-        }
-    }
 }
 
 impl Inner {
@@ -704,68 +691,6 @@ impl Inner {
                 .map(Some)
                 .map_err(|_| ()),
         }
-    }
-
-    fn on_claim_response(&self, payload: Bytes) {
-        let resp = match wire::decode_envelope(payload) {
-            Ok(msg) if msg.type_url == wire::CLAIM_RESPONSE_TYPE_URL => {
-                ClaimResponse::decode(msg.value).ok()
-            }
-            _ => None,
-        };
-        let Some(resp) = resp else {
-            Counters::incr(&self.counters.malformed);
-            return;
-        };
-        if resp.x_cancel
-            && let Some(token) = self.running.get(&resp.request_id)
-        {
-            token.cancel();
-        }
-        if let Some((_, waiter)) = self.claims.remove(&resp.request_id) {
-            let _ = waiter.send(resp);
-        }
-    }
-
-    /// Runs the claim exchange; true if this server was chosen.
-    async fn claim(
-        &self,
-        request_id: &str,
-        client_id: &str,
-        affinity: f32,
-        deadline: Instant,
-    ) -> bool {
-        // NaN or negative: this server declines.
-        if affinity.is_nan() || affinity < 0.0 {
-            return false;
-        }
-        let (tx, rx) = oneshot::channel();
-        self.claims.insert(request_id.to_owned(), tx);
-        let claim = ClaimRequest {
-            request_id: request_id.to_owned(),
-            server_id: self.id.to_string(),
-            affinity,
-        };
-        let channel = Channel::claim(self.service.clone(), client_id);
-        let payload = wire::encode_envelope(wire::CLAIM_REQUEST_TYPE_URL, &claim);
-        let chosen = match self.bus.publish(&channel, payload).await {
-            Err(err) => {
-                Counters::incr(&self.counters.publish_errors);
-                tracing::warn!(%err, "failed to publish a claim");
-                None
-            }
-            Ok(()) => tokio::select! {
-                biased;
-                _ = self.kill.cancelled() => None,
-                answer = tokio::time::timeout_at(deadline, rx) => answer.ok().and_then(Result::ok),
-            },
-        };
-        self.claims.remove(request_id);
-        let won = chosen.is_some_and(|c| *c.server_id == *self.id && !c.x_cancel);
-        if !won {
-            Counters::incr(&self.counters.claims_lost);
-        }
-        won
     }
 
     async fn respond(&self, req: &Request, result: Result<Bytes>) {

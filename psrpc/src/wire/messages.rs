@@ -1,4 +1,4 @@
-//! The `internal` messages of psrpc v0.7 (WIRE.md §1–§2), with their field numbers.
+//! The `internal` messages of psrpc v0.7 (docs/wire.md §1–§2), with their field numbers.
 
 use std::collections::BTreeMap;
 

@@ -168,3 +168,56 @@ impl psrpc::Bus for SlowBus {
         "slow"
     }
 }
+
+/// A bus on which request-channel deliveries reach this subscriber `lag` late (a slow server),
+/// while every other channel is on time.
+pub struct LaggingBus {
+    inner: Arc<dyn psrpc::Bus>,
+    lag: std::time::Duration,
+}
+
+impl LaggingBus {
+    pub fn new(inner: impl psrpc::IntoBus, lag: std::time::Duration) -> Self {
+        LaggingBus {
+            inner: inner.into_bus(),
+            lag,
+        }
+    }
+}
+
+impl psrpc::Bus for LaggingBus {
+    fn publish<'a>(
+        &'a self,
+        channel: &'a psrpc::Channel,
+        payload: Bytes,
+    ) -> futures::future::BoxFuture<'a, Result<(), psrpc::bus::BusError>> {
+        self.inner.publish(channel, payload)
+    }
+
+    fn subscribe<'a>(
+        &'a self,
+        channel: &'a psrpc::Channel,
+        options: psrpc::bus::SubscribeOptions,
+    ) -> futures::future::BoxFuture<'a, Result<psrpc::bus::Subscription, psrpc::bus::BusError>>
+    {
+        Box::pin(async move {
+            let mut inner = self.inner.subscribe(channel, options).await?;
+            if channel.kind() != ChannelKind::Request {
+                return Ok(inner);
+            }
+            let (sink, sub) = psrpc::bus::Subscription::new("lagging", options.capacity);
+            let lag = self.lag;
+            tokio::spawn(async move {
+                while let Some(payload) = inner.recv().await {
+                    tokio::time::sleep(lag).await;
+                    let _ = sink.deliver(payload);
+                }
+            });
+            Ok(sub)
+        })
+    }
+
+    fn name(&self) -> &'static str {
+        "lagging"
+    }
+}

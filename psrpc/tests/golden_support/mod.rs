@@ -202,7 +202,7 @@ fn parse_header(raw: &str) -> Result<(Bus, String, usize), String> {
         let (subject, rest) = rest.split_once("\" reply=\"").ok_or("no reply=")?;
         let (reply, len) = rest.split_once("\" len=").ok_or("no len=")?;
         if !reply.is_empty() {
-            // WIRE.md §1: psrpc never uses NATS reply subjects.
+            // Go psrpc never sets NATS reply subjects (Rust peers add one only to requests and stream opens, docs/wire.md §11).
             return Err(format!("unexpected reply subject {reply:?}"));
         }
         let len = len.parse().map_err(|_| "bad len")?;
