@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every check and test of the workspace. On a fresh machine it first installs the brokers
-# the bus tests start (nats-server, redis-server, mosquitto) from the distribution's packages.
+# the bus tests start (nats-server, redis-server, mosquitto, rabbitmq-server) from the distribution's packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
