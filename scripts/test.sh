@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every check and test of the workspace. On a fresh machine it first installs the brokers
-# the bus tests start (nats-server, redis-server, mosquitto) from the distribution's packages.
+# the bus tests start (nats-server, redis-server, mosquitto, rabbitmq-server) from the distribution's packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -8,6 +8,7 @@ missing=()
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/usr/bin/$1" ]; }
 have nats-server || missing+=(nats-server)
 have redis-server || missing+=(redis-server)
+have rabbitmq-server || missing+=(rabbitmq-server)
 have mosquitto || missing+=(mosquitto)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]}"

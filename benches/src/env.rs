@@ -4,10 +4,11 @@ use std::sync::Arc;
 
 use psrpc::Bus;
 use psrpc::bus::LocalBus;
+use psrpc_amqp::AmqpBus;
 use psrpc_mqtt::MqttBus;
 use psrpc_nats::NatsBus;
 use psrpc_redis::RedisBus;
-use psrpc_testkit::{MosquittoServer, NatsServer, RedisServer};
+use psrpc_testkit::{MosquittoServer, NatsServer, RabbitMqServer, RedisServer};
 
 use crate::harness::Result;
 
@@ -20,13 +21,21 @@ pub enum BusKind {
     Nats,
     /// Redis.
     Redis,
+    /// AMQP 0-9-1 (RabbitMQ).
+    Amqp,
     /// MQTT (mosquitto).
     Mqtt,
 }
 
 impl BusKind {
     /// Every kind, in the order they run.
-    pub const ALL: [BusKind; 4] = [BusKind::Local, BusKind::Nats, BusKind::Redis, BusKind::Mqtt];
+    pub const ALL: [BusKind; 5] = [
+        BusKind::Local,
+        BusKind::Nats,
+        BusKind::Redis,
+        BusKind::Mqtt,
+        BusKind::Amqp,
+    ];
 
     /// The name in results.
     pub fn name(self) -> &'static str {
@@ -34,6 +43,7 @@ impl BusKind {
             BusKind::Local => "local",
             BusKind::Nats => "nats",
             BusKind::Redis => "redis",
+            BusKind::Amqp => "amqp",
             BusKind::Mqtt => "mqtt",
         }
     }
@@ -45,6 +55,8 @@ pub struct Brokers {
     redis_url: Option<String>,
     _nats: Option<NatsServer>,
     _redis: Option<RedisServer>,
+    amqp_url: Option<String>,
+    _amqp: Option<RabbitMqServer>,
     mqtt_url: Option<String>,
     _mqtt: Option<MosquittoServer>,
 }
@@ -65,6 +77,8 @@ impl Brokers {
             redis_url,
             _nats: None,
             _redis: None,
+            amqp_url: None,
+            _amqp: None,
             mqtt_url,
             _mqtt: None,
         };
@@ -84,6 +98,30 @@ impl Brokers {
             brokers._mqtt = Some(server);
         }
         Ok(brokers)
+    }
+
+    /// Uses the AMQP URL given, or starts a RabbitMQ node if AMQP is `wanted`.
+    ///
+    /// # Errors
+    /// A node that cannot be started.
+    pub fn with_amqp(mut self, url: Option<String>, wanted: &[BusKind]) -> Result<Self> {
+        self.amqp_url = url;
+        if wanted.contains(&BusKind::Amqp) && self.amqp_url.is_none() {
+            let server = RabbitMqServer::start()?;
+            self.amqp_url = Some(server.url());
+            self._amqp = Some(server);
+        }
+        Ok(self)
+    }
+
+    /// The AMQP URL.
+    ///
+    /// # Errors
+    /// When no AMQP broker is part of this run.
+    pub fn amqp_url(&self) -> Result<&str> {
+        self.amqp_url
+            .as_deref()
+            .ok_or_else(|| "no AMQP broker".into())
     }
 
     /// The NATS URL.
@@ -127,10 +165,11 @@ impl Brokers {
     /// Where the brokers are, for the log.
     pub fn describe(&self) -> String {
         format!(
-            "nats={} redis={} mqtt={}",
+            "nats={} redis={} mqtt={} amqp={}",
             self.nats_url.as_deref().unwrap_or("-"),
             self.redis_url.as_deref().unwrap_or("-"),
-            self.mqtt_url.as_deref().unwrap_or("-")
+            self.mqtt_url.as_deref().unwrap_or("-"),
+            self.amqp_url.as_deref().unwrap_or("-")
         )
     }
 }
@@ -164,6 +203,7 @@ impl<'a> Fabric<'a> {
             BusKind::Local => Arc::new(self.local.clone()),
             BusKind::Nats => Arc::new(NatsBus::connect(self.brokers.nats_url()?).await?),
             BusKind::Redis => Arc::new(RedisBus::connect(self.brokers.redis_url()?).await?),
+            BusKind::Amqp => Arc::new(AmqpBus::connect(self.brokers.amqp_url()?).await?),
             BusKind::Mqtt => Arc::new(MqttBus::connect(self.brokers.mqtt_url()?).await?),
         })
     }

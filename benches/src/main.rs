@@ -1,13 +1,13 @@
 //! psrpc benchmarks against the raw brokers, on every bus, in one run.
 //!
 //! ```text
-//! cargo run --release -p psrpc-benches -- [--quick|--full] [--nats URL] [--redis URL] [--mqtt URL] [--only PATTERN]
+//! cargo run --release -p psrpc-benches -- [--quick|--full] [--nats URL] [--redis URL] [--mqtt URL] [--amqp URL] [--only PATTERN]
 //! ```
 //!
 //! Without URLs the brokers are started through `psrpc-testkit` (`nats-server`, `redis-server`,
-//! `mosquitto` on free ports). Every measurement is printed as one JSON line on stdout as it
-//! completes; a markdown table of all of them follows. Progress goes to stderr. See
-//! `BENCHMARKS.md`.
+//! `mosquitto`, `rabbitmq-server` on free ports). Every measurement is printed as one JSON line
+//! on stdout as it completes; a markdown table of all of them follows. Progress goes to stderr.
+//! See `BENCHMARKS.md`.
 
 mod env;
 mod flood;
@@ -28,14 +28,17 @@ use harness::{Budget, Result};
 use report::{Kind, Measurement};
 
 const USAGE: &str = "\
-usage: psrpc-benches [--quick|--full] [--nats URL] [--redis URL] [--mqtt URL] [--only PATTERN]
-       psrpc-benches --soak MINUTES [--soak-bus local|nats|redis|mqtt] [--nats URL] [--redis URL]
-       psrpc-benches --idle-rss local|nats|redis|mqtt [--nats URL] [--redis URL]
+usage: psrpc-benches [--quick|--full] [--nats URL] [--redis URL] [--mqtt URL] [--amqp URL]
+                     [--only PATTERN]
+       psrpc-benches --soak MINUTES [--soak-bus local|nats|redis|mqtt|amqp] [--nats URL] [--redis URL]
+                     [--mqtt URL] [--amqp URL]
+       psrpc-benches --idle-rss local|nats|redis|mqtt|amqp [--nats URL] [--redis URL]
 
   --quick         a few hundred milliseconds per measurement (about a minute in all)
   --full          the published figures (default; several minutes)
   --nats URL      use this NATS server instead of starting one
   --redis URL     use this Redis server instead of starting one
+  --amqp URL      use this AMQP broker (amqp://user:pass@host:port/vhost) instead of starting one
   --mqtt URL      use this MQTT broker (mqtt://HOST:PORT) instead of starting a mosquitto
   --only PATTERN  run only cases whose `bus/case` contains PATTERN (repeatable, or
                   comma-separated), e.g. `--only nats/` or `--only rpc_direct,raw_`
@@ -50,6 +53,7 @@ struct Args {
     quick: bool,
     nats: Option<String>,
     redis: Option<String>,
+    amqp: Option<String>,
     mqtt: Option<String>,
     only: Vec<String>,
     /// Soak for this many minutes instead of benchmarking.
@@ -71,6 +75,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> std::result::Result<Arg
             "--full" => out.quick = false,
             "--nats" => out.nats = Some(value("--nats")?),
             "--redis" => out.redis = Some(value("--redis")?),
+            "--amqp" => out.amqp = Some(value("--amqp")?),
             "--mqtt" => out.mqtt = Some(value("--mqtt")?),
             "--only" => out.only.extend(
                 value("--only")?
@@ -156,18 +161,21 @@ fn main() -> ExitCode {
 /// Runs the benchmarks; `Ok(false)` when a scenario failed outright.
 async fn run(args: Args) -> Result<bool> {
     if let Some((kind, n)) = args.memory_probe {
-        let brokers = Brokers::start(args.nats, args.redis, args.mqtt, &[])?;
+        let brokers =
+            Brokers::start(args.nats, args.redis, args.mqtt, &[])?.with_amqp(args.amqp, &[])?;
         probe::run_child(kind, &brokers, n).await?;
         return Ok(true);
     }
     if let Some(kind) = args.idle_probe {
-        let brokers = Brokers::start(args.nats, args.redis, args.mqtt, &[kind])?;
+        let brokers = Brokers::start(args.nats, args.redis, args.mqtt, &[kind])?
+            .with_amqp(args.amqp, &[kind])?;
         probe::run_idle_child(kind, &brokers).await?;
         return Ok(true);
     }
     if let Some(minutes) = args.soak {
         let kind = args.soak_bus.unwrap_or(BusKind::Nats);
-        let brokers = Brokers::start(args.nats, args.redis, args.mqtt, &[kind])?;
+        let brokers = Brokers::start(args.nats, args.redis, args.mqtt, &[kind])?
+            .with_amqp(args.amqp, &[kind])?;
         eprintln!(
             "psrpc-benches soak, {minutes} min on {}; {}",
             kind.name(),
@@ -196,7 +204,8 @@ async fn run(args: Args) -> Result<bool> {
                 .any(|c| suite::wants(&args.only, k, c))
         })
         .collect();
-    let brokers = Brokers::start(args.nats, args.redis, args.mqtt, &wanted)?;
+    let brokers =
+        Brokers::start(args.nats, args.redis, args.mqtt, &wanted)?.with_amqp(args.amqp, &wanted)?;
     mem::set_broker_pids(brokers.started_pids());
     let machine = machine();
     eprintln!(

@@ -135,6 +135,9 @@ fn child(brokers: &Brokers, args: &[&str]) -> Result<Value> {
     if let Ok(url) = brokers.redis_url() {
         cmd.arg("--redis").arg(url);
     }
+    if let Ok(url) = brokers.amqp_url() {
+        cmd.arg("--amqp").arg(url);
+    }
     if let Ok(url) = brokers.mqtt_url() {
         cmd.arg("--mqtt").arg(url);
     }

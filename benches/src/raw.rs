@@ -33,6 +33,8 @@ pub enum Link {
     Nats(async_nats::Client),
     /// A RESP3 Redis connection (it can publish while subscribed).
     Redis(MultiplexedConnection),
+    /// A lapin connection and a channel on it.
+    Amqp(Arc<(lapin::Connection, lapin::Channel)>),
     /// A rumqttc MQTT 5 connection.
     Mqtt(MqttLink),
 }
@@ -66,6 +68,7 @@ impl Link {
             BusKind::Redis => {
                 Link::Redis(redis_connection(fabric.brokers().redis_url()?, None).await?)
             }
+            BusKind::Amqp => Link::Amqp(Arc::new(amqp_connection(fabric).await?)),
             BusKind::Mqtt => Link::Mqtt(
                 MqttLink::connect(fabric.brokers().mqtt_url()?, None)
                     .await?
@@ -129,6 +132,14 @@ impl Link {
                 });
                 Ok((Link::Redis(conn), payloads.boxed()))
             }
+            BusKind::Amqp => {
+                let (conn, amqp) = amqp_connection(fabric).await?;
+                let consumer = amqp_consume(&amqp, &channel.name, queue).await?;
+                let payloads = consumer.filter_map(|delivery| async move {
+                    delivery.ok().map(|d| Bytes::from(d.data))
+                });
+                Ok((Link::Amqp(Arc::new((conn, amqp))), payloads.boxed()))
+            }
             BusKind::Mqtt => {
                 let filter = if queue {
                     format!("$share/psrpc/{}", channel.name)
@@ -161,6 +172,22 @@ impl Link {
                 let client = client.clone();
                 let subject = channel.name.to_string();
                 Box::pin(async move { Ok(client.publish(subject, payload).await?) })
+            }
+            Link::Amqp(link) => {
+                let link = link.clone();
+                let exchange = lapin::types::ShortString::from(&*channel.name);
+                Box::pin(async move {
+                    link.1
+                        .basic_publish(
+                            exchange,
+                            "".into(),
+                            lapin::options::BasicPublishOptions::default(),
+                            &payload,
+                            lapin::BasicProperties::default(),
+                        )
+                        .await?;
+                    Ok(())
+                })
             }
             Link::Redis(conn) => {
                 let mut conn = conn.clone();
@@ -198,6 +225,82 @@ async fn redis_connection(
     }
     Ok(client
         .get_multiplexed_async_connection_with_config(&config)
+        .await?)
+}
+
+/// A lapin connection to the run's AMQP broker and a channel on it.
+async fn amqp_connection(fabric: &Fabric<'_>) -> Result<(lapin::Connection, lapin::Channel)> {
+    let conn = lapin::Connection::connect(
+        fabric.brokers().amqp_url()?,
+        lapin::ConnectionProperties::default(),
+    )
+    .await?;
+    let channel = conn.create_channel().await?;
+    Ok((conn, channel))
+}
+
+/// Declares `name` as Go's fanout exchange, binds a queue to it (shared and named like it for
+/// a queue member, server-named and exclusive otherwise) and consumes with automatic acks.
+async fn amqp_consume(
+    channel: &lapin::Channel,
+    name: &str,
+    queue: bool,
+) -> Result<lapin::Consumer> {
+    use lapin::options::{
+        BasicConsumeOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    };
+    use lapin::types::FieldTable;
+    channel
+        .exchange_declare(
+            name.into(),
+            lapin::ExchangeKind::Fanout,
+            ExchangeDeclareOptions {
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    let (queue_name, options) = if queue {
+        (
+            name,
+            QueueDeclareOptions {
+                auto_delete: true,
+                ..Default::default()
+            },
+        )
+    } else {
+        (
+            "",
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+        )
+    };
+    let declared = channel
+        .queue_declare(queue_name.into(), options, FieldTable::default())
+        .await?;
+    channel
+        .queue_bind(
+            declared.name().clone(),
+            name.into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    Ok(channel
+        .basic_consume(
+            declared.name().clone(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
         .await?)
 }
 

@@ -41,7 +41,7 @@ const SETTLE: Duration = Duration::from_millis(50);
 pub fn raw_rpc_case(kind: BusKind) -> &'static str {
     match kind {
         BusKind::Nats => "raw_request_reply",
-        BusKind::Redis | BusKind::Mqtt => "raw_ping_pong",
+        BusKind::Redis | BusKind::Mqtt | BusKind::Amqp => "raw_ping_pong",
         BusKind::Local => "raw_bus_ping_pong",
     }
 }

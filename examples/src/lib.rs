@@ -107,8 +107,9 @@ pub fn bus_url(args: impl IntoIterator<Item = String>) -> Result<Option<String>,
 
 /// Connects to the bus at `url`: `nats://…` for NATS, `redis://…` or `rediss://…` for Redis
 /// (TLS needs a TLS feature of the `redis` crate, off in this workspace),
-/// `mqtt://[user:pass@]…` for MQTT (`mqtts://` needs the `tls` feature of `psrpc-mqtt`), `local`
-/// for an in-process bus.
+/// `mqtt://[user:pass@]…` for MQTT (`mqtts://` needs the `tls` feature of `psrpc-mqtt`),
+/// `amqp://…` or `amqps://…` for RabbitMQ (`amqp://user:pass@HOST:5672/%2f`), `local` for an
+/// in-process bus.
 ///
 /// # Errors
 /// A message for an unknown scheme or a broker that cannot be reached.
@@ -128,10 +129,14 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Bus>, String> {
             .await
             .map(|bus| Arc::new(bus) as Arc<dyn Bus>)
             .map_err(|err| format!("cannot connect to MQTT at {url}: {err}")),
+        "amqp" | "amqps" => psrpc_amqp::AmqpBus::connect(url)
+            .await
+            .map(|bus| Arc::new(bus) as Arc<dyn Bus>)
+            .map_err(|err| format!("cannot connect to AMQP at {url}: {err}")),
         _ => Err(format!(
             "unsupported bus URL {url}: use nats://HOST:PORT, redis://HOST:PORT (or \
-             rediss://), mqtt://[USER:PASS@]HOST:PORT, or leave --bus out for the in-process \
-             bus"
+             rediss://), mqtt://[USER:PASS@]HOST:PORT, amqp://USER:PASS@HOST:PORT/VHOST (or \
+             amqps://), or leave --bus out for the in-process bus"
         )),
     }
 }
@@ -169,7 +174,7 @@ mod tests {
 
     #[tokio::test]
     async fn unknown_scheme_is_refused() {
-        let err = super::connect("amqp://h:5672").await.err().unwrap();
-        assert!(err.contains("unsupported bus URL amqp://h:5672"), "{err}");
+        let err = super::connect("mqttx://h:5672").await.err().unwrap();
+        assert!(err.contains("unsupported bus URL mqttx://h:5672"), "{err}");
     }
 }

@@ -203,6 +203,13 @@ fn examples_on_redis() {
 }
 
 #[test]
+fn demo_on_rabbitmq() {
+    let rabbit = psrpc_testkit::RabbitMqServer::shared().expect("rabbitmq-server");
+    let url = rabbit.fresh_url().expect("a virtual host");
+    check_demo("amqp", &["--bus", &url]);
+}
+
+#[test]
 fn examples_on_mqtt() {
     let mqtt = MosquittoServer::start().expect("mosquitto");
     check_all("mqtt", &["--bus", &mqtt.url()]);

@@ -46,10 +46,12 @@ macro_rules! broker_controls {
 mod mosquitto;
 mod nats;
 mod process;
+mod rabbitmq;
 mod redis;
 
 pub use mosquitto::{MosquittoOptions, MosquittoServer};
 pub use nats::{NatsOptions, NatsServer};
+pub use rabbitmq::{RABBITMQ_PASSWORD, RABBITMQ_USER, RabbitMqOptions, RabbitMqServer};
 pub use redis::{RedisOptions, RedisServer};
 
 /// What can go wrong starting a broker.

@@ -86,3 +86,39 @@ fn nats_options_reach_the_server() {
     assert!(info.contains("\"max_payload\":4096"), "{info}");
     assert!(info.contains("\"jetstream\":true"), "{info}");
 }
+
+fn amqp_server_properties(port: u16) -> bool {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.write_all(b"AMQP\x00\x00\x09\x01").unwrap();
+    let mut frame = [0u8; 7];
+    stream.read_exact(&mut frame).is_ok() && frame[0] == 1
+}
+
+#[test]
+fn rabbitmq_starts_kills_and_restarts_on_the_same_port() {
+    let rabbit = psrpc_testkit::RabbitMqServer::start().unwrap();
+    let port = rabbit.port();
+    assert!(amqp_server_properties(port));
+    let first = rabbit.fresh_url().unwrap();
+    let second = rabbit.fresh_url().unwrap();
+    assert_ne!(first, second);
+    assert!(first.starts_with(&format!("amqp://psrpc:psrpc@127.0.0.1:{port}/t")));
+    rabbit.kill();
+    assert!(!rabbit.is_running());
+    assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
+    rabbit.restart().unwrap();
+    assert!(rabbit.is_running());
+    assert!(amqp_server_properties(port));
+}
+
+#[test]
+fn rabbitmq_makes_more_virtual_hosts_when_the_boot_ones_run_out() {
+    let rabbit = psrpc_testkit::RabbitMqServer::shared().unwrap();
+    let urls: std::collections::HashSet<String> =
+        (0..30).map(|_| rabbit.fresh_url().unwrap()).collect();
+    assert_eq!(urls.len(), 30);
+    assert!(std::ptr::eq(
+        rabbit,
+        psrpc_testkit::RabbitMqServer::shared().unwrap()
+    ));
+}
