@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
-use psrpc::bus::{BusError, Delivery, SubscriptionSink};
+use psrpc::bus::{BusError, SubscriptionSink};
 use rumqttc::v5::mqttbytes::v5::PubAckReason;
 use tokio::sync::oneshot;
 
@@ -66,25 +66,7 @@ impl Entry {
             }
             return;
         }
-        let n = members.len();
-        if n == 0 {
-            return;
-        }
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let mut first_full = None;
-        for i in 0..n {
-            let sink = &members[(start + i) % n].1;
-            match sink.offer(payload.clone()) {
-                Delivery::Delivered => return,
-                Delivery::Dropped => {
-                    first_full.get_or_insert(sink);
-                }
-                Delivery::Closed => {}
-            }
-        }
-        if let Some(sink) = first_full {
-            sink.record_drop();
-        }
+        psrpc::bus::deliver_round_robin(&members, &self.next, payload);
     }
 }
 

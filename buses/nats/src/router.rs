@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use psrpc::bus::{BusError, Delivery, SubscriptionSink};
+use psrpc::bus::{BusError, SubscriptionSink};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -176,25 +176,7 @@ impl Entry {
 /// Queue delivery among the local members of one route key: round robin, skipping full or
 /// closed members, dropping (and counting on the member whose turn it was) only when all are full.
 fn deliver_round_robin(route: &Route, payload: &Bytes) {
-    let n = route.members.len();
-    if n == 0 {
-        return;
-    }
-    let start = route.next.fetch_add(1, Ordering::Relaxed);
-    let mut first_full = None;
-    for i in 0..n {
-        let sink = &route.members[(start + i) % n].1;
-        match sink.offer(payload.clone()) {
-            Delivery::Delivered => return,
-            Delivery::Dropped => {
-                first_full.get_or_insert(sink);
-            }
-            Delivery::Closed => {}
-        }
-    }
-    if let Some(sink) = first_full {
-        sink.record_drop();
-    }
+    psrpc::bus::deliver_round_robin(&route.members, &route.next, payload);
 }
 
 /// Keeps one local subscriber registered; dropping it unregisters, and the last one to go

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
 use dashmap::DashMap;
-use psrpc::bus::{Delivery, SubscriptionSink};
+use psrpc::bus::SubscriptionSink;
 
 /// The routing table the push reader delivers through; shared by the bus and its subscriptions.
 #[derive(Default)]
@@ -106,27 +106,7 @@ impl Entry {
     /// Gives the message to one queue subscriber, round robin; a full or closed member is
     /// skipped in favour of the next, and the drop is counted only when every member is full.
     pub(crate) fn deliver_queue(&self, payload: Bytes) -> bool {
-        let members = self.members();
-        let n = members.queue.len();
-        if n == 0 {
-            return false;
-        }
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let mut first_full = None;
-        for i in 0..n {
-            let sink = &members.queue[(start + i) % n].1;
-            match sink.offer(payload.clone()) {
-                Delivery::Delivered => return true,
-                Delivery::Dropped => {
-                    first_full.get_or_insert(sink);
-                }
-                Delivery::Closed => {}
-            }
-        }
-        if let Some(sink) = first_full {
-            sink.record_drop();
-        }
-        false
+        psrpc::bus::deliver_round_robin(&self.members().queue, &self.next, &payload)
     }
 
     /// Counts a drop on the queue member whose turn it is (the lock queue overflowed).

@@ -7,9 +7,7 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use futures::future::BoxFuture;
 
-use super::{
-    Bus, BusError, Delivery, NoReceivers, SubscribeOptions, Subscription, SubscriptionSink,
-};
+use super::{Bus, BusError, NoReceivers, SubscribeOptions, Subscription, SubscriptionSink};
 use crate::Channel;
 
 /// Options of [`LocalBus`].
@@ -121,29 +119,7 @@ impl LocalBus {
         for (_, sink) in &members.fanout {
             let _ = sink.deliver(payload.clone());
         }
-        let n = members.queue.len();
-        if n > 0 {
-            let start = members.next.fetch_add(1, Ordering::Relaxed);
-            let mut first_full = None;
-            let mut taken = false;
-            for i in 0..n {
-                let sink = &members.queue[(start + i) % n].1;
-                match sink.offer(payload.clone()) {
-                    Delivery::Delivered => {
-                        taken = true;
-                        break;
-                    }
-                    Delivery::Dropped => {
-                        first_full.get_or_insert(sink);
-                    }
-                    Delivery::Closed => {}
-                }
-            }
-            if !taken && let Some(sink) = first_full {
-                // Every live member is full: count the drop on the one whose turn it was.
-                sink.record_drop();
-            }
-        }
+        super::deliver_round_robin(&members.queue, &members.next, &payload);
         receivers
     }
 }

@@ -41,7 +41,7 @@ use futures::future::BoxFuture;
 pub use local::{LocalBus, LocalBusOptions};
 pub use subscription::{
     DEFAULT_SUBSCRIPTION_CAPACITY, Delivery, SubscribeOptions, Subscription, SubscriptionSink,
-    SubscriptionStats,
+    SubscriptionStats, deliver_round_robin,
 };
 pub use tap::Tap;
 

@@ -185,3 +185,49 @@ impl futures::Stream for Subscription {
         self.rx.poll_recv(cx)
     }
 }
+
+/// Queue delivery among the local members of a subscription, written once for every bus: the
+/// message goes to one member, round robin (`next` advances once per message); a full or
+/// closed member is skipped in favour of the next, and only when every open member is full is
+/// the drop counted, on the first full one. Returns whether a member took the message.
+///
+/// ```
+/// use std::sync::atomic::AtomicUsize;
+/// use psrpc::bus::{Subscription, deliver_round_robin};
+///
+/// let (a, mut sub_a) = Subscription::new("a", 8);
+/// let (b, mut sub_b) = Subscription::new("b", 8);
+/// let members = vec![(1u64, a), (2, b)];
+/// let next = AtomicUsize::new(0);
+/// let payload = bytes::Bytes::from_static(b"job");
+/// assert!(deliver_round_robin(&members, &next, &payload));
+/// assert!(deliver_round_robin(&members, &next, &payload));
+/// assert_eq!(sub_a.stats().delivered() + sub_b.stats().delivered(), 2);
+/// assert_eq!(sub_a.stats().delivered(), 1, "one each");
+/// ```
+pub fn deliver_round_robin<K>(
+    members: &[(K, SubscriptionSink)],
+    next: &std::sync::atomic::AtomicUsize,
+    payload: &Bytes,
+) -> bool {
+    let n = members.len();
+    if n == 0 {
+        return false;
+    }
+    let start = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut first_full = None;
+    for i in 0..n {
+        let sink = &members[(start + i) % n].1;
+        match sink.offer(payload.clone()) {
+            Delivery::Delivered => return true,
+            Delivery::Dropped => {
+                first_full.get_or_insert(sink);
+            }
+            Delivery::Closed => {}
+        }
+    }
+    if let Some(sink) = first_full {
+        sink.record_drop();
+    }
+    false
+}
