@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::Command;
 
 use crate::TestkitError;
-use crate::process::{Broker, Proc, port_open, wait_ready};
+use crate::process::{Broker, Proc, wait_ready};
 
 const BINARY: &str = "nats-server";
 
@@ -105,7 +105,7 @@ fn spawn(
     )?;
     let mut proc_child = child;
     let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
-    match wait_ready(BINARY, &mut proc_child, || port_open(port), log) {
+    match wait_ready(BINARY, &mut proc_child, || nats_ready(port), log) {
         Ok(()) => Ok(Proc::new(proc_child)),
         Err(err) => {
             let _ = proc_child.kill();
@@ -113,4 +113,19 @@ fn spawn(
             Err(err)
         }
     }
+}
+
+/// Ready when the port speaks NATS (its greeting is an `INFO` line), not merely open: a port
+/// another test's broker took between probing and binding is open too.
+fn nats_ready(port: u16) -> bool {
+    use std::io::Read;
+    let addr = ([127, 0, 0, 1], port).into();
+    let Ok(mut stream) =
+        std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(200))
+    else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(std::time::Duration::from_millis(500)));
+    let mut greeting = [0u8; 4];
+    stream.read_exact(&mut greeting).is_ok() && &greeting == b"INFO"
 }
