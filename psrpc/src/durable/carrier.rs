@@ -14,7 +14,10 @@
 //!   dead-lettered, or until the visibility timeout passes without a heartbeat; then it is
 //!   delivered again with a higher [`Delivery::attempt`];
 //! - `put_result` before `ack` is how workers avoid running a task twice; results expire
-//!   after their TTL.
+//!   after their TTL;
+//! - `record_effect` (optional: the default says the carrier has none) is an atomic
+//!   create-if-absent, so two attempts of one task never both record the same effect (see
+//!   [`TaskContext::record_effect`](super::TaskContext::record_effect)).
 
 use std::any::Any;
 use std::sync::Arc;
@@ -194,6 +197,42 @@ pub trait Carrier: Send + Sync + 'static {
                 interval = (interval * 2).min(Duration::from_millis(200));
             }
         })
+    }
+
+    /// Records side effect `name` of task `task_id` with `value` for `ttl`, unless a record of
+    /// it exists: `None` when this call recorded it, or the value an earlier call recorded. The
+    /// check and the write must be one atomic step on the broker (JetStream KV create, Redis
+    /// `SET NX`), so that of two racing attempts exactly one records the effect.
+    ///
+    /// The default (for carriers without it) fails with a carrier error; a carrier that
+    /// implements it also implements [`get_effect`](Carrier::get_effect).
+    fn record_effect<'a>(
+        &'a self,
+        queue: &'a str,
+        task_id: &'a str,
+        name: &'a str,
+        value: Bytes,
+        ttl: Duration,
+    ) -> CarrierFuture<'a, Option<Bytes>> {
+        let _ = (queue, task_id, name, value, ttl);
+        Box::pin(std::future::ready(Err(CarrierError::new(
+            "record_effect",
+            "this carrier keeps no effect records",
+        ))))
+    }
+
+    /// The recorded value of side effect `name` of task `task_id`, if any.
+    fn get_effect<'a>(
+        &'a self,
+        queue: &'a str,
+        task_id: &'a str,
+        name: &'a str,
+    ) -> CarrierFuture<'a, Option<Bytes>> {
+        let _ = (queue, task_id, name);
+        Box::pin(std::future::ready(Err(CarrierError::new(
+            "get_effect",
+            "this carrier keeps no effect records",
+        ))))
     }
 
     /// Up to `limit` dead letters, oldest first, after the one with ID `after`.

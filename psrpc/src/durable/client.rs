@@ -4,6 +4,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use prost::Message;
 use tracing::Instrument;
 
@@ -247,6 +248,18 @@ impl DurableClient {
             Some(bytes) => Ok(Some(TaskResult::decode(bytes)?)),
             None => Ok(None),
         }
+    }
+
+    /// The value task `task_id` recorded for side effect `name` with
+    /// [`TaskContext::record_effect`](super::TaskContext::record_effect), if it did (and the
+    /// record is still kept).
+    ///
+    /// # Errors
+    /// [`DurableError::InvalidArgument`] for a name outside `[A-Za-z0-9_-]{1,64}`, or a carrier
+    /// error (also from carriers that keep no effect records).
+    pub async fn effect(&self, task_id: &str, name: &str) -> Result<Option<Bytes>, DurableError> {
+        super::effect::check_effect_name(name)?;
+        Ok(self.carrier.get_effect(&self.queue, task_id, name).await?)
     }
 }
 

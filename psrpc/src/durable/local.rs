@@ -56,6 +56,8 @@ struct Queue {
     in_flight: HashMap<u64, Lease>,
     dedup: HashMap<String, Instant>,
     results: HashMap<String, (Bytes, Instant)>,
+    /// Effect records by (task ID, name), with their expiry.
+    effects: HashMap<(String, String), (Bytes, Instant)>,
     dead: BTreeMap<u64, Bytes>,
     arrived: Arc<Notify>,
     finished: Arc<Notify>,
@@ -316,8 +318,10 @@ impl Carrier for LocalCarrier {
         ttl: Duration,
     ) -> CarrierFuture<'_, ()> {
         self.with(queue, |q| {
-            q.results
-                .insert(task_id.to_owned(), (result, Instant::now() + ttl));
+            q.results.insert(
+                task_id.to_owned(),
+                (result, crate::time::instant_after(Instant::now(), ttl)),
+            );
             q.finished.notify_waiters();
         });
         ok(())
@@ -341,6 +345,50 @@ impl Carrier for LocalCarrier {
     fn delete_result(&self, queue: &str, task_id: &str) -> CarrierFuture<'_, ()> {
         self.with(queue, |q| q.results.remove(task_id));
         ok(())
+    }
+
+    fn record_effect<'a>(
+        &'a self,
+        queue: &'a str,
+        task_id: &'a str,
+        name: &'a str,
+        value: Bytes,
+        ttl: Duration,
+    ) -> CarrierFuture<'a, Option<Bytes>> {
+        let now = Instant::now();
+        let found = self.with(queue, |q| {
+            let key = (task_id.to_owned(), name.to_owned());
+            match q.effects.get(&key) {
+                Some((first, until)) if *until > now => Some(first.clone()),
+                _ => {
+                    q.effects
+                        .insert(key, (value, crate::time::instant_after(now, ttl)));
+                    None
+                }
+            }
+        });
+        ok(found)
+    }
+
+    fn get_effect<'a>(
+        &'a self,
+        queue: &'a str,
+        task_id: &'a str,
+        name: &'a str,
+    ) -> CarrierFuture<'a, Option<Bytes>> {
+        let now = Instant::now();
+        let found = self.with(queue, |q| {
+            let key = (task_id.to_owned(), name.to_owned());
+            match q.effects.get(&key) {
+                Some((value, until)) if *until > now => Some(value.clone()),
+                Some(_) => {
+                    q.effects.remove(&key);
+                    None
+                }
+                None => None,
+            }
+        });
+        ok(found)
     }
 
     fn wait_result<'a>(

@@ -18,7 +18,11 @@
 //!   run again;
 //! - tasks may carry a deadline (expired tasks are dead-lettered, not run); undecodable tasks
 //!   are dead-lettered at once; oversized payloads are refused at enqueue;
-//! - [`DeadLetters`] lists, inspects, replays and purges dead letters.
+//! - [`DeadLetters`] lists, inspects, replays and purges dead letters;
+//! - a side effect that must not be applied twice when a task runs twice (a worker killed
+//!   after the effect, before the result) is recorded with [`TaskContext::record_effect`], an
+//!   atomic create-if-absent on the carrier, or passed to an external system with
+//!   [`TaskContext::idempotency_key`] (see [`Effect`]'s module docs in `effect.rs`).
 //!
 //! Carriers implement the object-safe [`Carrier`] trait; a third party can add one. Durable
 //! queues are a Rust-only extension: their channels, streams and envelopes ([`TaskEnvelope`],
@@ -49,6 +53,7 @@
 mod carrier;
 mod client;
 mod dead_letter;
+mod effect;
 mod error;
 mod local;
 mod process;
@@ -61,6 +66,7 @@ pub use carrier::{
 };
 pub use client::{DurableClient, EnqueueOptions, TaskHandle};
 pub use dead_letter::DeadLetters;
+pub use effect::Effect;
 pub use error::{CarrierError, DurableError};
 pub use local::LocalCarrier;
 pub use stats::{QueueStats, WorkerStats};

@@ -16,7 +16,7 @@ use super::carrier::{Carrier, Delivery};
 use super::error::CarrierError;
 use super::stats::Counters;
 use super::task::{DeadLetter, DeadLetterReason, TaskEnvelope, TaskResult, backoff_delay};
-use super::worker::{Handler, HandlerFailure, TaskContext};
+use super::worker::{CarrierRef, Handler, HandlerFailure, TaskContext};
 use crate::trace::TraceContext;
 use crate::{Error, ErrorCode};
 
@@ -69,9 +69,17 @@ async fn try_process(shared: &Shared, delivery: &Delivery) -> Result<(), Carrier
                 .await;
         }
     };
-    // At-least-once delivery, at-most-once effect where the carrier allows: a task whose
-    // outcome is stored has already run to its end.
-    if let Some(stored) = carrier.get_result(queue, &envelope.task_id).await? {
+    // At-least-once delivery, at-most-once run where the carrier allows: a task whose
+    // outcome is stored has already run to its end. The first delivery of a task without an
+    // idempotency key cannot have one (its ID is fresh; a replay deletes the result first),
+    // so that read, a broker round trip on every call's path, is skipped.
+    let may_have_run = delivery.attempt > 1 || !envelope.idempotency_key.is_empty();
+    let stored = if may_have_run {
+        carrier.get_result(queue, &envelope.task_id).await?
+    } else {
+        None
+    };
+    if let Some(stored) = stored {
         Counters::bump(&shared.counters.skipped_done);
         // The worker that stored a dead-lettered outcome may have died before writing the
         // letter: write it now (carriers make that idempotent per delivered message).
@@ -156,6 +164,8 @@ async fn try_process(shared: &Shared, delivery: &Delivery) -> Result<(), Carrier
         max_attempts: options.max_attempts,
         deadline,
         metadata,
+        carrier: CarrierRef(shared.carrier.clone()),
+        result_ttl: options.result_ttl,
     };
 
     Counters::bump(&shared.counters.started);

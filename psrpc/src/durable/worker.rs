@@ -35,6 +35,20 @@ pub struct TaskContext {
     pub deadline: Option<SystemTime>,
     /// The caller's metadata (with the trace context).
     pub metadata: Metadata,
+    /// For [`record_effect`](Self::record_effect).
+    pub(crate) carrier: CarrierRef,
+    /// How long effect records are kept: the task's result TTL.
+    pub(crate) result_ttl: Duration,
+}
+
+/// The carrier, in a [`TaskContext`] (which is `Debug`; carriers need not be).
+#[derive(Clone)]
+pub(crate) struct CarrierRef(pub(crate) Arc<dyn Carrier>);
+
+impl std::fmt::Debug for CarrierRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Carrier")
+    }
 }
 
 /// How a registered handler failed.

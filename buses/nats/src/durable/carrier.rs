@@ -1,16 +1,16 @@
-//! The JetStream carrier.
+//! The JetStream carrier: its handles, queue set-up, and the [`Carrier`] impl, which hands
+//! each operation to the module of its concept (tasks, results, dead letters, stats).
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use async_nats::HeaderMap;
-use async_nats::jetstream::{self, AckKind, consumer, kv, stream};
+use super::tasks;
+use async_nats::jetstream::{self, consumer, kv, stream};
 use bytes::Bytes;
 use dashmap::DashMap;
-use futures::StreamExt;
 use psrpc::durable::{
     Carrier, CarrierError, CarrierFuture, Delivery, Enqueued, NewTask, QueueConfig, QueueStats,
-    Receipt, StoredDeadLetter,
+    StoredDeadLetter,
 };
 
 /// Settings of a [`JetStreamCarrier`].
@@ -44,28 +44,28 @@ impl Default for JetStreamOptions {
 /// ```
 #[derive(Clone, Debug)]
 pub struct JetStreamCarrier {
-    inner: Arc<Inner>,
+    pub(super) inner: Arc<Inner>,
 }
 
 #[derive(Debug)]
-struct Inner {
-    client: async_nats::Client,
-    js: jetstream::Context,
-    options: JetStreamOptions,
+pub(super) struct Inner {
+    pub(super) client: async_nats::Client,
+    pub(super) js: jetstream::Context,
+    pub(super) options: JetStreamOptions,
     queues: DashMap<String, Arc<Opened>>,
 }
 
 /// The handles of an opened queue.
 #[derive(Debug)]
-struct Opened {
+pub(super) struct Opened {
     config: QueueConfig,
-    tasks: stream::Stream,
-    dead: stream::Stream,
-    results: kv::Store,
+    pub(super) tasks: stream::Stream,
+    pub(super) dead: stream::Stream,
+    pub(super) results: kv::Store,
     consumer: tokio::sync::OnceCell<consumer::PullConsumer>,
 }
 
-fn sanitize(queue: &str) -> String {
+pub(super) fn sanitize(queue: &str) -> String {
     queue
         .chars()
         .map(|c| {
@@ -78,11 +78,11 @@ fn sanitize(queue: &str) -> String {
         .collect()
 }
 
-fn fail(op: &'static str) -> impl Fn(String) -> CarrierError {
+pub(super) fn fail(op: &'static str) -> impl Fn(String) -> CarrierError {
     move |msg| CarrierError::new(op, msg)
 }
 
-const CONSUMER: &str = "workers";
+pub(super) const CONSUMER: &str = "workers";
 
 impl JetStreamCarrier {
     /// A carrier on this connection with default options.
@@ -118,7 +118,7 @@ impl JetStreamCarrier {
         &self.inner.client
     }
 
-    async fn opened(&self, queue: &str) -> Result<Arc<Opened>, CarrierError> {
+    pub(super) async fn opened(&self, queue: &str) -> Result<Arc<Opened>, CarrierError> {
         if let Some(q) = self.inner.queues.get(queue) {
             return Ok(q.clone());
         }
@@ -198,7 +198,10 @@ impl JetStreamCarrier {
         Ok(opened)
     }
 
-    async fn consumer(&self, q: &Opened) -> Result<consumer::PullConsumer, CarrierError> {
+    pub(super) async fn consumer(
+        &self,
+        q: &Opened,
+    ) -> Result<consumer::PullConsumer, CarrierError> {
         q.consumer
             .get_or_try_init(|| async {
                 // Created (or updated) by the first fetch, so only workers set the AckWait.
@@ -218,57 +221,12 @@ impl JetStreamCarrier {
             .cloned()
     }
 
-    fn task_subject(queue: &str) -> String {
+    pub(super) fn task_subject(queue: &str) -> String {
         format!("psrpc.dq.{}", sanitize(queue))
     }
 
-    fn done_subject(queue: &str, task_id: &str) -> String {
+    pub(super) fn done_subject(queue: &str, task_id: &str) -> String {
         format!("psrpc.dqdone.{}.{task_id}", sanitize(queue))
-    }
-}
-
-fn message(delivery: &Delivery) -> Result<&jetstream::Message, CarrierError> {
-    delivery
-        .receipt
-        .get::<jetstream::Message>()
-        .ok_or_else(|| CarrierError::new("receipt", "not a delivery of the JetStream carrier"))
-}
-
-fn to_delivery(msg: jetstream::Message) -> Delivery {
-    let (seq, attempt) = msg
-        .info()
-        .map(|i| {
-            (
-                i.stream_sequence,
-                u32::try_from(i.delivered).unwrap_or(u32::MAX),
-            )
-        })
-        .unwrap_or((0, 1));
-    Delivery {
-        message_id: seq.to_string(),
-        body: msg.message.payload.clone(),
-        attempt: attempt.max(1),
-        receipt: Receipt::new(msg),
-    }
-}
-
-async fn reply(delivery: &Delivery, kind: AckKind, op: &'static str) -> Result<(), CarrierError> {
-    message(delivery)?
-        .ack_with(kind)
-        .await
-        .map_err(|e| CarrierError::new(op, e.to_string()))
-}
-
-/// A result key: task IDs are `[A-Za-z0-9_]`, valid KV keys; anything else is hex-encoded.
-fn result_key(task_id: &str) -> String {
-    if !task_id.is_empty()
-        && task_id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
-    {
-        task_id.to_owned()
-    } else {
-        task_id.bytes().map(|b| format!("{b:02x}")).collect()
     }
 }
 
@@ -288,100 +246,32 @@ impl Carrier for JetStreamCarrier {
 
     fn enqueue(&self, queue: &str, task: NewTask) -> CarrierFuture<'_, Enqueued> {
         let queue = queue.to_owned();
-        Box::pin(async move {
-            self.opened(&queue).await?;
-            let err = fail("enqueue");
-            let mut headers = HeaderMap::new();
-            if task.dedup {
-                headers.insert("Nats-Msg-Id", task.task_id.as_str());
-            }
-            let ack = self
-                .inner
-                .js
-                .publish_with_headers(Self::task_subject(&queue), headers, task.body)
-                .await
-                .map_err(|e| err(e.to_string()))?
-                .await
-                .map_err(|e| err(e.to_string()))?;
-            Ok(Enqueued {
-                task_id: task.task_id,
-                duplicate: ack.duplicate,
-            })
-        })
+        Box::pin(async move { self.enqueue_task(&queue, task).await })
     }
 
     fn fetch(&self, queue: &str, max: usize, wait: Duration) -> CarrierFuture<'_, Vec<Delivery>> {
         let queue = queue.to_owned();
-        Box::pin(async move {
-            let q = self.opened(&queue).await?;
-            let consumer = self.consumer(&q).await?;
-            let err = fail("fetch");
-            let mut out = Vec::new();
-            // What is there now, without waiting.
-            let mut now = consumer
-                .fetch()
-                .max_messages(max)
-                .messages()
-                .await
-                .map_err(|e| err(e.to_string()))?;
-            while let Some(msg) = now.next().await {
-                out.push(to_delivery(msg.map_err(|e| err(e.to_string()))?));
-            }
-            if !out.is_empty() || wait.is_zero() {
-                return Ok(out);
-            }
-            // Nothing: wait for one (a pull of one completes as soon as one arrives), then take
-            // whatever else is ready.
-            let mut one = consumer
-                .batch()
-                .max_messages(1)
-                .expires(wait.max(Duration::from_millis(10)))
-                .messages()
-                .await
-                .map_err(|e| err(e.to_string()))?;
-            while let Some(msg) = one.next().await {
-                out.push(to_delivery(msg.map_err(|e| err(e.to_string()))?));
-            }
-            if !out.is_empty() && max > 1 {
-                let mut more = consumer
-                    .fetch()
-                    .max_messages(max - 1)
-                    .messages()
-                    .await
-                    .map_err(|e| err(e.to_string()))?;
-                while let Some(msg) = more.next().await {
-                    out.push(to_delivery(msg.map_err(|e| err(e.to_string()))?));
-                }
-            }
-            Ok(out)
-        })
+        Box::pin(async move { self.fetch_tasks(&queue, max, wait).await })
     }
 
     fn ack(&self, _queue: &str, delivery: &Delivery) -> CarrierFuture<'_, ()> {
         let delivery = delivery.clone();
-        Box::pin(async move {
-            // Confirmed by the server: an ack lost in a broker crash would otherwise cost a
-            // redelivery (harmless, the result check skips it, but avoidable).
-            message(&delivery)?
-                .double_ack()
-                .await
-                .map_err(|e| CarrierError::new("ack", e.to_string()))
-        })
+        Box::pin(async move { tasks::ack(&delivery).await })
     }
 
     fn retry(&self, _queue: &str, delivery: &Delivery, delay: Duration) -> CarrierFuture<'_, ()> {
         let delivery = delivery.clone();
-        Box::pin(async move { reply(&delivery, AckKind::Nak(Some(delay)), "retry").await })
+        Box::pin(async move { tasks::retry(&delivery, delay).await })
     }
 
     fn release(&self, _queue: &str, delivery: &Delivery) -> CarrierFuture<'_, ()> {
         let delivery = delivery.clone();
-        Box::pin(async move { reply(&delivery, AckKind::Nak(None), "release").await })
+        Box::pin(async move { tasks::release(&delivery).await })
     }
 
     fn heartbeat(&self, _queue: &str, delivery: &Delivery) -> CarrierFuture<'_, ()> {
         let delivery = delivery.clone();
-        Box::pin(async move { reply(&delivery, AckKind::Progress, "heartbeat").await })
+        Box::pin(async move { tasks::heartbeat(&delivery).await })
     }
 
     fn dead_letter(
@@ -391,29 +281,7 @@ impl Carrier for JetStreamCarrier {
         letter: Bytes,
     ) -> CarrierFuture<'_, ()> {
         let (queue, delivery) = (queue.to_owned(), delivery.clone());
-        Box::pin(async move {
-            self.opened(&queue).await?;
-            let err = fail("dead_letter");
-            // Persist the letter first: a crash before the Term only redelivers the task, and
-            // the worker then writes the letter again, deduplicated by the task message's
-            // stream sequence (the same in every redelivery).
-            let mut headers = HeaderMap::new();
-            headers.insert(
-                "Nats-Msg-Id",
-                format!("dl-{}", delivery.message_id).as_str(),
-            );
-            self.inner
-                .js
-                .publish_with_headers(format!("psrpc.dlq.{}", sanitize(&queue)), headers, letter)
-                .await
-                .map_err(|e| err(e.to_string()))?
-                .await
-                .map_err(|e| err(e.to_string()))?;
-            message(&delivery)?
-                .double_ack_with(AckKind::Term)
-                .await
-                .map_err(|e| err(e.to_string()))
-        })
+        Box::pin(async move { self.dead_letter_task(&queue, &delivery, letter).await })
     }
 
     fn put_result(
@@ -424,42 +292,17 @@ impl Carrier for JetStreamCarrier {
         _ttl: Duration,
     ) -> CarrierFuture<'_, ()> {
         let (queue, task_id) = (queue.to_owned(), task_id.to_owned());
-        Box::pin(async move {
-            let q = self.opened(&queue).await?;
-            q.results
-                .put(result_key(&task_id), result)
-                .await
-                .map_err(|e| CarrierError::new("put_result", e.to_string()))?;
-            // Best effort: waiters also re-read the bucket when their wait ends.
-            let _ = self
-                .inner
-                .client
-                .publish(Self::done_subject(&queue, &task_id), Bytes::new())
-                .await;
-            Ok(())
-        })
+        Box::pin(async move { self.store_result(&queue, &task_id, result).await })
     }
 
     fn get_result(&self, queue: &str, task_id: &str) -> CarrierFuture<'_, Option<Bytes>> {
         let (queue, task_id) = (queue.to_owned(), task_id.to_owned());
-        Box::pin(async move {
-            let q = self.opened(&queue).await?;
-            q.results
-                .get(result_key(&task_id))
-                .await
-                .map_err(|e| CarrierError::new("get_result", e.to_string()))
-        })
+        Box::pin(async move { self.read_result(&queue, &task_id).await })
     }
 
     fn delete_result(&self, queue: &str, task_id: &str) -> CarrierFuture<'_, ()> {
         let (queue, task_id) = (queue.to_owned(), task_id.to_owned());
-        Box::pin(async move {
-            let q = self.opened(&queue).await?;
-            q.results
-                .purge(result_key(&task_id))
-                .await
-                .map_err(|e| CarrierError::new("delete_result", e.to_string()))
-        })
+        Box::pin(async move { self.forget_result(&queue, &task_id).await })
     }
 
     fn wait_result<'a>(
@@ -468,27 +311,27 @@ impl Carrier for JetStreamCarrier {
         task_id: &'a str,
         timeout: Duration,
     ) -> CarrierFuture<'a, Option<Bytes>> {
-        Box::pin(async move {
-            let deadline = tokio::time::Instant::now() + timeout;
-            let mut done = self
-                .inner
-                .client
-                .subscribe(Self::done_subject(queue, task_id))
-                .await
-                .map_err(|e| CarrierError::new("wait_result", e.to_string()))?;
-            loop {
-                if let Some(found) = self.get_result(queue, task_id).await? {
-                    return Ok(Some(found));
-                }
-                // Re-read at least every second: a notification can be lost when a connection
-                // drops, the bucket cannot.
-                let until = deadline.min(tokio::time::Instant::now() + Duration::from_secs(1));
-                let _ = tokio::time::timeout_at(until, done.next()).await;
-                if tokio::time::Instant::now() >= deadline {
-                    return self.get_result(queue, task_id).await;
-                }
-            }
-        })
+        Box::pin(self.await_result(queue, task_id, timeout))
+    }
+
+    fn record_effect<'a>(
+        &'a self,
+        queue: &'a str,
+        task_id: &'a str,
+        name: &'a str,
+        value: Bytes,
+        _ttl: Duration,
+    ) -> CarrierFuture<'a, Option<Bytes>> {
+        Box::pin(self.create_effect(queue, task_id, name, value))
+    }
+
+    fn get_effect<'a>(
+        &'a self,
+        queue: &'a str,
+        task_id: &'a str,
+        name: &'a str,
+    ) -> CarrierFuture<'a, Option<Bytes>> {
+        Box::pin(self.read_effect(queue, task_id, name))
     }
 
     fn list_dead_letters<'a>(
@@ -497,127 +340,26 @@ impl Carrier for JetStreamCarrier {
         after: Option<&'a str>,
         limit: usize,
     ) -> CarrierFuture<'a, Vec<StoredDeadLetter>> {
-        Box::pin(async move {
-            let q = self.opened(queue).await?;
-            let err = fail("list_dead_letters");
-            let mut dead = q.dead.clone();
-            let state = dead
-                .info()
-                .await
-                .map_err(|e| err(e.to_string()))?
-                .state
-                .clone();
-            let from = after
-                .and_then(|a| a.parse::<u64>().ok())
-                .map_or(state.first_sequence, |a| (a + 1).max(state.first_sequence));
-            let mut out = Vec::new();
-            let mut seq = from;
-            while out.len() < limit && seq <= state.last_sequence && state.messages > 0 {
-                // Deleted sequences (removed or replayed letters) are gaps: skip them.
-                if let Ok(msg) = q.dead.get_raw_message(seq).await {
-                    out.push(StoredDeadLetter {
-                        id: seq.to_string(),
-                        body: msg.payload,
-                    });
-                }
-                seq += 1;
-            }
-            Ok(out)
-        })
+        Box::pin(self.list_letters(queue, after, limit))
     }
 
     fn get_dead_letter(&self, queue: &str, id: &str) -> CarrierFuture<'_, Option<Bytes>> {
         let (queue, id) = (queue.to_owned(), id.to_owned());
-        Box::pin(async move {
-            let q = self.opened(&queue).await?;
-            let Ok(seq) = id.parse::<u64>() else {
-                return Ok(None);
-            };
-            Ok(q.dead.get_raw_message(seq).await.ok().map(|m| m.payload))
-        })
+        Box::pin(async move { self.read_letter(&queue, &id).await })
     }
 
     fn delete_dead_letter(&self, queue: &str, id: &str) -> CarrierFuture<'_, bool> {
         let (queue, id) = (queue.to_owned(), id.to_owned());
-        Box::pin(async move {
-            let q = self.opened(&queue).await?;
-            let Ok(seq) = id.parse::<u64>() else {
-                return Ok(false);
-            };
-            Ok(q.dead.delete_message(seq).await.unwrap_or(false))
-        })
+        Box::pin(async move { self.remove_letter(&queue, &id).await })
     }
 
     fn purge_dead_letters(&self, queue: &str) -> CarrierFuture<'_, u64> {
         let queue = queue.to_owned();
-        Box::pin(async move {
-            let q = self.opened(&queue).await?;
-            let purged = q
-                .dead
-                .purge()
-                .await
-                .map_err(|e| CarrierError::new("purge_dead_letters", e.to_string()))?;
-            Ok(purged.purged)
-        })
+        Box::pin(async move { self.purge_letters(&queue).await })
     }
 
     fn stats(&self, queue: &str) -> CarrierFuture<'_, QueueStats> {
         let queue = queue.to_owned();
-        Box::pin(async move {
-            let q = self.opened(&queue).await?;
-            let err = fail("stats");
-            let mut tasks = q.tasks.clone();
-            let task_state = tasks
-                .info()
-                .await
-                .map_err(|e| err(e.to_string()))?
-                .state
-                .clone();
-            let mut dead = q.dead.clone();
-            let dead_count = dead
-                .info()
-                .await
-                .map_err(|e| err(e.to_string()))?
-                .state
-                .messages;
-            let (waiting, in_flight, next_seq) = match q
-                .tasks
-                .get_consumer::<consumer::pull::Config>(CONSUMER)
-                .await
-            {
-                Ok(mut c) => {
-                    let info = c.info().await.map_err(|e| err(e.to_string()))?;
-                    (
-                        info.num_pending,
-                        info.num_ack_pending as u64,
-                        info.delivered.stream_sequence + 1,
-                    )
-                }
-                // No worker has fetched yet: everything stored is waiting.
-                Err(_) => (task_state.messages, 0, task_state.first_sequence),
-            };
-            let oldest_waiting_age = if waiting > 0 {
-                let seq = next_seq.max(task_state.first_sequence);
-                match q.tasks.get_raw_message(seq).await {
-                    Ok(msg) => SystemTime::now()
-                        .duration_since(
-                            SystemTime::UNIX_EPOCH
-                                + Duration::from_nanos(
-                                    msg.time.unix_timestamp_nanos().max(0) as u64
-                                ),
-                        )
-                        .ok(),
-                    Err(_) => None,
-                }
-            } else {
-                None
-            };
-            Ok(QueueStats {
-                waiting,
-                in_flight,
-                dead_letters: dead_count,
-                oldest_waiting_age,
-            })
-        })
+        Box::pin(async move { self.queue_stats(&queue).await })
     }
 }

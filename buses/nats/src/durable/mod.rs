@@ -10,15 +10,20 @@
 //!   delay, hand-backs are `Nak` without delay, dead-lettered tasks are `Term`inated;
 //!   `MaxDeliver` is unlimited because the worker itself dead-letters a task delivered more
 //!   often than its attempt limit (JetStream would otherwise strand it silently);
-//! - a **key-value bucket** `PSRPC_DR_<queue>` with the results, its `max_age` the queue's
-//!   result TTL (per-bucket: the nats-server versions supported have no per-key TTL);
+//! - a **key-value bucket** `PSRPC_DR_<queue>` with the results and the effect records
+//!   (`fx.<name>.<task>`, written with KV create), its `max_age` the queue's result TTL
+//!   (per-bucket: the nats-server versions supported have no per-key TTL);
 //! - a **dead-letter stream** `PSRPC_DLQ_<queue>` (subject `psrpc.dlq.<queue>`); a dead
 //!   letter's ID is its stream sequence.
 //!
-//! A finished task is announced on the core subject `psrpc.dqdone.<queue>.<task ID>`, so
-//! waiters learn of results without polling (they still read the result from the bucket).
+//! A finished task is announced on the core subject `psrpc.dqdone.<queue>.<task ID>` with its
+//! result as the payload, so waiters learn of results without polling or a second read.
 //! Queue names are sanitised to `[A-Za-z0-9_-]` for stream and bucket names.
 
 mod carrier;
+mod dead_letters;
+mod results;
+mod stats;
+mod tasks;
 
 pub use carrier::{JetStreamCarrier, JetStreamOptions};

@@ -1,4 +1,5 @@
-//! The Redis Streams carrier.
+//! The Redis Streams carrier: connections, keys, and the [`Carrier`] impl; fetching, results,
+//! dead letters and statistics are in submodules.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,12 +11,15 @@ use psrpc::durable::{
     StoredDeadLetter,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::streams::{StreamId, StreamRangeReply};
+use redis::streams::StreamId;
 
+use super::notify::Waiters;
+
+mod dead_letters;
 mod fetch;
+mod results;
 mod stats;
 
-use super::notify::{Waiters, listen};
 use super::scripts;
 
 const GROUP: &str = "workers";
@@ -380,52 +384,18 @@ impl Carrier for RedisStreamsCarrier {
         result: Bytes,
         ttl: Duration,
     ) -> CarrierFuture<'_, ()> {
-        let key = result_key(queue, task_id);
-        let done = keys(queue).done;
-        let task_id = task_id.to_owned();
-        Box::pin(async move {
-            let mut conn = self.inner.conn.clone();
-            redis::pipe()
-                .atomic()
-                .cmd("SET")
-                .arg(&key)
-                .arg(result.as_ref())
-                .arg("PX")
-                .arg(millis(ttl))
-                .ignore()
-                .cmd("PUBLISH")
-                .arg(&done)
-                .arg(&task_id)
-                .ignore()
-                .query_async::<()>(&mut conn)
-                .await
-                .map_err(fail("put_result"))
-        })
+        let (queue, task_id) = (queue.to_owned(), task_id.to_owned());
+        Box::pin(async move { self.store_result(&queue, &task_id, result, ttl).await })
     }
 
     fn get_result(&self, queue: &str, task_id: &str) -> CarrierFuture<'_, Option<Bytes>> {
-        let key = result_key(queue, task_id);
-        Box::pin(async move {
-            let mut conn = self.inner.conn.clone();
-            let found: Option<Vec<u8>> = redis::cmd("GET")
-                .arg(&key)
-                .query_async(&mut conn)
-                .await
-                .map_err(fail("get_result"))?;
-            Ok(found.map(Bytes::from))
-        })
+        let (queue, task_id) = (queue.to_owned(), task_id.to_owned());
+        Box::pin(async move { self.read_result(&queue, &task_id).await })
     }
 
     fn delete_result(&self, queue: &str, task_id: &str) -> CarrierFuture<'_, ()> {
-        let key = result_key(queue, task_id);
-        Box::pin(async move {
-            let mut conn = self.inner.conn.clone();
-            redis::cmd("DEL")
-                .arg(&key)
-                .query_async::<()>(&mut conn)
-                .await
-                .map_err(fail("delete_result"))
-        })
+        let (queue, task_id) = (queue.to_owned(), task_id.to_owned());
+        Box::pin(async move { self.forget_result(&queue, &task_id).await })
     }
 
     fn wait_result<'a>(
@@ -434,38 +404,27 @@ impl Carrier for RedisStreamsCarrier {
         task_id: &'a str,
         timeout: Duration,
     ) -> CarrierFuture<'a, Option<Bytes>> {
-        Box::pin(async move {
-            self.inner.listening.call_once(|| {
-                tokio::spawn(listen(
-                    self.inner.client.clone(),
-                    Arc::downgrade(&self.inner.waiters),
-                ));
-            });
-            let key = Waiters::key(&sanitize(queue), task_id);
-            let notify = self.inner.waiters.register(&key);
-            let deadline = tokio::time::Instant::now() + timeout;
-            let outcome = async {
-                loop {
-                    let notified = notify.notified();
-                    tokio::pin!(notified);
-                    notified.as_mut().enable();
-                    if let Some(found) = self.get_result(queue, task_id).await? {
-                        return Ok(Some(found));
-                    }
-                    let now = tokio::time::Instant::now();
-                    if now >= deadline {
-                        return Ok(None);
-                    }
-                    // Re-read at least every second, in case a notification was lost.
-                    let until = deadline.min(now + Duration::from_secs(1));
-                    let _ = tokio::time::timeout_at(until, notified).await;
-                }
-            }
-            .await;
-            drop(notify);
-            self.inner.waiters.unregister(&key);
-            outcome
-        })
+        Box::pin(self.await_result(queue, task_id, timeout))
+    }
+
+    fn record_effect<'a>(
+        &'a self,
+        queue: &'a str,
+        task_id: &'a str,
+        name: &'a str,
+        value: Bytes,
+        ttl: Duration,
+    ) -> CarrierFuture<'a, Option<Bytes>> {
+        Box::pin(self.create_effect(queue, task_id, name, value, ttl))
+    }
+
+    fn get_effect<'a>(
+        &'a self,
+        queue: &'a str,
+        task_id: &'a str,
+        name: &'a str,
+    ) -> CarrierFuture<'a, Option<Bytes>> {
+        Box::pin(self.read_effect(queue, task_id, name))
     }
 
     fn list_dead_letters<'a>(
@@ -474,94 +433,22 @@ impl Carrier for RedisStreamsCarrier {
         after: Option<&'a str>,
         limit: usize,
     ) -> CarrierFuture<'a, Vec<StoredDeadLetter>> {
-        Box::pin(async move {
-            let dead = keys(queue).dead;
-            let start = after.map_or_else(|| "-".to_owned(), |a| format!("({a}"));
-            let mut conn = self.inner.conn.clone();
-            let range: StreamRangeReply = redis::cmd("XRANGE")
-                .arg(&dead)
-                .arg(start)
-                .arg("+")
-                .arg("COUNT")
-                .arg(limit)
-                .query_async(&mut conn)
-                .await
-                .map_err(fail("list_dead_letters"))?;
-            Ok(range
-                .ids
-                .iter()
-                .map(|e| StoredDeadLetter {
-                    id: e.id.clone(),
-                    body: field_bytes(e, "letter"),
-                })
-                .collect())
-        })
+        Box::pin(self.list_letters(queue, after, limit))
     }
 
     fn get_dead_letter(&self, queue: &str, id: &str) -> CarrierFuture<'_, Option<Bytes>> {
-        let dead = keys(queue).dead;
-        let id = id.to_owned();
-        Box::pin(async move {
-            let mut conn = self.inner.conn.clone();
-            let range: redis::RedisResult<StreamRangeReply> = redis::cmd("XRANGE")
-                .arg(&dead)
-                .arg(&id)
-                .arg(&id)
-                .query_async(&mut conn)
-                .await;
-            match range {
-                Ok(r) => Ok(r.ids.first().map(|e| field_bytes(e, "letter"))),
-                // A malformed ID names no letter.
-                Err(e)
-                    if e.kind()
-                        == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError) =>
-                {
-                    Ok(None)
-                }
-                Err(e) => Err(CarrierError::from_source("get_dead_letter", e)),
-            }
-        })
+        let (queue, id) = (queue.to_owned(), id.to_owned());
+        Box::pin(async move { self.read_letter(&queue, &id).await })
     }
 
     fn delete_dead_letter(&self, queue: &str, id: &str) -> CarrierFuture<'_, bool> {
-        let dead = keys(queue).dead;
-        let id = id.to_owned();
-        Box::pin(async move {
-            let mut conn = self.inner.conn.clone();
-            let n: redis::RedisResult<i64> = redis::cmd("XDEL")
-                .arg(&dead)
-                .arg(&id)
-                .query_async(&mut conn)
-                .await;
-            match n {
-                Ok(n) => Ok(n > 0),
-                Err(e)
-                    if e.kind()
-                        == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError) =>
-                {
-                    Ok(false)
-                }
-                Err(e) => Err(CarrierError::from_source("delete_dead_letter", e)),
-            }
-        })
+        let (queue, id) = (queue.to_owned(), id.to_owned());
+        Box::pin(async move { self.remove_letter(&queue, &id).await })
     }
 
     fn purge_dead_letters(&self, queue: &str) -> CarrierFuture<'_, u64> {
-        let dead = keys(queue).dead;
-        Box::pin(async move {
-            let mut conn = self.inner.conn.clone();
-            let (n,): (u64,) = redis::pipe()
-                .atomic()
-                .cmd("XLEN")
-                .arg(&dead)
-                .cmd("DEL")
-                .arg(&dead)
-                .ignore()
-                .query_async(&mut conn)
-                .await
-                .map_err(fail("purge_dead_letters"))?;
-            Ok(n)
-        })
+        let queue = queue.to_owned();
+        Box::pin(async move { self.purge_letters(&queue).await })
     }
 
     fn stats(&self, queue: &str) -> CarrierFuture<'_, QueueStats> {
