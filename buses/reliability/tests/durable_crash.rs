@@ -3,9 +3,11 @@
 //! SIGKILLed and restarted once, while tasks are enqueued and processed.
 //!
 //! Every task must end with a stored result, or (the ones designed to fail) in the dead-letter
-//! queue: none lost. Redeliveries are counted from the results' attempt counts; the ledger the
-//! workers append to shows how often a side effect ran twice (possible only when a worker died
-//! between its side effect and storing the result: the result check stops every other rerun).
+//! queue: none lost. Redeliveries are counted from the results' attempt counts. The side
+//! effect is a ledger record on the broker written through the effect fence
+//! (`TaskContext::record_effect`): the test asserts every successful task has it and none was
+//! applied twice, and counts the reruns the fence stopped (a worker killed between its effect
+//! and storing the result; the result check stops every other rerun).
 //!
 //! `PSRPC_CRASH_TASKS` sets the number of tasks (2,000 by default, for CI; RELIABILITY.md has
 //! a 10,000-task run). Prints a one-line JSON summary.
@@ -268,15 +270,39 @@ async fn crash_run(mut broker: Broker, name: &str) {
             *letters.entry(l.task_id).or_insert(0u32) += 1;
         }
     }
+    // The file ledger: runs that reached the effect, and what the fence told each.
     let ledger_text = std::fs::read_to_string(&ledger).unwrap_or_default();
     let mut runs: HashMap<&str, u32> = HashMap::new();
+    let mut applied: HashMap<&str, u32> = HashMap::new();
+    let mut refused = 0usize;
     for line in ledger_text.lines() {
-        *runs.entry(line).or_insert(0) += 1;
+        let mut parts = line.split(' ');
+        match (parts.next(), parts.next()) {
+            (Some("run"), Some(task)) => *runs.entry(task).or_insert(0) += 1,
+            (Some("applied"), Some(task)) => *applied.entry(task).or_insert(0) += 1,
+            (Some("refused"), Some(_)) => refused += 1,
+            _ => panic!("ledger line {line:?}"),
+        }
     }
-    let twice = runs.values().filter(|&&n| n > 1).count();
+    // Tasks that ran more than once up to their effect: each would have applied it twice
+    // without the fence.
+    let reran = runs.values().filter(|&&n| n > 1).count();
+    let double_applied = applied.values().filter(|&&n| n > 1).count();
+    // The broker-side ledger: every successful task has its effect record, exactly one
+    // (records are keyed by task), and no logged `applied` names another attempt.
+    let mut missing_effects = 0usize;
+    for (i, id) in ids.iter().enumerate() {
+        if is_failing(i) {
+            continue;
+        }
+        match client.effect(id, "ledger").await.expect("read effect") {
+            Some(_) => {}
+            None => missing_effects += 1,
+        }
+    }
     let expected_fail = (0..tasks).filter(|&i| is_failing(i)).count();
     println!(
-        "{{\"test\":\"durable_crash\",\"broker\":\"{name}\",\"tasks\":{tasks},\"lost\":{},\"dead_lettered\":{},\"dead_letter_entries\":{},\"redeliveries\":{redeliveries},\"side_effect_twice\":{twice},\"worker_kills\":{kills},\"broker_kills\":1,\"seconds\":{:.1}}}",
+        "{{\"test\":\"durable_crash\",\"broker\":\"{name}\",\"tasks\":{tasks},\"lost\":{},\"dead_lettered\":{},\"dead_letter_entries\":{},\"redeliveries\":{redeliveries},\"reran_to_effect\":{reran},\"fence_refusals\":{refused},\"double_applied\":{double_applied},\"missing_effects\":{missing_effects},\"worker_kills\":{kills},\"broker_kills\":1,\"seconds\":{:.1}}}",
         lost.len(),
         failed,
         letters.values().sum::<u32>(),
@@ -289,13 +315,15 @@ async fn crash_run(mut broker: Broker, name: &str) {
         expected_fail,
         "each failing task dead-lettered"
     );
-    // Every successful task ran at least once.
+    // Every successful task ran at least once, and its effect was applied exactly once.
     assert_eq!(runs.len(), tasks - expected_fail);
-    // A side effect can run twice only for a task in flight in a worker that was killed
-    // (between its effect and its stored result): at most the concurrency per kill.
+    assert_eq!(double_applied, 0, "side effects applied twice");
+    assert_eq!(missing_effects, 0, "tasks without their effect");
+    // A rerun up to the effect needs a worker killed between its effect and its result: at
+    // most the concurrency per kill (the broker kill included); each one met the fence.
     assert!(
-        twice <= (kills as usize + 1) * 32,
-        "{twice} tasks ran twice"
+        reran <= (kills as usize + 1) * 32,
+        "{reran} tasks ran twice"
     );
 }
 

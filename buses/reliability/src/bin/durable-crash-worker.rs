@@ -2,14 +2,23 @@
 //! restarted by the test.
 //!
 //! `durable-crash-worker <nats://…|redis://…> <ledger file>`: serves the `Crash` queue's
-//! `Work` method. A request `"ok:<n>"` appends the task ID to the ledger (the side effect) and
-//! answers `"done <n>"`; `"fail:<n>"` always fails (to be dead-lettered). Runs until killed.
+//! `Work` method. A request `"ok:<n>"` applies its side effect, a ledger record on the broker
+//! written with `TaskContext::record_effect` (once per task), logs to the ledger file that it
+//! ran (`run <task>`) and what the fence said (`applied <task> <attempt>` or `refused <task>`),
+//! and answers `"done <n>"`; `"fail:<n>"` always fails (to be dead-lettered). Runs until killed.
 
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
-use psrpc::durable::{Carrier, QueueConfig, TaskContext, Worker, WorkerOptions};
+use psrpc::durable::{Carrier, Effect, QueueConfig, TaskContext, Worker, WorkerOptions};
+
+/// Appends one line to the ledger file (one `write` with `O_APPEND`).
+fn append(ledger: &std::sync::Mutex<std::fs::File>, line: &str) -> psrpc::Result<()> {
+    let mut file = ledger.lock().unwrap_or_else(|e| e.into_inner());
+    file.write_all(line.as_bytes())
+        .map_err(|e| psrpc::Error::new(psrpc::ErrorCode::Internal, e.to_string()))
+}
 
 /// The queue settings shared by the crash test and its workers.
 fn queue_config() -> QueueConfig {
@@ -54,11 +63,30 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         "designed to fail",
                     ));
                 }
-                // The side effect: one line per run, written with O_APPEND in one call.
-                let line = format!("{}\n", ctx.task_id);
-                let mut file = ledger.lock().unwrap_or_else(|e| e.into_inner());
-                file.write_all(line.as_bytes())
-                    .map_err(|e| psrpc::Error::new(psrpc::ErrorCode::Internal, e.to_string()))?;
+                // Reaching the effect: one line per run, written with O_APPEND in one call.
+                // Without a fence these runs would each apply the effect.
+                append(&ledger, &format!("run {}\n", ctx.task_id))?;
+                // The side effect itself is the broker-side ledger record, written once per
+                // task whatever the number of runs. Broker away (its restart): try again in
+                // place rather than spend one of the task's attempts.
+                let value = format!("attempt {} pid {}", ctx.attempt, std::process::id());
+                let mut tries = 0;
+                let effect = loop {
+                    match ctx.record_effect("ledger", value.clone()).await {
+                        Ok(effect) => break effect,
+                        Err(e) if tries < 100 => {
+                            tries += 1;
+                            let _ = e;
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                };
+                let line = match effect {
+                    Effect::Applied => format!("applied {} {}\n", ctx.task_id, ctx.attempt),
+                    Effect::AlreadyApplied(_) => format!("refused {}\n", ctx.task_id),
+                };
+                append(&ledger, &line)?;
                 Ok(format!("done {n}"))
             }
         })
