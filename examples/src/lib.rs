@@ -1,9 +1,13 @@
-//! Shared pieces of the psrpc examples: the code generated from `proto/` by psrpc-build, and
-//! choosing the bus from the command line.
+//! Shared pieces of the psrpc examples: the code generated from `proto/` by psrpc-build, the
+//! command line (`--bus`, `--role`, `--help`) and connecting to the bus it names.
 
 use std::sync::Arc;
 
 use psrpc::bus::{Bus, LocalBus};
+
+pub mod args;
+
+pub use args::{Args, Role, args_or_exit, connect_or_exit, serve_until_stopped};
 
 /// One method of every kind, for the `demo` tour (`proto/demo.proto`).
 pub mod demo {
@@ -62,49 +66,6 @@ pub async fn carrier(url: Option<&str>) -> Result<Arc<dyn psrpc::durable::Carrie
     }
 }
 
-/// The bus named by `--bus URL` (or `--bus=URL`) on the command line, or an in-process bus
-/// without it.
-///
-/// # Errors
-/// A message for an unknown scheme or a bus that cannot connect.
-pub async fn bus_from_args() -> Result<Arc<dyn Bus>, String> {
-    match bus_url(std::env::args().skip(1))? {
-        None => Ok(Arc::new(LocalBus::new())),
-        Some(url) => connect(&url).await,
-    }
-}
-
-/// [`bus_from_args`], or the end of the program with the message and exit status 2.
-pub async fn bus_or_exit() -> Arc<dyn Bus> {
-    match bus_from_args().await {
-        Ok(bus) => bus,
-        Err(msg) => {
-            eprintln!("error: {msg}");
-            std::process::exit(2);
-        }
-    }
-}
-
-/// The value of `--bus` among `args`, if given.
-///
-/// # Errors
-/// A message when `--bus` has no value.
-pub fn bus_url(args: impl IntoIterator<Item = String>) -> Result<Option<String>, String> {
-    let mut args = args.into_iter();
-    while let Some(arg) = args.next() {
-        if arg == "--bus" {
-            return args
-                .next()
-                .map(Some)
-                .ok_or_else(|| "--bus needs a URL, like nats://127.0.0.1:4222".to_owned());
-        }
-        if let Some(url) = arg.strip_prefix("--bus=") {
-            return Ok(Some(url.to_owned()));
-        }
-    }
-    Ok(None)
-}
-
 /// Connects to the bus at `url`: `nats://…` for NATS, `redis://…` or `rediss://…` for Redis
 /// (TLS needs a TLS feature of the `redis` crate, off in this workspace),
 /// `mqtt://[user:pass@]…` for MQTT (`mqtts://` needs the `tls` feature of `psrpc-mqtt`),
@@ -152,26 +113,6 @@ pub fn named(server_id: &str) -> psrpc::ServerOptions {
 
 #[cfg(test)]
 mod tests {
-    use super::bus_url;
-
-    fn args(list: &[&str]) -> Vec<String> {
-        list.iter().map(|s| (*s).to_owned()).collect()
-    }
-
-    #[test]
-    fn bus_url_in_both_spellings() {
-        assert_eq!(bus_url(args(&[])), Ok(None));
-        assert_eq!(
-            bus_url(args(&["--bus", "nats://h:1"])),
-            Ok(Some("nats://h:1".into()))
-        );
-        assert_eq!(
-            bus_url(args(&["-v", "--bus=redis://h:2"])),
-            Ok(Some("redis://h:2".into()))
-        );
-        assert!(bus_url(args(&["--bus"])).is_err());
-    }
-
     #[tokio::test]
     async fn unknown_scheme_is_refused() {
         let err = super::connect("mqttx://h:5672").await.err().unwrap();

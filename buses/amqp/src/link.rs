@@ -118,10 +118,17 @@ impl Shared {
 }
 
 /// Opens a connection as the bus's options say.
-pub(crate) async fn connect(url: &str) -> lapin::Result<Connection> {
+pub(crate) async fn connect(url: &str, options: &AmqpBusOptions) -> lapin::Result<Connection> {
     let properties = ConnectionProperties::default()
         .with_connection_name(format!("psrpc-{}", std::process::id()).into());
-    Connection::connect(url, properties).await
+    #[cfg(feature = "tls")]
+    let tls = options.tls.lapin_config();
+    #[cfg(not(feature = "tls"))]
+    let tls = {
+        let _ = options;
+        lapin::tcp::OwnedTLSConfig::default()
+    };
+    Connection::connect_with_config(url, properties, tls, lapin::runtime::default_runtime()?).await
 }
 
 /// Runs until the bus is dropped (the task is aborted then).
@@ -255,7 +262,12 @@ async fn reconnect(shared: &Shared) -> Connection {
     let mut delay = shared.options.min_reconnect_delay;
     loop {
         tokio::time::sleep(delay).await;
-        match tokio::time::timeout(shared.options.connection_timeout, connect(&shared.url)).await {
+        match tokio::time::timeout(
+            shared.options.connection_timeout,
+            connect(&shared.url, &shared.options),
+        )
+        .await
+        {
             Ok(Ok(connection)) => return connection,
             Ok(Err(err)) => tracing::debug!(%err, "amqp: reconnect failed"),
             Err(_) => tracing::debug!("amqp: reconnect timed out"),

@@ -364,3 +364,91 @@ async fn thousands_of_subscriptions_fit_on_one_connection() {
         );
     }
 }
+
+/// `amqps://` through the shared node's TLS listener, whose certificates the test kit made.
+#[cfg(feature = "tls")]
+mod tls {
+    use super::*;
+    use psrpc_amqp::AmqpTls;
+
+    fn node() -> &'static RabbitMqServer {
+        RabbitMqServer::shared().expect("rabbitmq-server")
+    }
+
+    fn options(tls: AmqpTls) -> AmqpBusOptions {
+        AmqpBusOptions {
+            tls,
+            ..Default::default()
+        }
+    }
+
+    /// A message round trip over `bus`.
+    async fn round_trip(bus: &AmqpBus) {
+        let ch = Channel::request("Tls", "Echo", [] as [&str; 0], false);
+        let mut sub = bus
+            .subscribe(&ch, SubscribeOptions::default())
+            .await
+            .expect("subscribe over TLS");
+        bus.publish(&ch, envelope("over tls"))
+            .await
+            .expect("publish");
+        let got = within("a message over TLS", sub.recv()).await;
+        assert_eq!(text(&got.expect("a message")), "over tls");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn amqps_with_a_custom_ca_carries_messages() {
+        let tls = node().tls();
+        let url = node().fresh_tls_url().expect("a virtual host");
+        let bus = AmqpBus::with_options(&url, options(AmqpTls::new().ca_pem(tls.ca_pem())))
+            .await
+            .expect("amqps bus");
+        round_trip(&bus).await;
+        // Neither the URL's password nor anything of the TLS material shows in Debug output.
+        let debug = format!("{bus:?} {:?}", bus.options());
+        let userinfo = format!(
+            "{}:{}@",
+            psrpc_testkit::RABBITMQ_USER,
+            psrpc_testkit::RABBITMQ_PASSWORD
+        );
+        assert!(!debug.contains(&userinfo), "{debug}");
+        assert!(!debug.contains("BEGIN"), "{debug}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn amqps_with_a_client_certificate() {
+        let tls = node().tls();
+        let url = node().fresh_tls_url().expect("a virtual host");
+        let settings = AmqpTls::new().ca_pem(tls.ca_pem()).client_identity(
+            tls.client_cert_pem().as_bytes().to_vec(),
+            tls.client_key_pem().as_bytes().to_vec(),
+        );
+        let debug = format!("{:?}", options(settings.clone()));
+        assert!(!debug.contains("PRIVATE KEY"), "{debug}");
+        let bus = AmqpBus::with_options(&url, options(settings))
+            .await
+            .expect("amqps bus with a client certificate");
+        round_trip(&bus).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_untrusted_server_certificate_is_a_clear_error() {
+        let url = node().fresh_tls_url().expect("a virtual host");
+        // The platform's roots only: the kit's authority is not among them.
+        let err = AmqpBus::with_options(&url, options(AmqpTls::new()))
+            .await
+            .expect_err("an untrusted certificate must be refused");
+        let msg = format!("{err}: {:?}", std::error::Error::source(&err));
+        assert!(matches!(err, psrpc_amqp::AmqpBusError::Connect(_)), "{msg}");
+        assert!(
+            msg.to_lowercase().contains("certificate"),
+            "the error should name the certificate problem: {msg}"
+        );
+        let userinfo = format!(
+            "{}:{}@",
+            psrpc_testkit::RABBITMQ_USER,
+            psrpc_testkit::RABBITMQ_PASSWORD
+        );
+        assert!(!msg.contains(&userinfo), "credentials in the error: {msg}");
+    }
+}

@@ -51,7 +51,9 @@ mod redis;
 
 pub use mosquitto::{MosquittoOptions, MosquittoServer};
 pub use nats::{NatsOptions, NatsServer};
-pub use rabbitmq::{RABBITMQ_PASSWORD, RABBITMQ_USER, RabbitMqOptions, RabbitMqServer};
+pub use rabbitmq::{
+    RABBITMQ_PASSWORD, RABBITMQ_USER, RabbitMqOptions, RabbitMqServer, RabbitMqTls,
+};
 pub use redis::{RedisOptions, RedisServer};
 
 /// What can go wrong starting a broker.

@@ -9,6 +9,10 @@
 //! on request, and when the pipe closes (the test process ended, however it ended: the shared
 //! node lives in a static that is never dropped) kills the whole group, `beam.smp` and its
 //! helpers included, and removes the node's files.
+//!
+//! Every node also serves AMQP over TLS on a second port ([`RabbitMqServer::tls`]), with a
+//! certificate authority, a server certificate and a client certificate made at start with
+//! rcgen: clients may present the client certificate (it is verified) or none.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -66,12 +70,99 @@ pub struct RabbitMqOptions {
 #[derive(Debug)]
 pub struct RabbitMqServer {
     port: u16,
+    tls: RabbitMqTls,
     node: String,
     dir: PathBuf,
     _tmp: tempfile::TempDir,
     ctl: PathBuf,
     supervisor: Mutex<Supervisor>,
     vhosts: Mutex<VhostPool>,
+}
+
+/// The TLS side of a [`RabbitMqServer`]: its port and the PEM material made for it.
+#[derive(Clone)]
+pub struct RabbitMqTls {
+    port: u16,
+    ca_pem: String,
+    client_cert_pem: String,
+    client_key_pem: String,
+}
+
+impl std::fmt::Debug for RabbitMqTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RabbitMqTls")
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RabbitMqTls {
+    /// The TLS listener's port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The certificate authority that signed the server and client certificates (PEM).
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// A client certificate the node accepts (PEM), signed by [`ca_pem`](Self::ca_pem).
+    pub fn client_cert_pem(&self) -> &str {
+        &self.client_cert_pem
+    }
+
+    /// The private key of [`client_cert_pem`](Self::client_cert_pem) (PKCS#8 PEM).
+    pub fn client_key_pem(&self) -> &str {
+        &self.client_key_pem
+    }
+}
+
+/// Makes a CA, a server certificate for `127.0.0.1` and `localhost` and a client certificate,
+/// writes the server's files into `dir` and returns the client's side.
+fn make_tls(dir: &Path, port: u16) -> Result<RabbitMqTls, String> {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
+        IsCa, KeyPair, KeyUsagePurpose,
+    };
+    let err = |e: rcgen::Error| e.to_string();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "psrpc testkit CA");
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca =
+        CertifiedIssuer::self_signed(ca_params, KeyPair::generate().map_err(err)?).map_err(err)?;
+    let leaf = |names: Vec<String>, usage| -> Result<(String, String), String> {
+        let mut params = CertificateParams::new(names).map_err(err)?;
+        params.extended_key_usages = vec![usage];
+        let key = KeyPair::generate().map_err(err)?;
+        let cert = params.signed_by(&key, &ca).map_err(err)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    };
+    let (server_cert, server_key) = leaf(
+        vec!["127.0.0.1".into(), "localhost".into()],
+        ExtendedKeyUsagePurpose::ServerAuth,
+    )?;
+    let (client_cert_pem, client_key_pem) = leaf(
+        vec!["psrpc-client".into()],
+        ExtendedKeyUsagePurpose::ClientAuth,
+    )?;
+    let ca_pem = ca.pem();
+    for (name, pem) in [
+        ("ca.pem", &ca_pem),
+        ("server.pem", &server_cert),
+        ("server-key.pem", &server_key),
+    ] {
+        std::fs::write(dir.join(name), pem).map_err(|e| e.to_string())?;
+    }
+    Ok(RabbitMqTls {
+        port,
+        ca_pem,
+        client_cert_pem,
+        client_key_pem,
+    })
 }
 
 #[derive(Debug)]
@@ -135,11 +226,14 @@ impl RabbitMqServer {
             let dir = tmp.path().to_path_buf();
             let port = free_port().map_err(io)?;
             let dist_port = free_port().map_err(io)?;
+            let tls_port = free_port().map_err(io)?;
             let node = format!("psrpc-{}@localhost", unique());
-            write_config(&dir, port, &options).map_err(io)?;
+            let tls = make_tls(&dir, tls_port).map_err(|e| io(std::io::Error::other(e)))?;
+            write_config(&dir, port, tls_port, &options).map_err(io)?;
             let supervisor = spawn(&server, &dir, port, dist_port, &node).map_err(io)?;
             let server = RabbitMqServer {
                 port,
+                tls,
                 node,
                 dir,
                 _tmp: tmp,
@@ -165,6 +259,25 @@ impl RabbitMqServer {
     /// The port.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The TLS listener and the certificates made for it.
+    pub fn tls(&self) -> &RabbitMqTls {
+        &self.tls
+    }
+
+    /// [`fresh_url`](Self::fresh_url) through the TLS listener: `amqps://…@127.0.0.1:<tls
+    /// port>/<vhost>`. A client must trust [`RabbitMqTls::ca_pem`].
+    ///
+    /// # Errors
+    /// As [`fresh_url`](Self::fresh_url).
+    pub fn fresh_tls_url(&self) -> Result<String, TestkitError> {
+        let url = self.fresh_url()?;
+        let vhost = url.rsplit('/').next().unwrap_or_default();
+        Ok(format!(
+            "amqps://{RABBITMQ_USER}:{RABBITMQ_PASSWORD}@127.0.0.1:{}/{vhost}",
+            self.tls.port
+        ))
     }
 
     /// The node name (`psrpc-…@localhost`), for `rabbitmqctl -n`.
@@ -248,7 +361,8 @@ impl RabbitMqServer {
     fn wait_ready(&self) -> Result<(), TestkitError> {
         let start = Instant::now();
         loop {
-            if amqp_handshake(self.port) {
+            // The TLS listener starts with the plain one; check it too.
+            if amqp_handshake(self.port) && port_accepts(self.tls.port) {
                 return Ok(());
             }
             let exited = matches!(self.supervisor().child.try_wait(), Ok(Some(_)));
@@ -387,15 +501,30 @@ fn node_env(dir: &Path) -> Vec<(&'static str, std::ffi::OsString)> {
     ]
 }
 
-fn write_config(dir: &Path, port: u16, options: &RabbitMqOptions) -> std::io::Result<()> {
+fn write_config(
+    dir: &Path,
+    port: u16,
+    tls_port: u16,
+    options: &RabbitMqOptions,
+) -> std::io::Result<()> {
     let defs = dir.join("definitions.json");
+    // verify_peer without fail_if_no_peer_cert: a client certificate is checked when given.
     let mut config = format!(
         "listeners.tcp.default = 127.0.0.1:{port}\n\
+         listeners.ssl.default = 127.0.0.1:{tls_port}\n\
+         ssl_options.cacertfile = {ca}\n\
+         ssl_options.certfile = {cert}\n\
+         ssl_options.keyfile = {key}\n\
+         ssl_options.verify = verify_peer\n\
+         ssl_options.fail_if_no_peer_cert = false\n\
          loopback_users = none\n\
          load_definitions = {}\n\
          log.console = false\n\
          log.file.level = warning\n",
-        defs.display()
+        defs.display(),
+        ca = dir.join("ca.pem").display(),
+        cert = dir.join("server.pem").display(),
+        key = dir.join("server-key.pem").display(),
     );
     if let Some(max) = options.max_message_size {
         config.push_str(&format!("max_message_size = {max}\n"));

@@ -3,13 +3,16 @@
 //! claims. By default the highest affinity, so the least loaded server, wins; the selection
 //! options change that: a minimum affinity, or a selection function of your own.
 //!
-//! Run: `cargo run -p psrpc-examples --bin affinity [-- --bus nats://127.0.0.1:4222]`
+//! Run: `cargo run -p psrpc-examples --bin affinity [-- --bus nats://127.0.0.1:4222]`; with
+//! `--role server` in one terminal and `--role client` in another, the servers and the caller
+//! run as two processes (`--help` for the options).
 
 use std::sync::Mutex;
 use std::time::Duration;
 
 use psrpc::client::Claim;
 use psrpc::{CallOptions, Error, ErrorCode, RequestContext, SelectionOptions};
+use psrpc_examples::Role;
 use psrpc_examples::placement::{
     Job, Placed, PlacementClient, PlacementServer, PlacementServerImpl, placement_methods,
 };
@@ -85,18 +88,27 @@ fn print_claims(claims: &[Claim]) {
     println!("  claims: {}", list.join(", "));
 }
 
+const ABOUT: &str = "Job placement by affinity: servers claim a job with their headroom, the \
+least loaded wins by default; a minimum affinity and a selection function change the choice.";
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let bus = psrpc_examples::bus_or_exit().await;
+    let args = psrpc_examples::args_or_exit("affinity", ABOUT);
+    let bus = psrpc_examples::connect_or_exit(&args).await;
     println!("bus: {}", bus.name());
 
     let mut servers = Vec::new();
-    for (id, load) in [
-        ("node-a", 0.70_f32),
-        ("node-b", 0.20),
-        ("node-c", 0.50),
-        ("node-d", 0.95),
-    ] {
+    let fleet = if args.role.serves() {
+        &[
+            ("node-a", 0.70_f32),
+            ("node-b", 0.20),
+            ("node-c", 0.50),
+            ("node-d", 0.95),
+        ][..]
+    } else {
+        &[]
+    };
+    for &(id, load) in fleet {
         let node = Node {
             load: Mutex::new(load),
         };
@@ -104,6 +116,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             PlacementServer::with_options(node, bus.clone(), psrpc_examples::named(id)).await?,
         );
         println!("{id} load {load:.2}");
+    }
+    match args.role {
+        Role::Server => {
+            psrpc_examples::serve_until_stopped("node-a to node-d").await;
+            for server in &servers {
+                server.shutdown().await;
+            }
+            return Ok(());
+        }
+        Role::Client | Role::Both => {}
     }
     let client: PlacementClient = PlacementClient::new(bus.clone()).await?;
 

@@ -2,12 +2,17 @@
 //! affinity call, a multi call across a fleet (one server fails), a topic call per region, a
 //! subscription and a bidirectional stream.
 //!
-//! Run: `cargo run -p psrpc-examples --bin demo [-- --bus nats://127.0.0.1:4222]`
+//! Run: `cargo run -p psrpc-examples --bin demo [-- --bus nats://127.0.0.1:4222]`; with
+//! `--role server` in one terminal and `--role client` in another, the fleet and the caller run
+//! as two processes (`--help` for the options).
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use psrpc::bus::Bus;
 use psrpc::stream::Stream;
 use psrpc::{CallOptions, Error, ErrorCode, RequestContext};
+use psrpc_examples::Role;
 use psrpc_examples::demo::{
     DemoClient, DemoServer, DemoServerImpl, Job, News, Reply, Stats, StatsRequest, Text,
 };
@@ -72,12 +77,44 @@ impl DemoServerImpl for Node {
     }
 }
 
+const ABOUT: &str = "A tour of psrpc: a queue call, an affinity call, a multi call across a \
+fleet (one server fails), a topic call per region, a subscription and a bidirectional stream.";
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let bus = psrpc_examples::bus_or_exit().await;
+    let args = psrpc_examples::args_or_exit("demo", ABOUT);
+    let bus = psrpc_examples::connect_or_exit(&args).await;
     println!("bus: {}", bus.name());
+    let servers = if args.role.serves() {
+        start_fleet(&bus).await?
+    } else {
+        Vec::new()
+    };
+    match args.role {
+        Role::Both => call(&bus, servers.first()).await?,
+        Role::Client => call(&bus, None).await?,
+        Role::Server => {
+            // The news a separate caller subscribes to: one headline a second.
+            let news = servers[0].clone();
+            let publisher = tokio::spawn(async move {
+                loop {
+                    let _ = news.publish_news(&headline()).await;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            });
+            psrpc_examples::serve_until_stopped("node-a, node-b and node-c").await;
+            publisher.abort();
+        }
+    }
+    for server in &servers {
+        server.shutdown().await;
+    }
+    println!("done");
+    Ok(())
+}
 
-    // Three servers, each with a load figure and a region.
+/// Three servers, each with a load figure and a region.
+async fn start_fleet(bus: &Arc<dyn Bus>) -> psrpc::Result<Vec<DemoServer<Node>>> {
     let mut servers = Vec::new();
     for (id, load, region) in [
         ("node-a", 0.7_f32, "eu-west"),
@@ -89,6 +126,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         server.register_region_echo_topic(region).await?;
         servers.push(server);
     }
+    Ok(servers)
+}
+
+fn headline() -> News {
+    News {
+        headline: "psrpc speaks Go's wire format".into(),
+    }
+}
+
+/// Every kind of call; `news_from` publishes the news when the fleet runs in this process
+/// (otherwise the server process publishes it every second).
+async fn call(
+    bus: &Arc<dyn Bus>,
+    news_from: Option<&DemoServer<Node>>,
+) -> Result<(), Box<dyn std::error::Error>> {
     let client: DemoClient = DemoClient::new(bus.clone()).await?;
 
     let reply = client.echo(&text("hello"), CallOptions::new()).await?;
@@ -130,12 +182,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Subscribing returns once the subscription is live, so the publish cannot be missed.
     let mut news = client.subscribe_news().await?;
-    servers[0]
-        .publish_news(&News {
-            headline: "psrpc speaks Go's wire format".into(),
-        })
-        .await?;
-    let headline = news.recv().await.map(|n| n.headline).unwrap_or_default();
+    if let Some(server) = news_from {
+        server.publish_news(&headline()).await?;
+    }
+    let headline = tokio::time::timeout(Duration::from_secs(5), news.recv())
+        .await
+        .map_err(|_| "no news within 5 s: is the server process running?")?
+        .map(|n| n.headline)
+        .unwrap_or_default();
     println!("subscription:  {headline}");
 
     let mut chat = client.chat(CallOptions::new()).await?;
@@ -150,11 +204,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     chat.close(None).await?;
-
-    for server in &servers {
-        server.shutdown().await;
-    }
-    println!("done");
     Ok(())
 }
 

@@ -12,11 +12,15 @@
 //! cargo run -p psrpc-examples --bin durable-jobs -- --bus nats://127.0.0.1:4222   # nats-server -js
 //! cargo run -p psrpc-examples --bin durable-jobs -- --bus redis://127.0.0.1:6379
 //! ```
+//!
+//! With `--role server` a process runs a worker until Ctrl-C, and with `--role client` another
+//! enqueues a job and waits for its result (the crash is a step of the one-process run).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use psrpc::durable::{Carrier, TaskContext};
+use psrpc_examples::Role;
 use psrpc_examples::jobs::{
     RenderDone, RenderJob, RendererDurableClient, RendererDurableWorker, renderer_durable_worker,
 };
@@ -64,15 +68,36 @@ async fn carrier_or_exit(url: Option<&str>) -> Arc<dyn Carrier> {
     }
 }
 
+const ABOUT: &str = "Durable calls: a worker crashes in the middle of a render job, the job \
+is delivered again after its visibility timeout and completes on another worker.";
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let url = match psrpc_examples::bus_url(std::env::args().skip(1)) {
-        Ok(url) => url,
-        Err(msg) => {
-            eprintln!("error: {msg}");
-            std::process::exit(2);
+    let args = psrpc_examples::args_or_exit("durable-jobs", ABOUT);
+    let url = args.bus.clone();
+    match args.role {
+        Role::Server => {
+            let carrier = carrier_or_exit(url.as_deref()).await;
+            let worker = renderer_durable_worker(carrier, Farm { name: "worker-b" })
+                .start()
+                .await?;
+            psrpc_examples::serve_until_stopped("worker-b").await;
+            worker.shutdown().await;
+            return Ok(());
         }
-    };
+        Role::Client => {
+            let client = RendererDurableClient::new(carrier_or_exit(url.as_deref()).await).await?;
+            let job = RenderJob {
+                file: "intro.mp4".into(),
+            };
+            let task = client.enqueue_render(&job).await?;
+            println!("enqueued {} as task {}", job.file, task.id());
+            let done = task.wait(Duration::from_secs(30)).await?;
+            println!("result: {}", done.summary);
+            return Ok(());
+        }
+        Role::Both => {}
+    }
     // The in-process carrier is shared by everyone in this process; brokers get a connection
     // per party, as separate processes would have.
     let local = carrier_or_exit(url.as_deref()).await;

@@ -2,12 +2,15 @@
 //! for itself, one of them fails, and the caller adds the answers up into a fleet total. Then a
 //! server shuts down and the next call hears from the rest.
 //!
-//! Run: `cargo run -p psrpc-examples --bin fleet-stats [-- --bus redis://127.0.0.1:6379]`
+//! Run: `cargo run -p psrpc-examples --bin fleet-stats [-- --bus redis://127.0.0.1:6379]`; with
+//! `--role server` in one terminal and `--role client` in another, the fleet and the caller run
+//! as two processes (the caller then polls once; `--help` for the options).
 
 use std::time::Duration;
 
 use psrpc::client::MultiResult;
 use psrpc::{CallOptions, Error, ErrorCode, RequestContext};
+use psrpc_examples::Role;
 use psrpc_examples::fleet::{FleetClient, FleetServer, FleetServerImpl, NodeStats, StatsRequest};
 
 /// A media server's current numbers, or the reason it cannot report them.
@@ -104,9 +107,13 @@ fn stats(cpu_percent: f32, load_avg: f32, rooms: u32, participants: u32) -> Node
     }
 }
 
+const ABOUT: &str = "One multi call collects the numbers of a fleet of media servers into a \
+fleet total; one server fails, and in the one-process run one shuts down between two polls.";
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let bus = psrpc_examples::bus_or_exit().await;
+    let args = psrpc_examples::args_or_exit("fleet-stats", ABOUT);
+    let bus = psrpc_examples::connect_or_exit(&args).await;
     println!("bus: {}", bus.name());
 
     let fleet = [
@@ -116,21 +123,34 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ("media-4", Ok(stats(63.5, 2.10, 20, 212))),
     ];
     let mut servers = Vec::new();
-    for (id, stats) in fleet {
-        let node = Node { stats };
-        servers
-            .push(FleetServer::with_options(node, bus.clone(), psrpc_examples::named(id)).await?);
+    if args.role.serves() {
+        for (id, stats) in fleet {
+            let node = Node { stats };
+            servers.push(
+                FleetServer::with_options(node, bus.clone(), psrpc_examples::named(id)).await?,
+            );
+        }
     }
-    let client: FleetClient = FleetClient::new(bus.clone()).await?;
+    match args.role {
+        Role::Server => psrpc_examples::serve_until_stopped("media-1 to media-4").await,
+        Role::Client => {
+            let client: FleetClient = FleetClient::new(bus.clone()).await?;
+            println!("GetStats to every server:");
+            poll(&client).await?;
+        }
+        Role::Both => {
+            let client: FleetClient = FleetClient::new(bus.clone()).await?;
+            println!("GetStats to every server:");
+            poll(&client).await?;
 
-    println!("GetStats to every server:");
-    poll(&client).await?;
-
-    // Shutdown stops taking requests before it returns: the next call no longer reaches media-4.
-    let gone = servers.pop().expect("four servers");
-    gone.shutdown().await;
-    println!("media-4 shut down; GetStats again:");
-    poll(&client).await?;
+            // Shutdown stops taking requests before it returns: the next call no longer
+            // reaches media-4.
+            let gone = servers.pop().expect("four servers");
+            gone.shutdown().await;
+            println!("media-4 shut down; GetStats again:");
+            poll(&client).await?;
+        }
+    }
 
     for server in &servers {
         server.shutdown().await;

@@ -2,7 +2,9 @@
 //! one hop further (the trace continues there), and every call is observed; the profile service
 //! survives a panicking handler and rate-limits; the caller retries what is worth retrying.
 //!
-//! Run: `cargo run -p psrpc-examples --bin middleware [-- --bus nats://127.0.0.1:4222]`
+//! Run: `cargo run -p psrpc-examples --bin middleware [-- --bus nats://127.0.0.1:4222]`; with
+//! `--role server` in one terminal and `--role client` in another, the two services and the
+//! caller run as two processes, each printing the calls it observed (`--help` for the options).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,6 +14,7 @@ use psrpc::interceptor::{
     ServerInterceptor, ServerNext,
 };
 use psrpc::{CallOptions, ClientOptions, Error, ErrorCode, RequestContext, ServerOptions};
+use psrpc_examples::Role;
 use psrpc_examples::gateway::{
     GreetRequest, GreeterClient, GreeterServer, GreeterServerImpl, Greeting, Profile,
     ProfileRequest, ProfilesClient, ProfilesServer, ProfilesServerImpl,
@@ -73,18 +76,24 @@ impl GreeterServerImpl for Front {
     }
 }
 
+const ABOUT: &str = "Interceptors: an authentication check, panic recovery, a rate limit, \
+client retries, an observer of every call, and one trace continuing across two services.";
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let bus = psrpc_examples::bus_or_exit().await;
+    let args = psrpc_examples::args_or_exit("middleware", ABOUT);
+    let bus = psrpc_examples::connect_or_exit(&args).await;
     println!("bus: {}", bus.name());
     // RecoverPanics answers `internal`; keep the default hook's backtrace out of the output.
     std::panic::set_hook(Box::new(|info| eprintln!("(a handler panicked: {info})")));
 
     let events = Arc::new(std::sync::Mutex::new(Vec::new()));
     let sink = events.clone();
+    // A server process runs until stopped: it prints each call as it sees it.
+    let live = args.role == Role::Server;
     let observe = Observe::new(move |e: &CallEvent<'_>| {
         let outcome = e.error.map_or("ok".to_string(), |c| c.to_string());
-        sink.lock().unwrap().push(format!(
+        let line = format!(
             "{:<6} {}.{} {} ({} B in, {} B out)",
             e.role.as_str(),
             e.service,
@@ -92,35 +101,62 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             outcome,
             e.request_bytes,
             e.response_bytes
-        ));
+        );
+        if live {
+            println!("observed: {line}");
+        } else {
+            sink.lock().unwrap().push(line);
+        }
     });
 
-    let profiles = ProfilesServer::with_options(
-        Profiles {
-            lookups: AtomicUsize::new(0),
-        },
-        bus.clone(),
-        ServerOptions::default()
-            .interceptor(observe.clone())
-            .interceptor(RecoverPanics)
-            .interceptor(RateLimit::new(2.0, 4)),
-    )
-    .await?;
-    let to_profiles = ProfilesClient::with_options(
-        bus.clone(),
-        ClientOptions::default().interceptor(Retry::new(3)),
-    )
-    .await?;
-    let greeter = GreeterServer::with_options(
-        Front {
-            profiles: to_profiles.clone(),
-        },
-        bus.clone(),
-        ServerOptions::default()
-            .interceptor(observe.clone())
-            .interceptor(RequireUser),
-    )
-    .await?;
+    let mut servers = None;
+    if args.role.serves() {
+        let profiles = ProfilesServer::with_options(
+            Profiles {
+                lookups: AtomicUsize::new(0),
+            },
+            bus.clone(),
+            ServerOptions::default()
+                .interceptor(observe.clone())
+                .interceptor(RecoverPanics)
+                .interceptor(RateLimit::new(2.0, 4)),
+        )
+        .await?;
+        let to_profiles = ProfilesClient::with_options(
+            bus.clone(),
+            ClientOptions::default().interceptor(Retry::new(3)),
+        )
+        .await?;
+        let greeter = GreeterServer::with_options(
+            Front {
+                profiles: to_profiles.clone(),
+            },
+            bus.clone(),
+            ServerOptions::default()
+                .interceptor(observe.clone())
+                .interceptor(RequireUser),
+        )
+        .await?;
+        servers = Some((greeter, profiles));
+    }
+    if args.role == Role::Server {
+        psrpc_examples::serve_until_stopped("Greeter and Profiles").await;
+    } else {
+        call(&bus, observe, &events).await?;
+    }
+    if let Some((greeter, profiles)) = servers {
+        greeter.shutdown().await;
+        profiles.shutdown().await;
+    }
+    Ok(())
+}
+
+/// The caller's part: greetings, a panic, a burst against the rate limit.
+async fn call(
+    bus: &Arc<dyn psrpc::bus::Bus>,
+    observe: Observe,
+    events: &std::sync::Mutex<Vec<String>>,
+) -> Result<(), Box<dyn std::error::Error>> {
     let caller = GreeterClient::with_options(
         bus.clone(),
         ClientOptions {
@@ -186,7 +222,5 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for line in events.lock().unwrap().iter() {
         println!("  {line}");
     }
-    greeter.shutdown().await;
-    profiles.shutdown().await;
     Ok(())
 }

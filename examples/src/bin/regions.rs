@@ -2,11 +2,15 @@
 //! runtime, calls reach only the servers of the region named, subscribers of a region get only
 //! its events, and a region that is deregistered no longer answers.
 //!
-//! Run: `cargo run -p psrpc-examples --bin regions [-- --bus nats://127.0.0.1:4222]`
+//! Run: `cargo run -p psrpc-examples --bin regions [-- --bus nats://127.0.0.1:4222]`; with
+//! `--role server` in one terminal and `--role client` in another, the servers and the caller
+//! run as two processes (the caller then makes the calls per region; the events and the
+//! runtime (de)registrations are steps of the one-process run; `--help` for the options).
 
 use std::time::Duration;
 
 use psrpc::{CallOptions, RequestContext};
+use psrpc_examples::Role;
 use psrpc_examples::regions::{
     LookupReply, LookupRequest, Presence, RegionEvent, RegionsClient, RegionsServer,
     RegionsServerImpl,
@@ -78,10 +82,26 @@ fn event(region: &str, text: &str) -> RegionEvent {
     }
 }
 
+const ABOUT: &str = "Calls and events scoped to a region (a topic): calls reach only the \
+servers of the region named, a region registered at runtime answers, a deregistered one no longer \
+does.";
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let bus = psrpc_examples::bus_or_exit().await;
+    let args = psrpc_examples::args_or_exit("regions", ABOUT);
+    let bus = psrpc_examples::connect_or_exit(&args).await;
     println!("bus: {}", bus.name());
+
+    if args.role == Role::Client {
+        let client: RegionsClient = RegionsClient::new(bus.clone()).await?;
+        println!("topic calls per region:");
+        for region in ["eu-west", "us-east", "ap-south"] {
+            lookup(&client, region, "lobby").await;
+        }
+        census(&client, "eu-west").await?;
+        println!("done");
+        return Ok(());
+    }
 
     let mut servers = Vec::new();
     for (id, rooms, region) in [
@@ -96,6 +116,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         server.register_all_region_topics(region).await?;
         println!("{id} serves {region}");
         servers.push(server);
+    }
+    if args.role == Role::Server {
+        psrpc_examples::serve_until_stopped("eu-1, eu-2 and us-1").await;
+        for server in &servers {
+            server.shutdown().await;
+        }
+        return Ok(());
     }
     let [eu1, eu2, us1] = &servers[..] else {
         unreachable!("three servers")
