@@ -25,6 +25,7 @@
 //! # });
 //! ```
 
+pub mod batch;
 pub mod bus;
 pub mod channel;
 pub mod client;

@@ -19,6 +19,7 @@
 //! # let _ = local;
 //! ```
 
+pub mod batch;
 pub mod cases;
 pub mod durable;
 pub mod multi;

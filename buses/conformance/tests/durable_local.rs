@@ -15,3 +15,6 @@ fn harness() -> DurableHarness {
 }
 
 durable_suite!(paused; harness());
+
+// Scatter/gather batches over durable tasks.
+psrpc_conformance::batch_suite!(durable [tokio::test(start_paused = true)]; harness());

@@ -46,3 +46,6 @@ async fn survives_broker_kill() {
     })
     .await;
 }
+
+// Scatter/gather batches over durable tasks.
+psrpc_conformance::batch_suite!(durable [tokio::test(flavor = "multi_thread", worker_threads = 2)]; harness());

@@ -27,3 +27,6 @@ fn harness() -> Harness {
 }
 
 conformance_suite!(harness());
+
+// Scatter/gather batches over queue calls.
+psrpc_conformance::batch_suite!(harness());
