@@ -28,6 +28,7 @@
 pub mod bus;
 pub mod channel;
 pub mod client;
+pub mod discovery;
 pub mod durable;
 mod error;
 #[cfg(feature = "tonic")]
