@@ -29,6 +29,7 @@ pub mod batch;
 pub mod bus;
 pub mod channel;
 pub mod client;
+pub mod discovery;
 pub mod durable;
 mod error;
 #[cfg(feature = "tonic")]

@@ -21,6 +21,7 @@
 
 pub mod batch;
 pub mod cases;
+pub mod discovery;
 pub mod durable;
 pub mod multi;
 pub mod streams;
@@ -68,6 +69,12 @@ impl Harness {
     /// A new bus instance: for brokers a separate connection, as a separate process would have.
     pub async fn bus(&self) -> Arc<dyn Bus> {
         (self.connect)().await
+    }
+
+    /// Like [`bus`](Self::bus), as a future that borrows nothing: it can connect in another
+    /// runtime (one a case kills to crash a server).
+    pub fn connector(&self) -> BoxFuture<'static, Arc<dyn Bus>> {
+        (self.connect)()
     }
 }
 
@@ -125,6 +132,23 @@ macro_rules! conformance_suite {
             stream_last_frames_survive_a_client_exit,
         );
         $crate::conformance_suite!(@multi $harness; multi_call_reports_dropped_answers);
+        $crate::conformance_suite!(@discovery $harness;
+            discovery_server_appears_and_stops_cleanly,
+            discovery_crashed_server_drops_out,
+            discovery_query_returns_stats,
+            health_flips_on_shutdown_and_draining_server_takes_no_new_call,
+            early_multi_completion_with_one_and_four_servers,
+            non_announcing_server_still_answers_within_timeout,
+        );
+    };
+    (@discovery $harness:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let harness = $harness;
+                $crate::discovery::$case(&harness).await;
+            }
+        )*
     };
     (@multi $harness:expr; $($case:ident),* $(,)?) => {
         $(

@@ -107,6 +107,8 @@ pub struct MultiResponses<T> {
     losses: Losses,
     observed: Option<Observed>,
     done: bool,
+    /// Discovery hook: ends the call early once its condition is met.
+    completion: Option<crate::discovery::Progress>,
     _type: PhantomData<fn() -> T>,
 }
 
@@ -136,6 +138,7 @@ impl<T: Message + Default> MultiResponses<T> {
             losses,
             observed,
             done: false,
+            completion: None,
             _type: PhantomData,
         }
     }
@@ -143,6 +146,16 @@ impl<T: Message + Default> MultiResponses<T> {
     /// The request ID of the call.
     pub fn request_id(&self) -> &str {
         &self.call.request_id
+    }
+
+    /// Ends the call as soon as `completion` is met (for example every server a
+    /// [`Discovery`](crate::discovery::Discovery) knows answered, see
+    /// [`Discovery::all_known`](crate::discovery::Discovery::all_known)) instead of at the
+    /// deadline, which stays the bound. Call it before polling: only answers the stream
+    /// yields afterwards count.
+    pub fn until(mut self, completion: crate::discovery::Completion) -> Self {
+        self.completion = Some(crate::discovery::Progress::new(completion));
+        self
     }
 
     /// Collects every answer until the deadline.
@@ -191,6 +204,13 @@ impl<T: Message + Default> Stream for MultiResponses<T> {
                     };
                     if let Some((chain, call)) = &this.observed {
                         chain.iter().for_each(|i| i.on_multi_result(call, &raw));
+                    }
+                    if let Some(progress) = &mut this.completion
+                        && progress.answered(&raw.server_id)
+                    {
+                        // Yield this answer; the next poll ends the call.
+                        this.completion = None;
+                        this.timer.as_mut().reset(Instant::now());
                     }
                     let result = raw
                         .result

@@ -39,7 +39,7 @@ pub use context::RequestContext;
 use stats::Counters;
 pub use stats::ServerStats;
 
-use crate::bus::{Bus, IntoBus, SubscribeOptions, Subscription};
+use crate::bus::{Bus, IntoBus, SubscribeOptions};
 use crate::interceptor::{BoxResponse, Interceptors, ServerCall, ServerInterceptor, ServerNext};
 use crate::stream::{Stream, StreamCore, StreamEnd, StreamOptions, StreamRegistry};
 use crate::trace::TraceContext;
@@ -64,6 +64,8 @@ pub struct ServerOptions {
     /// closes the streams (`unavailable`, "server shut down") and cancels the handlers
     /// (default 10 s).
     pub drain_timeout: std::time::Duration,
+    /// How the server announces itself to [`crate::discovery::Discovery`] (on by default).
+    pub discovery: crate::discovery::DiscoveryOptions,
 }
 
 impl ServerOptions {
@@ -83,6 +85,7 @@ impl Default for ServerOptions {
             stream: StreamOptions::default(),
             interceptors: Interceptors::default(),
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            discovery: crate::discovery::DiscoveryOptions::default(),
         }
     }
 }
@@ -162,6 +165,8 @@ struct Inner {
     chain: Arc<[Arc<dyn ServerInterceptor>]>,
     /// Set when shutdown's drain deadline passed, so cut-short work says why.
     drain_expired: std::sync::atomic::AtomicBool,
+    /// Discovery hook: health, per-method counters, the announcer.
+    presence: crate::discovery::Presence,
 }
 
 /// What the reader tasks of one registration share.
@@ -207,6 +212,7 @@ impl Server {
             bus: bus.into_bus(),
             limiter: options.max_in_flight.map(|n| Arc::new(Semaphore::new(n))),
             chain: options.interceptors.chain(),
+            presence: crate::discovery::Presence::new(options.discovery.clone()),
             options,
             registrations: Mutex::default(),
             claims: DashMap::new(),
@@ -249,6 +255,18 @@ impl Server {
     /// Handlers running now.
     pub fn in_flight(&self) -> usize {
         self.inner.running.len()
+    }
+
+    /// The server's health (see [`crate::discovery`]).
+    pub fn health(&self) -> crate::discovery::HealthStatus {
+        self.inner.presence.health()
+    }
+
+    /// Sets the server's health and announces it. Not serving, the server takes no new call
+    /// (it leaves its request channels; calls already taken finish); serving again, it
+    /// rejoins them.
+    pub fn set_health(&self, status: crate::discovery::HealthStatus) {
+        self.inner.presence.set_health(status);
     }
 
     /// Registers the handler of a unary or multi method, on `topics` (empty for none).
@@ -347,6 +365,7 @@ impl Server {
             .cloned();
         match key.and_then(|k| regs.remove(&k)) {
             Some(stop) => {
+                self.inner.presence.deregistered(method, topics);
                 stop.cancel();
                 true
             }
@@ -400,6 +419,10 @@ impl Server {
     /// the drain running in the background, without the deadline (call `kill` to end it).
     pub async fn shutdown(&self) {
         let inner = &self.inner;
+        // Discovery hook: not serving (and announced so) before the drain.
+        inner
+            .presence
+            .set_health(crate::discovery::HealthStatus::NotServing);
         inner.stop_requests.cancel();
         inner.readers.close();
         let drained = tokio::time::timeout(inner.options.drain_timeout, inner.readers.wait());
@@ -421,6 +444,7 @@ impl Server {
             let _ = tokio::time::timeout(FINAL_PUBLISH_BOUND, inner.readers.wait()).await;
         }
         lock(&inner.registrations).clear();
+        inner.presence.goodbye().await;
         inner.flush().await;
     }
 
@@ -435,6 +459,7 @@ impl Server {
         inner.kill_now();
         inner.readers.close();
         let _ = tokio::time::timeout(FINAL_PUBLISH_BOUND, inner.readers.wait()).await;
+        inner.presence.goodbye().await;
         inner.flush().await;
     }
 
@@ -491,6 +516,15 @@ impl Server {
         .await;
         let (requests, claims) = subscribed?;
         reservation.key = None;
+        let is_stream = matches!(handler, Handler::Stream(_));
+        // Discovery hook: requests stop while not serving (streams keep their frames).
+        let requests = crate::discovery::Gate::new(
+            requests,
+            (!is_stream).then(|| inner.presence.health_watch()),
+            inner.bus.clone(),
+            req_channel,
+            options,
+        );
         let reg = Registration {
             method,
             topics,
@@ -503,7 +537,10 @@ impl Server {
             .spawn(request_loop(inner.clone(), requests, reg.clone()));
         inner
             .readers
-            .spawn(claim::claim_loop(inner.clone(), claims, reg));
+            .spawn(claim::claim_loop(inner.clone(), claims, reg.clone()));
+        inner
+            .presence
+            .registered(&method, &reg.topics, is_stream, || presence_identity(inner));
         Ok(())
     }
 }
@@ -530,7 +567,28 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-async fn request_loop(inner: Arc<Inner>, mut sub: Subscription, reg: Registration) {
+/// Who the server is, for its discovery announcer (which must not keep it alive).
+fn presence_identity(inner: &Arc<Inner>) -> crate::discovery::Identity {
+    let weak = Arc::downgrade(inner);
+    crate::discovery::Identity {
+        bus: inner.bus.clone(),
+        service: inner.service.clone(),
+        server_id: inner.id.clone(),
+        snapshot: Arc::new(move || {
+            let inner = weak.upgrade()?;
+            let s = inner.counters.snapshot();
+            Some([
+                s.received,
+                s.handled,
+                s.malformed,
+                s.shed,
+                inner.running.len() as u64,
+            ])
+        }),
+    }
+}
+
+async fn request_loop(inner: Arc<Inner>, mut sub: crate::discovery::Gate, reg: Registration) {
     // Streams keep receiving frames after new opens stop, until the streams already open end.
     let keeps_routing = matches!(reg.handler, Handler::Stream(_));
     let mut accepting = true;
@@ -553,6 +611,12 @@ async fn request_loop(inner: Arc<Inner>, mut sub: Subscription, reg: Registratio
             }
             _ = &mut stopping, if accepting => {
                 accepting = false;
+                if let Handler::Unary(processor) = &reg.handler {
+                    // What the bus delivered before the stop is this server's to handle.
+                    for payload in sub.drain_now() {
+                        inner.accept(&reg, processor, payload);
+                    }
+                }
                 reg.handlers.close();
                 if !keeps_routing {
                     break;
@@ -563,6 +627,7 @@ async fn request_loop(inner: Arc<Inner>, mut sub: Subscription, reg: Registratio
                 Some(payload) => match &reg.handler {
                     Handler::Unary(processor) => inner.accept(&reg, processor, payload),
                     Handler::Stream(processor) => {
+                        let accepting = accepting && inner.presence.is_serving();
                         inner.accept_frame(&reg, processor, payload, accepting);
                     }
                 },
@@ -597,6 +662,7 @@ impl Inner {
     }
 
     fn kill_now(&self) {
+        self.presence.stop();
         self.kill.cancel();
         self.stop_all.cancel();
         self.stop_requests.cancel();
@@ -801,6 +867,7 @@ where
                 }
                 let cancel = inner.kill.child_token();
                 let _running = Running::register(&inner, &req.request_id, &cancel);
+                let mut timer = inner.presence.begin(method.name);
                 let trace = TraceContext::from_metadata(&req.metadata).map(|parent| parent.child());
                 let span = tracing::debug_span!(
                     "psrpc.server",
@@ -863,6 +930,9 @@ where
                     result.as_ref().err().map_or("ok", |e| e.code().as_str()),
                 );
                 Counters::incr(&inner.counters.handled);
+                if let Some(mut timer) = timer.take() {
+                    timer.ok(result.is_ok());
+                }
                 if cancel.is_cancelled() && !inner.kill.is_cancelled() {
                     // The caller is gone: nobody would read a response.
                     Counters::incr(&inner.counters.cancelled);

@@ -21,6 +21,10 @@ impl RecordingBus {
         let log: Arc<Mutex<Vec<(Channel, Bytes)>>> = Arc::default();
         let sink = log.clone();
         let tap = Tap::new(inner, move |channel, payload| {
+            // Discovery announcements are not part of the call exchanges asserted here.
+            if channel.service() == psrpc::discovery::DISCOVERY_SERVICE {
+                return true;
+            }
             sink.lock()
                 .unwrap()
                 .push((channel.clone(), payload.clone()));
