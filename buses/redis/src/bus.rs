@@ -264,7 +264,12 @@ impl RedisBus {
                 .router
                 .channels
                 .entry(name.clone())
-                .or_insert_with(|| Arc::new(Entry::new(name.clone())))
+                .or_insert_with(|| {
+                    Arc::new(Entry::new(
+                        name.clone(),
+                        channel.namespace().map(str::to_owned),
+                    ))
+                })
                 .clone();
             let mut ctl = entry.ctl.lock().await;
             if ctl.retired {
