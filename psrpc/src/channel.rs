@@ -5,6 +5,10 @@
 //! envelope (`Method.REQ`). Every user-supplied part goes through [`sanitize`], so a hostile topic
 //! cannot name another service's channel.
 //!
+//! A channel may live in a [`Namespace`] (set by the [`Namespaced`](crate::bus::Namespaced) bus
+//! wrapper): both spellings then start with the namespace, in a form no channel without one can
+//! take (see [`Channel::in_namespace`]). Without a namespace the names are exactly Go's.
+//!
 //! ```
 //! use psrpc::Channel;
 //!
@@ -64,6 +68,8 @@ pub struct Channel {
     topics: Vec<String>,
     kind: ChannelKind,
     queue: bool,
+    /// Sanitised namespace segments joined by `:` (outermost first); `None` is Go's wire.
+    namespace: Option<Arc<str>>,
 }
 
 impl Channel {
@@ -80,6 +86,7 @@ impl Channel {
             topics: topics.into_iter().map(Into::into).collect(),
             kind,
             queue,
+            namespace: None,
         }
     }
 
@@ -94,6 +101,7 @@ impl Channel {
             topics: Vec::new(),
             kind,
             queue: false,
+            namespace: None,
         }
     }
 
@@ -167,9 +175,44 @@ impl Channel {
         self.queue
     }
 
+    /// This channel inside `namespace`. A channel already in a namespace moves into
+    /// `namespace` with it (`outer` then `inner`), so a wrapped bus can never reach outside
+    /// its wrapper's namespace.
+    ///
+    /// The pipe spelling gains the prefix `ns:` (`:` never occurs in a sanitised part, so no
+    /// channel without a namespace is spelled this way), the NATS subject the prefix `NS.ns.`
+    /// (a first token other than `SRV` or `CLI`).
+    ///
+    /// ```
+    /// use psrpc::{Channel, channel::Namespace};
+    ///
+    /// let staging = Namespace::new("staging").unwrap();
+    /// let ch = Channel::request("foo", "bar", ["a"], true).in_namespace(&staging);
+    /// assert_eq!(ch.pipe_name(), "staging:foo|bar|a|REQ");
+    /// assert_eq!(ch.nats_subject(), "NS.staging.SRV.foo.a.Q");
+    /// assert_eq!(ch.namespace(), Some("staging"));
+    /// ```
+    #[must_use]
+    pub fn in_namespace(mut self, namespace: &Namespace) -> Self {
+        self.namespace = Some(match &self.namespace {
+            None => namespace.0.clone(),
+            Some(inner) => format!("{}:{inner}", namespace.0).into(),
+        });
+        self
+    }
+
+    /// The namespace: sanitised segments joined by `:`, outermost first; `None` for Go's names.
+    pub fn namespace(&self) -> Option<&str> {
+        self.namespace.as_deref()
+    }
+
     /// The pipe spelling used by Redis and the in-process bus (docs/wire.md §4.1).
     pub fn pipe_name(&self) -> String {
         let mut out = String::with_capacity(self.estimated_len());
+        if let Some(ns) = &self.namespace {
+            out.push_str(ns);
+            out.push(':');
+        }
         push_sanitized(&mut out, &self.service);
         for part in std::iter::once(&*self.node).chain(self.topics.iter().map(String::as_str)) {
             if !part.is_empty() {
@@ -187,6 +230,13 @@ impl Channel {
     /// The service name is not sanitised (Go does not either); topics and client IDs are.
     pub fn nats_subject(&self) -> String {
         let mut out = String::with_capacity(self.estimated_len() + 4);
+        if let Some(ns) = &self.namespace {
+            for segment in ns.split(':') {
+                out.push_str("NS.");
+                out.push_str(segment);
+                out.push('.');
+            }
+        }
         if self.kind.is_server_side() {
             out.push_str("SRV.");
             out.push_str(&self.service);
@@ -216,12 +266,56 @@ impl Channel {
     }
 
     fn estimated_len(&self) -> usize {
-        self.service.len()
+        self.namespace.as_ref().map_or(0, |ns| ns.len() + 4)
+            + self.service.len()
             + self.node.len()
             + self.topics.iter().map(|t| t.len() + 1).sum::<usize>()
             + 10
     }
 }
+
+/// A deployment's namespace on a shared broker: channels in different namespaces never meet.
+///
+/// Any non-empty string is accepted and sanitised like a topic, so a namespace cannot spell a
+/// separator and escape into another one.
+///
+/// ```
+/// use psrpc::channel::Namespace;
+///
+/// assert_eq!(Namespace::new("eu.prod").unwrap().as_str(), "euu+002eprod");
+/// assert!(Namespace::new("").is_err());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Namespace(Arc<str>);
+
+impl Namespace {
+    /// The namespace called `name` (sanitised).
+    ///
+    /// # Errors
+    /// [`InvalidNamespace`] when `name` is empty.
+    pub fn new(name: &str) -> Result<Self, InvalidNamespace> {
+        if name.is_empty() {
+            return Err(InvalidNamespace);
+        }
+        Ok(Namespace(sanitize(name).into()))
+    }
+
+    /// The sanitised name, as it appears on the wire.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Namespace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An empty namespace was given: use no namespace for Go's channel names instead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("a namespace must not be empty (leave it out for Go's channel names)")]
+pub struct InvalidNamespace;
 
 /// The route key for `method` and a server-side `kind`, e.g. `Echo.REQ`.
 pub fn route_key(method: &str, kind: ChannelKind) -> String {
@@ -347,6 +441,23 @@ mod tests {
     }
 
     #[test]
+    fn namespaces_nest_and_stay_apart_from_go_names() {
+        let outer = Namespace::new("prod").unwrap();
+        let inner = Namespace::new("tenant1").unwrap();
+        let ch = Channel::claim("foo", "id1")
+            .in_namespace(&inner)
+            .in_namespace(&outer);
+        assert_eq!(ch.pipe_name(), "prod:tenant1:foo|id1|CLAIM");
+        assert_eq!(ch.nats_subject(), "NS.prod.NS.tenant1.CLI.foo.id1.CLAIM");
+        // A Go service called like the namespace keeps its own names.
+        let go = Channel::request("NS", "bar", ["prod", "SRV", "foo"], false);
+        let ns = Channel::request("foo", "bar", NO_TOPICS, false).in_namespace(&outer);
+        assert_ne!(go.nats_subject(), ns.nats_subject());
+        assert_ne!(go.pipe_name(), ns.pipe_name());
+        assert_eq!(Namespace::new(""), Err(InvalidNamespace));
+    }
+
+    #[test]
     fn empty_topics_are_skipped() {
         let a = Channel::request("foo", "bar", ["a", "", "b"], false);
         let b = Channel::request("foo", "bar", ["a", "b"], false);
@@ -364,6 +475,13 @@ mod tests {
             assert_eq!(subject.matches('.').count(), 2, "{subject}");
             assert!(!subject.contains(['*', '>', ' ']), "{subject}");
         }
+        let ns = Namespace::new("a:b|c.>").unwrap();
+        let ch = Channel::request("foo", "bar", ["t"], false).in_namespace(&ns);
+        assert_eq!(ch.pipe_name().matches([':', '|']).count(), 4);
+        assert_eq!(
+            ch.nats_subject(),
+            "NS.au+003abu+007ccu+002eu+003e.SRV.foo.t"
+        );
         let ch = Channel::response("foo", "x.>");
         assert_eq!(ch.nats_subject(), "CLI.foo.xu+002eu+003e.RES");
     }

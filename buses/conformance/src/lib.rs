@@ -110,6 +110,7 @@ macro_rules! conformance_suite {
             metadata_reaches_the_handler,
             large_payloads_and_the_broker_limit,
             published_events_survive_an_exit_after_shutdown,
+            namespaces_do_not_see_each_other,
         );
     };
     (@cases $harness:expr; $($case:ident),* $(,)?) => {

@@ -1,5 +1,6 @@
 //! Go's queue rule on Redis (docs/wire.md §7): every queue member receives every message and the one
-//! that sets `SET <base64(sha256(payload))> <random> NX EX 5` delivers it.
+//! that sets `SET <base64(sha256(payload))> <random> NX EX 5` delivers it. In a namespace
+//! ([`psrpc::bus::Namespaced`]) the key is `<namespace>:<base64>`.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -65,7 +66,11 @@ pub(crate) async fn dispatch(
 
 async fn run(writer: &Writer, router: &Router, job: LockJob) {
     let counters = &router.counters;
-    let key = queue_lock_key(&job.payload);
+    let key = match &job.entry.namespace {
+        None => queue_lock_key(&job.payload),
+        // `:` never occurs in base64, so the namespaced keys cannot meet Go's.
+        Some(ns) => format!("{ns}:{}", queue_lock_key(&job.payload)),
+    };
     // Any value will do; a random one, as Go writes, tells apart who set the key.
     let mut cmd = redis::cmd("SET");
     cmd.arg(&key)

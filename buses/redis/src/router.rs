@@ -29,6 +29,9 @@ pub(crate) struct Counters {
 /// One Redis channel this bus is (or is becoming) subscribed to.
 pub(crate) struct Entry {
     pub(crate) name: String,
+    /// The channel's namespace ([`psrpc::Channel::namespace`]): prefixes the queue lock keys,
+    /// so identical payloads in two namespaces do not share a lock.
+    pub(crate) namespace: Option<String>,
     members: Mutex<Members>,
     next: AtomicUsize,
     /// Serialises SUBSCRIBE / UNSUBSCRIBE of this name, so an UNSUBSCRIBE of the last local
@@ -52,9 +55,10 @@ struct Members {
 }
 
 impl Entry {
-    pub(crate) fn new(name: String) -> Self {
+    pub(crate) fn new(name: String, namespace: Option<String>) -> Self {
         Entry {
             name,
+            namespace,
             members: Mutex::default(),
             next: AtomicUsize::new(0),
             ctl: tokio::sync::Mutex::default(),

@@ -20,7 +20,7 @@ use redis::aio::ConnectionManager;
 use redis::{Cmd, RedisError, Value};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::OpError;
+use crate::op::OpError;
 
 /// Pipelines on the way at once. Two keep Redis busy while the next batch is assembled; more
 /// only split the same queue into smaller batches.
@@ -163,7 +163,7 @@ async fn send_batch(
         pipe.cmd("PING");
     }
     let result: Result<Vec<Value>, OpError> =
-        crate::with_timeout(timeout, pipe.query_async(&mut conn)).await;
+        crate::op::with_timeout(timeout, pipe.query_async(&mut conn)).await;
     let mut replies = match result {
         Ok(values) => values.into_iter(),
         Err(err) => {

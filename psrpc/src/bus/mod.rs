@@ -30,6 +30,7 @@
 //! ```
 
 mod local;
+mod namespace;
 mod subscription;
 mod tap;
 
@@ -39,6 +40,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 
 pub use local::{LocalBus, LocalBusOptions};
+pub use namespace::Namespaced;
 pub use subscription::{
     DEFAULT_SUBSCRIPTION_CAPACITY, Delivery, SubscribeOptions, Subscription, SubscriptionSink,
     SubscriptionStats, deliver_round_robin,

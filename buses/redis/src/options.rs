@@ -1,0 +1,68 @@
+//! [`RedisBusOptions`]: limits, timeouts and batching of a bus.
+
+use std::time::Duration;
+
+/// The largest value Redis accepts (`proto-max-bulk-len` default): 512 MiB.
+pub const REDIS_MAX_PAYLOAD: usize = 512 << 20;
+
+/// Options of a [`RedisBus`](crate::RedisBus).
+///
+/// ```
+/// use std::time::Duration;
+/// let options = psrpc_redis::RedisBusOptions {
+///     max_payload: 8 << 20,
+///     response_timeout: Some(Duration::from_secs(10)),
+///     ..Default::default()
+/// };
+/// # let _ = options;
+/// ```
+#[derive(Clone, Debug)]
+pub struct RedisBusOptions {
+    /// The largest payload accepted, in bytes (default 64 MiB, capped at
+    /// [`REDIS_MAX_PAYLOAD`]). Larger publishes fail with [`BusError::PayloadTooLarge`](psrpc::bus::BusError::PayloadTooLarge).
+    pub max_payload: usize,
+    /// How long one Redis command (PUBLISH, SUBSCRIBE, UNSUBSCRIBE, lock SET, PING) may take,
+    /// including waiting for a reconnect in progress; `None` waits forever.
+    ///
+    /// Default 3 s, replacing the redis crate's 500 ms: go-redis (the Go peers) uses 3 s, it is
+    /// psrpc's default call timeout, so a publish never gives up before the call it serves, and
+    /// it leaves room to write a large payload. A timed-out command may still have reached the
+    /// server: [`BusError::Timeout`](psrpc::bus::BusError::Timeout) means "unknown", not "not sent".
+    pub response_timeout: Option<Duration>,
+    /// How long one connection attempt may take (default 3 s); `None` waits forever.
+    pub connection_timeout: Option<Duration>,
+    /// Longest pause between reconnection attempts (default 1 s), so a restarted server is
+    /// found again quickly.
+    pub max_reconnect_delay: Duration,
+    /// Interval of the `PING` on the push connection that detects a dead connection while
+    /// idle and restarts reconnecting after the connection manager gave up (default 1 s);
+    /// `None` disables it.
+    pub health_check_interval: Option<Duration>,
+    /// Lock `SET`s for queue channels in flight at once (default 1024; they are pipelined with
+    /// the publishes, so many in flight cost little).
+    pub max_concurrent_locks: usize,
+    /// Queue messages waiting for a lock `SET` slot (default 4096); past it they are dropped
+    /// and counted.
+    pub max_pending_locks: usize,
+    /// Commands (`PUBLISH`, lock `SET`) waiting to be written (default 4096). A publish waits
+    /// for room when the queue is full, so this bounds the memory a burst of publishes holds.
+    pub publish_queue: usize,
+    /// The most commands sent in one pipeline (default 512).
+    pub max_batch: usize,
+}
+
+impl Default for RedisBusOptions {
+    fn default() -> Self {
+        RedisBusOptions {
+            max_payload: 64 << 20,
+            response_timeout: Some(Duration::from_secs(3)),
+            connection_timeout: Some(Duration::from_secs(3)),
+            max_reconnect_delay: Duration::from_secs(1),
+            health_check_interval: Some(Duration::from_secs(1)),
+            max_concurrent_locks: 1024,
+            max_pending_locks: 4096,
+            publish_queue: 4096,
+            max_batch: 512,
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! The receiving side of the push connection: routing pushed messages, and the idle health check.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use redis::aio::ConnectionManager;
+use redis::{PushInfo, PushKind, Value};
+use tokio::sync::mpsc;
+
+use crate::lock::LockJob;
+use crate::op::with_timeout;
+use crate::router::Router;
+
+/// Routes one pushed message to the local subscribers of its channel; runs inside the push
+/// connection's driver, so it never waits.
+pub(crate) fn route_push(router: &Router, locks: &mpsc::Sender<LockJob>, push: PushInfo) {
+    let counters = &router.counters;
+    match push.kind {
+        PushKind::Message => {}
+        PushKind::Disconnection => {
+            counters.disconnects.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!("redis push connection lost; reconnecting and resubscribing");
+            return;
+        }
+        _ => return,
+    }
+    counters.received.fetch_add(1, Ordering::Relaxed);
+    // A `message` push is [channel, payload]; anything else is not ours to interpret.
+    let mut data = push.data.into_iter();
+    let (Some(Value::BulkString(name)), Some(Value::BulkString(payload))) =
+        (data.next(), data.next())
+    else {
+        counters.unroutable.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    let entry = std::str::from_utf8(&name)
+        .ok()
+        .and_then(|name| router.channels.get(name).map(|e| e.clone()));
+    let Some(entry) = entry else {
+        counters.unroutable.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    let payload = Bytes::from(payload);
+    let has_queue = entry.deliver_fanout(&payload);
+    // Queue members get it only once the lock is ours; that round trip runs elsewhere.
+    if has_queue
+        && let Err(mpsc::error::TrySendError::Full(job)) =
+            locks.try_send(LockJob { entry, payload })
+    {
+        counters.lock_overflow.fetch_add(1, Ordering::Relaxed);
+        job.entry.record_queue_drop();
+    }
+}
+
+/// Pings the push connection so a dead one is noticed while idle and reconnection resumes.
+pub(crate) async fn health_check(
+    conn: ConnectionManager,
+    interval: Duration,
+    timeout: Option<Duration>,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let mut conn = conn.clone();
+        let ping = redis::cmd("PING");
+        if let Err(err) = with_timeout(timeout, ping.query_async::<Value>(&mut conn)).await {
+            tracing::debug!(%err, "redis health check failed");
+        }
+    }
+}
