@@ -67,7 +67,9 @@ impl TaskContext {
     ///
     /// Returns [`Effect::Applied`] when this call recorded it, or [`Effect::AlreadyApplied`]
     /// with the first attempt's value, which the handler can use to answer as that attempt
-    /// did. A task may record several effects under different names.
+    /// did. A task may record several effects under different names. A value that names the
+    /// attempt (or the worker) lets an attempt that retries this call after a lost reply
+    /// recognise its own record in `AlreadyApplied`.
     ///
     /// ```
     /// use std::sync::Arc;
