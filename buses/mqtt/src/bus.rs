@@ -8,18 +8,18 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use psrpc::Channel;
 use psrpc::bus::{Bus, BusError, NoReceivers, SubscribeOptions, Subscription};
-use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::mqttbytes::v5::{PubAckReason, SubscribeProperties};
+use rumqttc::v5::mqttbytes::v5::PubAckReason;
 use rumqttc::v5::{AsyncClient, MqttOptions};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::client::MqttClient;
 use crate::router::{Entry, Router, SubState};
 use crate::url::BrokerUrl;
 use crate::{
-    MQTT_MAX_PACKET, MQTT_MAX_PAYLOAD, MqttBusError, MqttBusOptions, PACKET_OVERHEAD,
-    PUBLISH_FRAMING, SHARE_PREFIX, event, mqtt_filter, mqtt_topic,
+    MQTT_MAX_PACKET, MQTT_MAX_PAYLOAD, MqttBusError, MqttBusOptions, MqttProtocol, PACKET_OVERHEAD,
+    PUBLISH_FRAMING, SHARE_PREFIX, event, event311, mqtt_filter, mqtt_topic,
 };
 
 /// Counters of an [`MqttBus`].
@@ -60,7 +60,7 @@ pub struct MqttBus {
 }
 
 struct Inner {
-    client: AsyncClient,
+    client: MqttClient,
     router: Arc<Router>,
     options: MqttBusOptions,
     client_id: String,
@@ -85,6 +85,7 @@ impl std::fmt::Debug for MqttBus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MqttBus")
             .field("client_id", &self.inner.client_id)
+            .field("mqtt5", &self.inner.client.is_v5())
             .field("options", &self.inner.options)
             .finish_non_exhaustive()
     }
@@ -108,15 +109,75 @@ impl MqttBus {
     /// As [`connect`](Self::connect).
     pub async fn connect_with(url: &str, options: MqttBusOptions) -> Result<Self, MqttBusError> {
         let url = BrokerUrl::parse(url)?;
-        let client_id = format!("psrpc-{:016x}", fastrand::u64(..));
-        let mut mqtt = MqttOptions::new(client_id, url.host.clone(), url.port);
+        match options.protocol {
+            MqttProtocol::V5 => Self::connect_v5(&url, options).await,
+            MqttProtocol::V311 => Self::connect_v311(&url, options).await,
+            MqttProtocol::Auto => match Self::connect_v5(&url, options.clone()).await {
+                Err(err) if refuses_mqtt5(&err) => {
+                    tracing::info!(%err, "the MQTT broker refused MQTT 5; trying MQTT 3.1.1");
+                    Self::connect_v311(&url, options).await
+                }
+                other => other,
+            },
+        }
+    }
+
+    fn new_client_id() -> String {
+        format!("psrpc-{:016x}", fastrand::u64(..))
+    }
+
+    async fn connect_v5(url: &BrokerUrl, options: MqttBusOptions) -> Result<Self, MqttBusError> {
+        let mut mqtt = MqttOptions::new(Self::new_client_id(), url.host.clone(), url.port);
         if let Some((user, pass)) = &url.credentials {
             mqtt.set_credentials(user.clone(), pass.clone());
         }
         if url.tls {
-            set_tls(&mut mqtt, &options)?;
+            mqtt.set_transport(tls_transport(&options)?);
         }
         Self::from_mqtt_options(mqtt, options).await
+    }
+
+    async fn connect_v311(
+        url: &BrokerUrl,
+        mut options: MqttBusOptions,
+    ) -> Result<Self, MqttBusError> {
+        options.max_payload = options.max_payload.min(MQTT_MAX_PAYLOAD);
+        options.keep_alive = options.keep_alive.max(Duration::from_secs(5));
+        let mut mqtt = rumqttc::MqttOptions::new(Self::new_client_id(), url.host.clone(), url.port);
+        if let Some((user, pass)) = &url.credentials {
+            mqtt.set_credentials(user.clone(), pass.clone());
+        }
+        if url.tls {
+            mqtt.set_transport(tls_transport(&options)?);
+        }
+        mqtt.set_clean_session(true)
+            .set_keep_alive(options.keep_alive)
+            .set_request_channel_capacity(options.request_capacity.max(1))
+            .set_max_packet_size(MQTT_MAX_PACKET, MQTT_MAX_PACKET);
+        let client_id = mqtt.client_id();
+        let (client, mut eventloop) =
+            rumqttc::AsyncClient::new(mqtt, options.request_capacity.max(1));
+        let mut network = rumqttc::NetworkOptions::new();
+        network.set_tcp_nodelay(true);
+        network.set_connection_timeout(options.connect_timeout.as_secs().max(1));
+        eventloop.set_network_options(network);
+        let router = Arc::new(Router::default());
+        let (first_tx, first_rx) = oneshot::channel();
+        let task = tokio::spawn(event311::run(
+            eventloop,
+            router.clone(),
+            Some(first_tx),
+            options.max_reconnect_delay,
+        ));
+        Self::start(
+            MqttClient::V311(client),
+            router,
+            task,
+            first_rx,
+            options,
+            client_id,
+        )
+        .await
     }
 
     /// A bus on rumqttc options of your own (transport, TLS, credentials, client ID, last
@@ -150,6 +211,26 @@ impl MqttBus {
             Some(first_tx),
             options.max_reconnect_delay,
         ));
+        Self::start(
+            MqttClient::V5(client),
+            router,
+            task,
+            first_rx,
+            options,
+            client_id,
+        )
+        .await
+    }
+
+    /// Waits for the first connection and probes for shared subscriptions.
+    async fn start(
+        client: MqttClient,
+        router: Arc<Router>,
+        task: JoinHandle<()>,
+        first_rx: oneshot::Receiver<Result<Option<u8>, MqttBusError>>,
+        options: MqttBusOptions,
+        client_id: String,
+    ) -> Result<Self, MqttBusError> {
         let bus = MqttBus {
             inner: Arc::new(Inner {
                 client,
@@ -160,17 +241,12 @@ impl MqttBus {
                 task,
             }),
         };
-        let connack = match first_rx.await {
-            Ok(Ok(connack)) => connack,
-            Ok(Err(err)) => return Err(MqttBusError::Connect(err)),
+        let shared_subscriptions = match first_rx.await {
+            Ok(Ok(shared)) => shared,
+            Ok(Err(err)) => return Err(err),
             Err(_) => return Err(MqttBusError::Bus(BusError::Closed)),
         };
-        if connack
-            .properties
-            .as_ref()
-            .and_then(|p| p.shared_subscription_available)
-            == Some(0)
-        {
+        if shared_subscriptions == Some(0) {
             return Err(MqttBusError::NoSharedSubscriptions(
                 "the broker says so in its CONNACK".into(),
             ));
@@ -204,6 +280,15 @@ impl MqttBus {
     /// The options in force.
     pub fn options(&self) -> &MqttBusOptions {
         &self.inner.options
+    }
+
+    /// The protocol the connection speaks: [`MqttProtocol::V5`] or [`MqttProtocol::V311`].
+    pub fn protocol(&self) -> MqttProtocol {
+        if self.inner.client.is_v5() {
+            MqttProtocol::V5
+        } else {
+            MqttProtocol::V311
+        }
     }
 
     /// The MQTT client ID of the bus's connection.
@@ -255,7 +340,7 @@ impl MqttBus {
         }
         self.inner
             .client
-            .publish_bytes(topic, QoS::AtMostOnce, false, payload)
+            .publish_qos0(topic, payload)
             .await
             .map_err(|_| BusError::Closed)
     }
@@ -275,12 +360,11 @@ impl MqttBus {
                     return Err(Self::not_connected());
                 }
                 // Queued under the lock, so the FIFO order matches rumqttc's (see `Shared`).
-                match self.inner.client.try_publish(
-                    topic.as_str(),
-                    QoS::AtLeastOnce,
-                    false,
-                    payload.clone(),
-                ) {
+                match self
+                    .inner
+                    .client
+                    .try_publish_qos1(topic.as_str(), payload.clone())
+                {
                     Ok(()) => {
                         let (tx, rx) = oneshot::channel();
                         shared.pub_fifo.push_back(tx);
@@ -388,16 +472,7 @@ impl MqttBus {
             return true;
         }
         let sub_id = state.entry.sub_id;
-        let props = SubscribeProperties {
-            id: Some(sub_id),
-            user_properties: Vec::new(),
-        };
-        if self
-            .inner
-            .client
-            .try_subscribe_with_properties(filter, QoS::AtMostOnce, props)
-            .is_err()
-        {
+        if self.inner.client.try_subscribe(filter, sub_id).is_err() {
             return false;
         }
         shared.sub_fifo.push_back((filter.to_string(), sub_id));
@@ -426,7 +501,8 @@ impl Bus for MqttBus {
     ) -> BoxFuture<'a, Result<NoReceivers, BusError>> {
         Box::pin(async move {
             let topic = mqtt_topic(channel);
-            if !self.inner.options.watch_unserved {
+            // MQTT 3.1.1 PUBACKs carry no reason: nothing to watch.
+            if !self.inner.options.watch_unserved || !self.inner.client.is_v5() {
                 self.publish_topic(topic, payload).await?;
                 return Ok(NoReceivers::unknown());
             }
@@ -513,24 +589,45 @@ impl Drop for Unsubscribe {
             && let Err(err) = self.bus.client.try_unsubscribe(filter.as_str())
         {
             // The broker keeps sending; those messages are counted as unroutable.
-            tracing::warn!(%filter, %err, "MQTT UNSUBSCRIBE could not be queued");
+            tracing::warn!(%filter, err = %err.0, "MQTT UNSUBSCRIBE could not be queued");
         }
     }
 }
 
+/// True when the broker was reached but would not speak MQTT 5 with us: it refused the
+/// protocol version, answered in a form MQTT 5 cannot read (a 3.1.1 CONNACK), or hung up on
+/// the CONNECT. A broker that cannot be reached, or refuses our credentials, is not.
+fn refuses_mqtt5(err: &MqttBusError) -> bool {
+    use rumqttc::v5::mqttbytes::v5::ConnectReturnCode;
+    use rumqttc::v5::{ConnectionError, StateError};
+    match err {
+        MqttBusError::Connect(ConnectionError::ConnectionRefused(
+            ConnectReturnCode::UnsupportedProtocolVersion
+            | ConnectReturnCode::RefusedProtocolVersion,
+        )) => true,
+        MqttBusError::Connect(ConnectionError::MqttState(StateError::Deserialization(_))) => true,
+        MqttBusError::Connect(ConnectionError::Io(err)) => matches!(
+            err.kind(),
+            std::io::ErrorKind::UnexpectedEof
+                | std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::ConnectionAborted
+        ),
+        _ => false,
+    }
+}
+
 #[cfg(feature = "tls")]
-fn set_tls(mqtt: &mut MqttOptions, options: &MqttBusOptions) -> Result<(), MqttBusError> {
+fn tls_transport(options: &MqttBusOptions) -> Result<rumqttc::Transport, MqttBusError> {
     let config = match &options.tls {
         Some(config) => config.clone(),
         None => crate::tls::default_config()?,
     };
-    mqtt.set_transport(rumqttc::Transport::tls_with_config(
+    Ok(rumqttc::Transport::tls_with_config(
         rumqttc::TlsConfiguration::Rustls(config),
-    ));
-    Ok(())
+    ))
 }
 
 #[cfg(not(feature = "tls"))]
-fn set_tls(_mqtt: &mut MqttOptions, _options: &MqttBusOptions) -> Result<(), MqttBusError> {
+fn tls_transport(_options: &MqttBusOptions) -> Result<rumqttc::Transport, MqttBusError> {
     Err(MqttBusError::TlsUnavailable)
 }

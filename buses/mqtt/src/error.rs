@@ -18,6 +18,10 @@ pub enum MqttBusError {
     /// The broker could not be reached, or refused the connection (e.g. bad credentials).
     #[error("cannot connect to the MQTT broker: {0}")]
     Connect(#[source] rumqttc::v5::ConnectionError),
+    /// As [`Connect`](Self::Connect), on MQTT 3.1.1 ([`MqttProtocol::V311`](crate::MqttProtocol),
+    /// or the fallback of [`MqttProtocol::Auto`](crate::MqttProtocol)).
+    #[error("cannot connect to the MQTT broker (MQTT 3.1.1): {0}")]
+    Connect311(#[source] Box<rumqttc::ConnectionError>),
     /// The broker does not support shared subscriptions, which psrpc's queue channels need.
     #[error("the MQTT broker does not support shared subscriptions ($share/…): {0}")]
     NoSharedSubscriptions(String),

@@ -15,8 +15,10 @@
 //!
 //! # Protocol
 //!
-//! The bus speaks MQTT 5 (Go peers may speak 3.1.1 to the same broker: topics and payloads are
-//! the same). MQTT 5 gives what 3.1.1 cannot:
+//! The bus speaks MQTT 5 where the broker does, and MQTT 3.1.1 (Go psrpc's version) where it
+//! does not or when asked ([`MqttBusOptions::protocol`], [`MqttProtocol`]); topics and payloads
+//! are the same either way, so peers of both versions share a broker. MQTT 5 gives what 3.1.1
+//! cannot:
 //!
 //! - **Fast failure for unserved calls.** [`Bus::publish_watched`] (which the runtime uses for
 //!   requests) publishes with QoS 1, and a broker reports "No matching subscribers" (reason
@@ -61,8 +63,8 @@
 //!
 //! # Limits
 //!
-//! - MQTT 5 only: a broker that speaks only 3.1.1 refuses the connection (Go peers on 3.1.1
-//!   share the broker fine). The shared-subscription probe also needs the right to subscribe and
+//! - On MQTT 3.1.1 the bus has none of the MQTT 5 additions above. The shared-subscription
+//!   probe also needs the right to subscribe and
 //!   publish to `psrpc.probe/…`; a broker ACL that forbids it makes connect fail as if shared
 //!   subscriptions were missing.
 //! - rumqttc assigns packet IDs in a cycle of the broker's Receive Maximum, publishes and
@@ -91,8 +93,10 @@
 //! ```
 
 mod bus;
+mod client;
 mod error;
 mod event;
+mod event311;
 mod router;
 #[cfg(feature = "tls")]
 mod tls;
@@ -164,6 +168,23 @@ pub fn mqtt_filter(channel: &Channel) -> String {
     }
 }
 
+/// The MQTT protocol version a bus speaks. Go psrpc speaks 3.1.1; both share a broker.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MqttProtocol {
+    /// MQTT 5, falling back to 3.1.1 when the broker refuses 5 (it answers the CONNECT with
+    /// "unsupported protocol version", in a form MQTT 5 cannot read, or hangs up on it).
+    #[default]
+    Auto,
+    /// MQTT 5 only.
+    V5,
+    /// MQTT 3.1.1 only, as Go psrpc. Without MQTT 5 the bus has no fast failure for unserved
+    /// calls, no subscription identifiers (a bus holding both the fan-out and the shared
+    /// subscription of one topic gets a queue message through both), and no broker packet
+    /// limit from the CONNACK.
+    V311,
+}
+
 /// Options of an [`MqttBus`].
 ///
 /// ```
@@ -195,6 +216,9 @@ pub struct MqttBusOptions {
     pub watch_unserved: bool,
     /// Capacity of rumqttc's request channel (default 1024): a QoS 0 publish waits for room.
     pub request_capacity: usize,
+    /// The protocol version (default [`MqttProtocol::Auto`]: MQTT 5, or 3.1.1 when the broker
+    /// refuses 5). Used by [`MqttBus::connect_with`]; [`MqttBus::from_mqtt_options`] is MQTT 5.
+    pub protocol: MqttProtocol,
     /// The TLS client configuration for `mqtts://` URLs (default: the platform's root
     /// certificates, no client certificate).
     #[cfg(feature = "tls")]
@@ -211,6 +235,7 @@ impl Default for MqttBusOptions {
             max_reconnect_delay: Duration::from_secs(1),
             watch_unserved: true,
             request_capacity: 1024,
+            protocol: MqttProtocol::Auto,
             #[cfg(feature = "tls")]
             tls: None,
         }
