@@ -9,6 +9,7 @@ fn main() -> Result<(), psrpc_build::Error> {
             "proto/placement.proto",
             "proto/gateway.proto",
             "proto/jobs.proto",
+            "proto/wordcount.proto",
         ],
         &["proto"],
     )

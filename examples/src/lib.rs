@@ -39,6 +39,11 @@ pub mod jobs {
     include!(concat!(env!("OUT_DIR"), "/jobs.rs"));
 }
 
+/// Word counting as a batch over a worker fleet, for `word-count` (`proto/wordcount.proto`).
+pub mod wordcount {
+    include!(concat!(env!("OUT_DIR"), "/wordcount.rs"));
+}
+
 /// The durable-call carrier for `--bus URL`: JetStream for `nats://…`, Redis Streams for
 /// `redis://…`, the in-process carrier (`local`, or no URL).
 ///

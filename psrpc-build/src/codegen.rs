@@ -322,6 +322,21 @@ fn service_code(
             &durable,
         ));
     }
+    let batchable: Vec<_> = methods
+        .iter()
+        .map(|m| crate::batch::BatchMethod {
+            model: m.model,
+            input: &m.input,
+            output: &m.output,
+            konst: &m.konst,
+        })
+        .collect();
+    out.extend(crate::batch::batch_code(
+        &camel,
+        &methods_mod,
+        &batchable,
+        parts.client,
+    ));
     print(out)
 }
 

@@ -76,6 +76,7 @@
 //! MULTI streams, streaming subscriptions, names that collide after case conversion) fail the
 //! build with an [`Error`] naming the file, service and method.
 
+mod batch;
 mod codegen;
 mod durable;
 mod error;
