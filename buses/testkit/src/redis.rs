@@ -165,7 +165,7 @@ fn spawn(
                 .is_ok()
         }
     };
-    match wait_ready(BINARY, &mut child, ready, &log) {
+    match wait_ready(BINARY, &mut child, ready, log) {
         Ok(()) => Ok(Proc::new(child)),
         Err(err) => {
             let _ = child.kill();
