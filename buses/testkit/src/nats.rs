@@ -218,7 +218,8 @@ impl NatsCluster {
         let cluster = NatsCluster { nodes };
         let ports: Vec<u16> = cluster.nodes.iter().map(NatsServer::port).collect();
         let start = std::time::Instant::now();
-        while !ports.iter().all(|&p| knows_all(p, &ports)) {
+        // A lone node advertises no peers: it is ready once it greets (checked at start).
+        while ports.len() > 1 && !ports.iter().all(|&p| knows_all(p, &ports)) {
             if start.elapsed() > crate::process::READY_TIMEOUT {
                 return Err(TestkitError::NotReady {
                     binary: BINARY,
