@@ -26,3 +26,4 @@ cargo test --workspace --all-features --locked
 # never asserted (a debug build on a busy machine says nothing about speed).
 cargo run -p psrpc-benches --locked -- --quick > /dev/null
 cargo run -p psrpc-benches --locked --bin durable -- --quick > /dev/null
+cargo run -p psrpc-benches --locked --bin cluster -- --quick > /dev/null

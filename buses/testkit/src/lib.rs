@@ -43,18 +43,20 @@ macro_rules! broker_controls {
     };
 }
 
+mod certs;
 mod mosquitto;
 mod nats;
 mod process;
 mod rabbitmq;
 mod redis;
 
+pub use certs::TestCerts;
 pub use mosquitto::{MosquittoOptions, MosquittoServer};
-pub use nats::{NatsOptions, NatsServer};
+pub use nats::{NatsCluster, NatsOptions, NatsServer};
 pub use rabbitmq::{
     RABBITMQ_PASSWORD, RABBITMQ_USER, RabbitMqOptions, RabbitMqServer, RabbitMqTls,
 };
-pub use redis::{RedisOptions, RedisServer};
+pub use redis::{RedisOptions, RedisServer, RedisTls};
 
 /// What can go wrong starting a broker.
 #[derive(Debug, thiserror::Error)]
@@ -91,4 +93,7 @@ pub enum TestkitError {
         /// What was seen (exit status, last log lines).
         detail: String,
     },
+    /// Test certificates could not be made.
+    #[error("cannot make test certificates: {0}")]
+    Certificate(String),
 }

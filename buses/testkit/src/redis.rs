@@ -20,6 +20,23 @@ pub struct RedisOptions {
     /// `appendfsync always`): what a reply acknowledged survives a SIGKILL and
     /// [`RedisServer::restart`] (the data directory is kept across restarts).
     pub persistence: bool,
+    /// Require this ACL user and password (with every permission); the default user is
+    /// switched off.
+    pub acl_user: Option<(String, String)>,
+    /// Serve TLS only (`rediss://`), with this certificate chain, private key and CA (PEM
+    /// files); clients must present a certificate signed by the CA.
+    pub tls: Option<RedisTls>,
+}
+
+/// The PEM files of a TLS [`RedisServer`].
+#[derive(Clone, Debug)]
+pub struct RedisTls {
+    /// The server's certificate chain.
+    pub cert: std::path::PathBuf,
+    /// The server's private key.
+    pub key: std::path::PathBuf,
+    /// The CA client certificates must be signed by.
+    pub client_ca: std::path::PathBuf,
 }
 
 /// A `redis-server` on a free loopback port, killed on drop; it persists nothing unless
@@ -53,12 +70,23 @@ impl RedisServer {
         Ok(RedisServer { options, broker })
     }
 
-    /// `redis://127.0.0.1:<port>/` (with the password when one is set).
+    /// `redis://127.0.0.1:<port>/` (with the ACL user or password when one is set).
     pub fn url(&self) -> String {
-        match &self.options.password {
-            Some(pass) => format!("redis://:{pass}@127.0.0.1:{}/", self.broker.port),
-            None => format!("redis://127.0.0.1:{}/", self.broker.port),
+        let port = self.broker.port;
+        match (&self.options.acl_user, &self.options.password) {
+            (Some((user, pass)), _) => format!("redis://{user}:{pass}@127.0.0.1:{port}/"),
+            (None, Some(pass)) => format!("redis://:{pass}@127.0.0.1:{port}/"),
+            (None, None) => format!("redis://127.0.0.1:{port}/"),
         }
+        .replacen(
+            "redis://",
+            if self.options.tls.is_some() {
+                "rediss://"
+            } else {
+                "redis://"
+            },
+            1,
+        )
     }
 
     broker_controls!();
@@ -83,8 +111,20 @@ fn spawn(
     let log_path = dir.path().join("redis.log");
     let _ = std::fs::remove_file(&log_path);
     let mut command = Command::new(binary);
+    match &options.tls {
+        None => command.args(["--port", &port.to_string()]),
+        Some(tls) => command
+            .args(["--port", "0", "--tls-port", &port.to_string()])
+            .arg("--tls-cert-file")
+            .arg(&tls.cert)
+            .arg("--tls-key-file")
+            .arg(&tls.key)
+            .arg("--tls-ca-cert-file")
+            .arg(&tls.client_ca)
+            .args(["--tls-auth-clients", "yes"]),
+    };
     command
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--bind", "127.0.0.1"])
         .args(["--save", "", "--daemonize", "no"])
         .arg("--dir")
         .arg(dir.path())
@@ -98,9 +138,34 @@ fn spawn(
     if let Some(pass) = &options.password {
         command.args(["--requirepass", pass]);
     }
+    if let Some((user, pass)) = &options.acl_user {
+        // Arguments up to the next `--` form one config line.
+        command.args([
+            "--user",
+            user,
+            "on",
+            &format!(">{pass}"),
+            "~*",
+            "&*",
+            "+@all",
+        ]);
+        command.args(["--user", "default", "off"]);
+    }
     let mut child = Proc::spawn(BINARY, &mut command)?;
     let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
-    match wait_ready(BINARY, &mut child, || answers_ping(port), log) {
+    // A TLS port does not answer a plain PING: its log line and open port tell instead.
+    let ready = || match options.tls {
+        None => answers_ping(port),
+        Some(_) => {
+            log().contains("Ready to accept connections")
+                && TcpStream::connect_timeout(
+                    &([127, 0, 0, 1], port).into(),
+                    Duration::from_millis(200),
+                )
+                .is_ok()
+        }
+    };
+    match wait_ready(BINARY, &mut child, ready, log) {
         Ok(()) => Ok(Proc::new(child)),
         Err(err) => {
             let _ = child.kill();

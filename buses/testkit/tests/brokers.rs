@@ -76,6 +76,7 @@ fn nats_options_reach_the_server() {
         credentials: Some(("alice".into(), "pw".into())),
         max_payload: Some(4096),
         jetstream: true,
+        ..Default::default()
     })
     .unwrap();
     let mut stream = TcpStream::connect(("127.0.0.1", nats.port())).unwrap();
