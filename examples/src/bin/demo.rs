@@ -2,7 +2,8 @@
 //! affinity call, a multi call across a fleet (one server fails), a topic call per region, a
 //! subscription and a bidirectional stream.
 //!
-//! Run: `cargo run -p psrpc-examples --bin demo [-- --bus nats://127.0.0.1:4222]`
+//! Run: `cargo run -p psrpc-examples --bin demo [-- --bus nats://127.0.0.1:4222] [--serve]`
+//! (`--serve` keeps the servers up after the tour, until Ctrl-C).
 
 use std::time::Duration;
 
@@ -151,6 +152,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     chat.close(None).await?;
 
+    if std::env::args().any(|arg| arg == "--serve") {
+        // Keeps the fleet up for `psrpc ls|info|stats|call` from another terminal.
+        println!("serving until Ctrl-C");
+        tokio::signal::ctrl_c().await?;
+    }
     for server in &servers {
         server.shutdown().await;
     }
