@@ -17,11 +17,14 @@ use psrpc_mqtt::mqtt_topic;
 const ECHO: MethodInfo = MethodInfo::unary("Echo");
 const ECHO_ALL: MethodInfo = MethodInfo::multi("EchoAll");
 
-/// The next psrpc message the watcher sees, skipping the buses' own probe and flush topics.
+/// The next psrpc message the watcher sees, skipping the buses' own probe and flush topics and
+/// the Rust-only discovery announcements (a heartbeat may come at any moment; Go peers never
+/// subscribe to them, so they are not part of the Go wire checked here).
 async fn next_psrpc(watcher: &mut Raw) -> (String, wire::Msg) {
+    let discovery = format!("{}/", psrpc::discovery::DISCOVERY_SERVICE);
     loop {
         let (topic, payload) = watcher.recv().await;
-        if topic.starts_with("psrpc.") {
+        if topic.starts_with("psrpc.") || topic.starts_with(&discovery) {
             continue;
         }
         let msg = wire::decode_envelope(payload).expect("an envelope");
