@@ -190,7 +190,7 @@ fn call(c: &mut Criterion) {
         let opts = CallOptions::new().direct(direct);
         group.bench_function(name, |b| {
             b.iter(|| {
-                rt.block_on(client.request::<Bytes, Bytes>(&ECHO, &[], &body, opts.clone()))
+                rt.block_on(client.request::<Bytes, Bytes>(ECHO, &[], &body, opts.clone()))
                     .unwrap()
             });
         });

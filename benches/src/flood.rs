@@ -24,8 +24,8 @@ use crate::mem::{self, Cpu};
 use crate::raw::{self, Link, RawChannel};
 use crate::suite::SMALL;
 
-const FANOUT: MethodInfo = MethodInfo::subscription("Flood", false);
-const QUEUE: MethodInfo = MethodInfo::subscription("FloodQ", true);
+const FANOUT: MethodInfo = MethodInfo::subscription("Flood");
+const QUEUE: MethodInfo = MethodInfo::queue_subscription("FloodQ");
 
 /// Publishes in flight at once: enough that the bus, not the publisher, sets the pace.
 pub const IN_FLIGHT: usize = 1024;
@@ -256,7 +256,7 @@ pub async fn psrpc_flood(
     let mut stats: Vec<Arc<SubscriptionStats>> = Vec::new();
     for _ in 0..subscribers {
         let client = Client::new(service.to_owned(), fabric.bus().await?).await?;
-        let mut sub = client.subscribe::<Bytes>(&method, &[]).await?;
+        let mut sub = client.subscribe::<Bytes>(method, &[]).await?;
         stats.push(sub.stats().clone());
         let counter = counter.clone();
         tasks.push(tokio::spawn(async move {
@@ -272,7 +272,7 @@ pub async fn psrpc_flood(
         let server = server.clone();
         async move {
             server
-                .publish(&method, &[], &raw::payload(SMALL, seq))
+                .publish(method, &[], &raw::payload(SMALL, seq))
                 .await?;
             Ok(1)
         }

@@ -84,7 +84,7 @@ pub async fn run_idle_child(kind: BusKind, brokers: &Brokers) -> Result<()> {
     server.register_unary(METHOD, &[], echo).await?;
     let client = psrpc::Client::new("Idle", fabric.bus().await?).await?;
     let _: Bytes = client
-        .request(&METHOD, &[], &Bytes::from_static(b"x"), Default::default())
+        .request(METHOD, &[], &Bytes::from_static(b"x"), Default::default())
         .await?;
     tokio::time::sleep(IDLE).await;
     let now = mem::read();

@@ -20,9 +20,9 @@ use crate::mem;
 const SVC: &str = "Soak";
 const ECHO: MethodInfo = MethodInfo::unary("Echo");
 const GATHER: MethodInfo = MethodInfo::multi("Gather");
-const EVENTS: MethodInfo = MethodInfo::subscription("Events", false);
-const JOBS: MethodInfo = MethodInfo::subscription("Jobs", true);
-const CHAT: MethodInfo = MethodInfo::unary("Chat");
+const EVENTS: MethodInfo = MethodInfo::subscription("Events");
+const JOBS: MethodInfo = MethodInfo::queue_subscription("Jobs");
+const CHAT: MethodInfo = MethodInfo::stream("Chat");
 const CALLERS: usize = 16;
 const SAMPLE_EVERY: Duration = Duration::from_secs(10);
 
@@ -75,7 +75,7 @@ pub async fn run(fabric: &Fabric<'_>, kind: BusKind, duration: Duration) -> Resu
             while !stop.load(Ordering::Relaxed) {
                 let opts = CallOptions::new().direct(n.is_multiple_of(2));
                 match client
-                    .request::<_, String>(&ECHO, &[], &format!("{caller}-{n}"), opts)
+                    .request::<_, String>(ECHO, &[], &format!("{caller}-{n}"), opts)
                     .await
                 {
                     Ok(_) => counters.calls.fetch_add(1, Ordering::Relaxed),
@@ -91,7 +91,7 @@ pub async fn run(fabric: &Fabric<'_>, kind: BusKind, duration: Duration) -> Resu
             while !stop.load(Ordering::Relaxed) {
                 let opts = CallOptions::new().timeout(Duration::from_millis(100));
                 if let Ok(answers) = client
-                    .request_multi::<_, String>(&GATHER, &[], &String::new(), opts)
+                    .request_multi::<_, String>(GATHER, &[], &String::new(), opts)
                     .await
                 {
                     let got = answers.take(2).count().await;
@@ -104,7 +104,7 @@ pub async fn run(fabric: &Fabric<'_>, kind: BusKind, duration: Duration) -> Resu
     let subscriber = Client::new(SVC, fabric.bus().await?).await?;
     for (method, members) in [(EVENTS, 2), (JOBS, 2)] {
         for _ in 0..members {
-            let mut sub = subscriber.subscribe::<String>(&method, &[]).await?;
+            let mut sub = subscriber.subscribe::<String>(method, &[]).await?;
             let counters = counters.clone();
             load.push(tokio::spawn(async move {
                 while sub.recv().await.is_some() {
@@ -120,7 +120,7 @@ pub async fn run(fabric: &Fabric<'_>, kind: BusKind, duration: Duration) -> Resu
             while !stop.load(Ordering::Relaxed) {
                 // Distinct payloads: Redis queue delivery deduplicates identical ones.
                 let msg = format!("event {n}");
-                for method in [&EVENTS, &JOBS] {
+                for method in [EVENTS, JOBS] {
                     if publisher.publish(method, &[], &msg).await.is_ok() {
                         counters.published.fetch_add(1, Ordering::Relaxed);
                     }
@@ -136,7 +136,7 @@ pub async fn run(fabric: &Fabric<'_>, kind: BusKind, duration: Duration) -> Resu
             while !stop.load(Ordering::Relaxed) {
                 // A fresh stream every 1,000 messages, so opening and closing is soaked too.
                 let Ok(mut stream) = client
-                    .open_stream::<String, String>(&CHAT, &[], CallOptions::new())
+                    .open_stream::<String, String>(CHAT, &[], CallOptions::new())
                     .await
                 else {
                     continue;

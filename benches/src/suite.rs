@@ -19,9 +19,9 @@ use crate::report::{self, Kind, Measurement, Report};
 const UNARY: MethodInfo = MethodInfo::unary("Echo");
 const AFFINITY: MethodInfo = MethodInfo::affinity("Pick");
 const MULTI: MethodInfo = MethodInfo::multi("Gather");
-const FANOUT: MethodInfo = MethodInfo::subscription("Events", false);
-const QUEUE: MethodInfo = MethodInfo::subscription("Jobs", true);
-const STREAM: MethodInfo = MethodInfo::unary("Upload");
+const FANOUT: MethodInfo = MethodInfo::subscription("Events");
+const QUEUE: MethodInfo = MethodInfo::queue_subscription("Jobs");
+const STREAM: MethodInfo = MethodInfo::stream("Upload");
 
 /// The small payload.
 pub const SMALL: usize = 16;
@@ -344,7 +344,7 @@ impl<'a> Suite<'a> {
             let setup = RpcSetup::start(fabric, &service, servers, AFFINITY).await?;
             // The server whose affinity is 1.0 is taken as soon as its claim arrives; the default
             // selection would wait 200 ms after the first claim for better ones.
-            let selection = SelectionOptions::for_method(&AFFINITY).maximum_affinity(1.0);
+            let selection = SelectionOptions::for_method(AFFINITY).maximum_affinity(1.0);
             let opts = CallOptions::new().selection(selection);
             self.measure_rpc(&setup, kind, "rpc_affinity", servers, SMALL, opts)
                 .await;
@@ -374,7 +374,7 @@ impl<'a> Suite<'a> {
     ) {
         eprintln!("{}/{case} servers={servers} payload={size}", kind.name());
         let budget = self.budget;
-        let base_servers = if setup.method.multi {
+        let base_servers = if setup.method.is_multi() {
             1
         } else {
             raw_servers(kind, servers)
@@ -492,7 +492,7 @@ impl RpcSetup {
         let mut started = Vec::with_capacity(servers);
         for index in 0..servers {
             let server = Server::new(service.to_owned(), fabric.bus().await?);
-            if method.affinity {
+            if method.has_affinity() {
                 // Each request has one best server (by its tag); the others would do.
                 let n = servers as u64;
                 let affinity = Arc::new(move |req: &Bytes| {
@@ -520,7 +520,7 @@ impl RpcSetup {
 
     fn caller(&self, size: usize, opts: CallOptions) -> RpcCaller {
         // Affinity calls rotate over the servers' preferred tags; the others need one body.
-        let tags = if self.method.affinity {
+        let tags = if self.method.has_affinity() {
             self.servers.len() as u64
         } else {
             1
@@ -554,10 +554,10 @@ impl Caller for RpcCaller {
     async fn call(&mut self, seq: u64) -> Result<()> {
         let body = &self.bodies[(seq % self.bodies.len() as u64) as usize];
         let opts = self.opts.clone();
-        if self.method.multi {
+        if self.method.is_multi() {
             let answers = self
                 .client
-                .request_multi::<Bytes, Bytes>(&self.method, &[], body, opts)
+                .request_multi::<Bytes, Bytes>(self.method, &[], body, opts)
                 .await?;
             // Time until every server answered; dropping the rest ends the call.
             let got: Vec<_> = answers.take(self.expect).collect().await;
@@ -568,7 +568,7 @@ impl Caller for RpcCaller {
                 answer.result?;
             }
         } else {
-            let _: Bytes = self.client.request(&self.method, &[], body, opts).await?;
+            let _: Bytes = self.client.request(self.method, &[], body, opts).await?;
         }
         Ok(())
     }
@@ -625,7 +625,7 @@ async fn psrpc_pubsub(
     let mut stats: Vec<Arc<SubscriptionStats>> = Vec::new();
     for index in 0..subscribers {
         let client = Client::new(service.to_owned(), fabric.bus().await?).await?;
-        let mut sub = client.subscribe::<Bytes>(&method, &[]).await?;
+        let mut sub = client.subscribe::<Bytes>(method, &[]).await?;
         stats.push(sub.stats().clone());
         let flow = flow.clone();
         tasks.push(tokio::spawn(async move {
@@ -642,7 +642,7 @@ async fn psrpc_pubsub(
         let server = publisher.clone();
         async move {
             server
-                .publish(&method, &[], &raw::payload(SMALL, seq))
+                .publish(method, &[], &raw::payload(SMALL, seq))
                 .await?;
             Ok(())
         }
@@ -685,7 +685,7 @@ async fn psrpc_stream(
     let client = Client::new(service.to_owned(), fabric.bus().await?).await?;
     let stream = Arc::new(
         client
-            .open_stream::<Bytes, Bytes>(&STREAM, &[], CallOptions::new())
+            .open_stream::<Bytes, Bytes>(STREAM, &[], CallOptions::new())
             .await?,
     );
     let sender = stream.clone();

@@ -141,21 +141,25 @@ impl Method<'_> {
 
     fn info(&self) -> TokenStream {
         let name = &self.model.wire_name;
+        let single = self.model.single_server;
         let base = match (self.model.kind, self.model.routing) {
-            (Kind::Subscription, routing) => {
-                let queue = routing == Routing::Queue;
-                quote!(::psrpc::MethodInfo::subscription(#name, #queue))
+            (Kind::Subscription, Routing::Queue) => {
+                quote!(::psrpc::MethodInfo::queue_subscription(#name))
             }
-            (_, Routing::Multi) => quote!(::psrpc::MethodInfo::multi(#name)),
-            (_, Routing::Affinity) => quote!(::psrpc::MethodInfo::affinity(#name)),
-            (_, Routing::Queue) => quote!(::psrpc::MethodInfo::unary(#name)),
+            (Kind::Subscription, _) => quote!(::psrpc::MethodInfo::subscription(#name)),
+            (Kind::Multi, _) => quote!(::psrpc::MethodInfo::multi(#name)),
+            (Kind::Stream, _) if single => quote!(::psrpc::MethodInfo::new(
+                #name,
+                ::psrpc::MethodKind::Stream(::psrpc::Dispatch::SingleServer)
+            )),
+            (Kind::Stream, _) => quote!(::psrpc::MethodInfo::stream(#name)),
+            (Kind::Unary, Routing::Affinity) => quote!(::psrpc::MethodInfo::affinity(#name)),
+            (Kind::Unary, _) if single => quote!(::psrpc::MethodInfo::new(
+                #name,
+                ::psrpc::MethodKind::Unary(::psrpc::Dispatch::SingleServer)
+            )),
+            (Kind::Unary, _) => quote!(::psrpc::MethodInfo::unary(#name)),
         };
-        let base =
-            if self.model.single_server && matches!(self.model.kind, Kind::Unary | Kind::Stream) {
-                quote!(#base.single_server())
-            } else {
-                base
-            };
         if self.model.idempotent && self.model.kind != Kind::Subscription {
             quote!(#base.idempotent())
         } else {
@@ -448,7 +452,7 @@ fn client_code(
                         opts: ::psrpc::CallOptions,
                     ) -> ::psrpc::Result<#output> {
                         self.client
-                            .request::<#input, #output>(&#methods_mod::#konst, #topics, req, opts)
+                            .request::<#input, #output>(#methods_mod::#konst, #topics, req, opts)
                             .await
                     }
                 }
@@ -471,7 +475,7 @@ fn client_code(
                         opts: ::psrpc::CallOptions,
                     ) -> ::psrpc::Result<::psrpc::client::MultiResponses<#output>> {
                         self.client
-                            .request_multi::<#input, #output>(&#methods_mod::#konst, #topics, req, opts)
+                            .request_multi::<#input, #output>(#methods_mod::#konst, #topics, req, opts)
                             .await
                     }
                 }
@@ -494,7 +498,7 @@ fn client_code(
                         opts: ::psrpc::CallOptions,
                     ) -> ::psrpc::Result<::psrpc::stream::Stream<#input, #output>> {
                         self.client
-                            .open_stream::<#input, #output>(&#methods_mod::#konst, #topics, opts)
+                            .open_stream::<#input, #output>(#methods_mod::#konst, #topics, opts)
                             .await
                     }
                 }
@@ -515,7 +519,7 @@ fn client_code(
                         &self,
                         #(#params),*
                     ) -> ::psrpc::Result<::psrpc::client::TypedSubscription<#output>> {
-                        self.client.subscribe::<#output>(&#methods_mod::#konst, #topics).await
+                        self.client.subscribe::<#output>(#methods_mod::#konst, #topics).await
                     }
                 }
             }
@@ -761,7 +765,7 @@ fn server_code(
                     ::std::format!(
                         "{}::SERVED lists {}, which is not a handler of service {}",
                         #trait_name,
-                        method.name,
+                        method.name(),
                         #methods_mod::SERVICE,
                     ),
                 ));
@@ -828,7 +832,7 @@ fn server_code(
                 #[doc = #dereg_doc]
                 #allow
                 pub fn #dereg(&self, #(#params),*) -> bool {
-                    self.server.deregister(#methods_mod::#konst.name, #topics)
+                    self.server.deregister(#methods_mod::#konst, #topics)
                 }
             }
         });
@@ -913,7 +917,7 @@ fn server_code(
                 /// `invalid_argument` for a message over the bus limit, or a bus error.
                 #allow
                 pub async fn #publish(&self, #(#params,)* msg: &#output) -> ::psrpc::Result<()> {
-                    self.server.publish(&#methods_mod::#konst, #topics, msg).await
+                    self.server.publish(#methods_mod::#konst, #topics, msg).await
                 }
             }
         });

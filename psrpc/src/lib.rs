@@ -20,7 +20,7 @@
 //!     .await
 //!     .unwrap();
 //! let client = Client::new("Greeter", bus).await.unwrap();
-//! let reply: String = client.request(&ECHO, &[], &"bob".to_string(), Default::default()).await.unwrap();
+//! let reply: String = client.request(ECHO, &[], &"bob".to_string(), Default::default()).await.unwrap();
 //! assert_eq!(reply, "hi bob");
 //! # });
 //! ```
@@ -57,7 +57,7 @@ pub use bus::{Bus, IntoBus};
 pub use channel::Channel;
 pub use client::{CallOptions, Client, ClientOptions, SelectionOptions};
 pub use error::{Error, ErrorCode, Result};
-pub use info::{MethodInfo, Routing};
+pub use info::{Dispatch, MethodInfo, MethodKind};
 pub use message::NamedMessage;
 pub use server::{RequestContext, Server, ServerOptions};
 

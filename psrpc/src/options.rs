@@ -18,7 +18,7 @@
 //!     ..Default::default()
 //! };
 //! let decoded = Options::decode(opts.encode_to_vec().as_slice()).unwrap();
-//! assert_eq!(decoded.effective_routing(), psrpc::Routing::Affinity);
+//! assert_eq!(decoded.effective_routing(), Routing::Affinity);
 //! ```
 
 /// The field number of the `psrpc.options` extension on `google.protobuf.MethodOptions`.
@@ -34,16 +34,6 @@ pub enum Routing {
     Affinity = 1,
     /// Every server answers; for subscriptions, every subscriber gets every message.
     Multi = 2,
-}
-
-impl From<Routing> for crate::Routing {
-    fn from(routing: Routing) -> Self {
-        match routing {
-            Routing::Queue => crate::Routing::Queue,
-            Routing::Affinity => crate::Routing::Affinity,
-            Routing::Multi => crate::Routing::Multi,
-        }
-    }
 }
 
 /// `psrpc.Options`: the psrpc options of one method.
@@ -72,15 +62,13 @@ pub struct Options {
 impl Options {
     /// The routing these options select: a deprecated `routing` spelling when present, else
     /// `type` (unknown values count as the default, QUEUE).
-    pub fn effective_routing(&self) -> crate::Routing {
+    pub fn effective_routing(&self) -> Routing {
         match self.routing {
-            Some(DeprecatedRouting::Multi(true)) => crate::Routing::Multi,
-            Some(DeprecatedRouting::AffinityFunc(true)) => crate::Routing::Affinity,
+            Some(DeprecatedRouting::Multi(true)) => Routing::Multi,
+            Some(DeprecatedRouting::AffinityFunc(true)) => Routing::Affinity,
             // `queue = true`, or a deprecated flag set to false: plain queue routing.
-            Some(_) => crate::Routing::Queue,
-            None => Routing::try_from(self.r#type)
-                .unwrap_or(Routing::Queue)
-                .into(),
+            Some(_) => Routing::Queue,
+            None => Routing::try_from(self.r#type).unwrap_or(Routing::Queue),
         }
     }
 }
@@ -137,16 +125,13 @@ mod tests {
             r#type: Routing::Affinity as i32,
             ..Default::default()
         };
-        assert_eq!(multi.effective_routing(), crate::Routing::Multi);
+        assert_eq!(multi.effective_routing(), Routing::Multi);
         let affinity = Options {
             routing: Some(DeprecatedRouting::AffinityFunc(true)),
             ..Default::default()
         };
-        assert_eq!(affinity.effective_routing(), crate::Routing::Affinity);
-        assert_eq!(
-            Options::default().effective_routing(),
-            crate::Routing::Queue
-        );
+        assert_eq!(affinity.effective_routing(), Routing::Affinity);
+        assert_eq!(Options::default().effective_routing(), Routing::Queue);
     }
 
     #[test]

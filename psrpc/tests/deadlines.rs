@@ -17,7 +17,7 @@ const SVC: &str = "Deadlines";
 const ECHO: MethodInfo = MethodInfo::unary("Echo");
 const PICK: MethodInfo = MethodInfo::affinity("Pick");
 const GATHER: MethodInfo = MethodInfo::multi("Gather");
-const CHAT: MethodInfo = MethodInfo::unary("Chat");
+const CHAT: MethodInfo = MethodInfo::stream("Chat");
 
 /// Zero, tiny, ordinary, huge and the largest durations.
 fn any_duration() -> impl Strategy<Value = Duration> {
@@ -103,17 +103,17 @@ async fn exercise(d: Duration) {
 
     check(
         client
-            .request(&ECHO, &[], &req, CallOptions::new().timeout(d))
+            .request(ECHO, &[], &req, CallOptions::new().timeout(d))
             .await,
         "unary call with a timeout",
     );
     check(
-        client.request(&ECHO, &[], &req, CallOptions::new()).await,
+        client.request(ECHO, &[], &req, CallOptions::new()).await,
         "unary call with the client's timeout",
     );
     check(
         client
-            .request(&ECHO, &[], &req, CallOptions::new().direct(false))
+            .request(ECHO, &[], &req, CallOptions::new().direct(false))
             .await,
         "claimed unary call",
     );
@@ -122,7 +122,7 @@ async fn exercise(d: Duration) {
         .short_circuit_timeout(d);
     let picked: psrpc::Result<String> = client
         .request(
-            &PICK,
+            PICK,
             &[],
             &req,
             CallOptions::new()
@@ -135,7 +135,7 @@ async fn exercise(d: Duration) {
         Err(err) => assert!(acceptable(err.code()), "affinity call with {d:?}: {err}"),
     }
     let mut answers = client
-        .request_multi::<String, String>(&GATHER, &[], &req, CallOptions::new().timeout(d))
+        .request_multi::<String, String>(GATHER, &[], &req, CallOptions::new().timeout(d))
         .await
         .unwrap();
     if long {
@@ -144,7 +144,7 @@ async fn exercise(d: Duration) {
     }
     drop(answers);
     match client
-        .open_stream::<String, String>(&CHAT, &[], CallOptions::new().timeout(d))
+        .open_stream::<String, String>(CHAT, &[], CallOptions::new().timeout(d))
         .await
     {
         Ok(mut stream) => {

@@ -13,6 +13,7 @@ use psrpc::{CallOptions, Channel, Client, Error, MethodInfo, Server, wire};
 const SVC: &str = "Faults";
 const ECHO: MethodInfo = MethodInfo::unary("Echo");
 const GATHER: MethodInfo = MethodInfo::multi("Gather");
+const CHAT: MethodInfo = MethodInfo::stream("Chat");
 
 /// A bus whose publishes to some channel kinds never complete, as a broker client waiting
 /// for a reconnect (Redis waits up to its response timeout, 3 s by default).
@@ -76,21 +77,17 @@ async fn a_stuck_request_publish_ends_the_call_at_its_deadline() {
     };
     let client = Client::new(SVC, bus).await.unwrap();
     for direct in [true, false] {
-        let err = bounded(client.request::<_, String>(
-            &ECHO,
-            &[],
-            &String::new(),
-            short().direct(direct),
-        ))
-        .await
-        .unwrap_err();
+        let err =
+            bounded(client.request::<_, String>(ECHO, &[], &String::new(), short().direct(direct)))
+                .await
+                .unwrap_err();
         assert_eq!(err, Error::timed_out(), "direct={direct}");
     }
-    let err = bounded(client.request_multi::<_, String>(&GATHER, &[], &String::new(), short()))
+    let err = bounded(client.request_multi::<_, String>(GATHER, &[], &String::new(), short()))
         .await
         .unwrap_err();
     assert_eq!(err, Error::timed_out());
-    let err = bounded(client.open_stream::<String, String>(&ECHO, &[], short()))
+    let err = bounded(client.open_stream::<String, String>(CHAT, &[], short()))
         .await
         .unwrap_err();
     assert_eq!(err, Error::timed_out());
@@ -112,7 +109,7 @@ async fn a_stuck_claim_response_ends_the_call_at_its_deadline() {
     };
     let client = Client::new(SVC, bus).await.unwrap();
     let err =
-        bounded(client.request::<_, String>(&ECHO, &[], &String::new(), short().direct(false)))
+        bounded(client.request::<_, String>(ECHO, &[], &String::new(), short().direct(false)))
             .await
             .unwrap_err();
     assert_eq!(err, Error::timed_out());

@@ -23,7 +23,7 @@ use psrpc::{
 const SVC: &str = "Mw";
 const ECHO: MethodInfo = MethodInfo::unary("Echo");
 const GATHER: MethodInfo = MethodInfo::multi("Gather");
-const CHAT: MethodInfo = MethodInfo::unary("Chat");
+const CHAT: MethodInfo = MethodInfo::stream("Chat");
 
 type Log = Arc<Mutex<Vec<String>>>;
 
@@ -107,7 +107,7 @@ async fn interceptors_run_in_order_and_change_metadata() {
         });
     let client = Client::with_options(SVC, bus, client_opts).await.unwrap();
     let path: String = client
-        .request(&ECHO, &[], &String::new(), CallOptions::new())
+        .request(ECHO, &[], &String::new(), CallOptions::new())
         .await
         .unwrap();
     assert_eq!(path, "/c1/c2/s1/s2");
@@ -155,14 +155,14 @@ async fn interceptors_short_circuit_with_an_error() {
     .await;
     let client = Client::new(SVC, local.clone()).await.unwrap();
     let err = client
-        .request::<_, String>(&ECHO, &[], &String::new(), CallOptions::new())
+        .request::<_, String>(ECHO, &[], &String::new(), CallOptions::new())
         .await
         .unwrap_err();
     assert_eq!(err.code(), &ErrorCode::Unauthenticated);
     assert!(log.lock().unwrap().is_empty(), "the handler never ran");
     let ok: String = client
         .request(
-            &ECHO,
+            ECHO,
             &[],
             &String::new(),
             CallOptions::new().metadata("user", "u"),
@@ -181,7 +181,7 @@ async fn interceptors_short_circuit_with_an_error() {
     .await
     .unwrap();
     let err = denied
-        .request::<_, String>(&ECHO, &[], &String::new(), CallOptions::new())
+        .request::<_, String>(ECHO, &[], &String::new(), CallOptions::new())
         .await
         .unwrap_err();
     assert_eq!(err.code(), &ErrorCode::FailedPrecondition);
@@ -199,10 +199,16 @@ async fn stream_interceptors_refuse_and_observe() {
             let outcome = result
                 .as_ref()
                 .map_or_else(|e| e.code().to_string(), |()| "ok".into());
+            // A stream is told apart from a unary call by its method's kind.
+            let kind = if ctx.method().is_stream() {
+                "stream"
+            } else {
+                "unary"
+            };
             self.0
                 .lock()
                 .unwrap()
-                .push(format!("{} {outcome}", ctx.method()));
+                .push(format!("{} {kind} {outcome}", ctx.method().name()));
         }
     }
     let server = Server::with_options(
@@ -226,7 +232,7 @@ async fn stream_interceptors_refuse_and_observe() {
         .unwrap();
     let client = Client::new(SVC, bus).await.unwrap();
     let err = client
-        .open_stream::<String, String>(&CHAT, &[], CallOptions::new())
+        .open_stream::<String, String>(CHAT, &[], CallOptions::new())
         .await
         .unwrap_err();
     assert_eq!(
@@ -234,13 +240,13 @@ async fn stream_interceptors_refuse_and_observe() {
         Error::new(ErrorCode::Unauthenticated, "no stream for you")
     );
     let mut stream = client
-        .open_stream::<String, String>(&CHAT, &[], CallOptions::new().metadata("user", "u"))
+        .open_stream::<String, String>(CHAT, &[], CallOptions::new().metadata("user", "u"))
         .await
         .unwrap();
     stream.send(&"hi".to_string()).await.unwrap();
     assert_eq!(stream.recv().await.unwrap().unwrap(), "hi");
     assert_eq!(stream.recv().await, None);
-    assert_eq!(*closed.lock().unwrap(), ["Chat ok"]);
+    assert_eq!(*closed.lock().unwrap(), ["Chat stream ok"]);
 }
 
 #[tokio::test(start_paused = true)]
@@ -263,7 +269,7 @@ async fn hooks_observe_requests_and_results() {
             on_resp
                 .lock()
                 .unwrap()
-                .push(format!("{} {what}", ctx.method()));
+                .push(format!("{} {what}", ctx.method().name()));
         });
     let server = Server::with_options(
         SVC,
@@ -282,11 +288,11 @@ async fn hooks_observe_requests_and_results() {
         .unwrap();
     let client = Client::new(SVC, bus).await.unwrap();
     let _: String = client
-        .request(&ECHO, &[], &"abc".to_string(), CallOptions::new())
+        .request(ECHO, &[], &"abc".to_string(), CallOptions::new())
         .await
         .unwrap();
     let _ = client
-        .request::<_, String>(&ECHO, &[], &String::new(), CallOptions::new())
+        .request::<_, String>(ECHO, &[], &String::new(), CallOptions::new())
         .await;
     assert_eq!(
         *seen.lock().unwrap(),
@@ -319,7 +325,7 @@ async fn a_panicking_handler_becomes_internal_and_the_server_keeps_serving() {
     let client = Client::new(SVC, bus).await.unwrap();
     let started = tokio::time::Instant::now();
     let err = client
-        .request::<_, String>(&ECHO, &[], &"boom".to_string(), CallOptions::new())
+        .request::<_, String>(ECHO, &[], &"boom".to_string(), CallOptions::new())
         .await
         .unwrap_err();
     assert_eq!(err.code(), &ErrorCode::Internal);
@@ -328,7 +334,7 @@ async fn a_panicking_handler_becomes_internal_and_the_server_keeps_serving() {
         "answered, not timed out"
     );
     let ok: String = client
-        .request(&ECHO, &[], &"fine".to_string(), CallOptions::new())
+        .request(ECHO, &[], &"fine".to_string(), CallOptions::new())
         .await
         .unwrap();
     assert_eq!(ok, "fine");
@@ -368,7 +374,7 @@ async fn retries_retryable_errors_with_bounded_attempts() {
         .unwrap();
     let started = tokio::time::Instant::now();
     let ok: String = client
-        .request(&ECHO, &[], &"x".to_string(), CallOptions::new())
+        .request(ECHO, &[], &"x".to_string(), CallOptions::new())
         .await
         .unwrap();
     assert_eq!(ok, "x");
@@ -386,7 +392,7 @@ async fn retries_retryable_errors_with_bounded_attempts() {
         .await
         .unwrap();
     let err = client
-        .request::<_, String>(&ECHO, &[], &"x".to_string(), CallOptions::new())
+        .request::<_, String>(ECHO, &[], &"x".to_string(), CallOptions::new())
         .await
         .unwrap_err();
     assert_eq!(err.code(), &ErrorCode::Unavailable);
@@ -396,7 +402,7 @@ async fn retries_retryable_errors_with_bounded_attempts() {
     let calls = flaky_server(&bus, 10, ErrorCode::InvalidArgument).await;
     let client = Client::with_options(SVC, bus, retrying).await.unwrap();
     let err = client
-        .request::<_, String>(&ECHO, &[], &"x".to_string(), CallOptions::new())
+        .request::<_, String>(ECHO, &[], &"x".to_string(), CallOptions::new())
         .await
         .unwrap_err();
     assert_eq!(err.code(), &ErrorCode::InvalidArgument);
@@ -421,7 +427,7 @@ async fn rate_limit_sheds_past_the_burst_and_refills() {
         .unwrap();
     let client = Client::new(SVC, bus).await.unwrap();
     let x = "x".to_string();
-    let call = || client.request::<_, String>(&ECHO, &[], &x, CallOptions::new());
+    let call = || client.request::<_, String>(ECHO, &[], &x, CallOptions::new());
     assert!(call().await.is_ok());
     assert!(call().await.is_ok());
     assert_eq!(
@@ -472,13 +478,13 @@ async fn tower_middleware_limits_concurrency_and_times_out() {
         let client = client.clone();
         async move {
             client
-                .request::<_, String>(&ECHO, &[], &"hold".to_string(), CallOptions::new())
+                .request::<_, String>(ECHO, &[], &"hold".to_string(), CallOptions::new())
                 .await
         }
     });
     entered.notified().await;
     let err = client
-        .request::<_, String>(&ECHO, &[], &"x".to_string(), CallOptions::new())
+        .request::<_, String>(ECHO, &[], &"x".to_string(), CallOptions::new())
         .await
         .unwrap_err();
     assert_eq!(
@@ -492,7 +498,7 @@ async fn tower_middleware_limits_concurrency_and_times_out() {
         &ErrorCode::DeadlineExceeded
     );
     let ok: String = client
-        .request(&ECHO, &[], &"x".to_string(), CallOptions::new())
+        .request(ECHO, &[], &"x".to_string(), CallOptions::new())
         .await
         .unwrap();
     assert_eq!(ok, "x");
@@ -536,14 +542,14 @@ async fn observers_get_an_event_per_call_on_both_sides() {
         .await
         .unwrap();
     let _: String = client
-        .request(&ECHO, &[], &"abc".to_string(), CallOptions::new())
+        .request(ECHO, &[], &"abc".to_string(), CallOptions::new())
         .await
         .unwrap();
     let _ = client
-        .request::<_, String>(&ECHO, &[], &"bad".to_string(), CallOptions::new())
+        .request::<_, String>(ECHO, &[], &"bad".to_string(), CallOptions::new())
         .await;
     let answers: Vec<_> = client
-        .request_multi::<_, String>(&GATHER, &[], &"m".to_string(), CallOptions::new())
+        .request_multi::<_, String>(GATHER, &[], &"m".to_string(), CallOptions::new())
         .await
         .unwrap()
         .take(1)
@@ -594,9 +600,8 @@ async fn the_trace_continues_across_two_hops() {
             async move {
                 let front_span = ctx.trace().expect("a traced request").span_id();
                 // A call made while serving continues the trace.
-                let back_trace: String = to_back
-                    .request(&ECHO, &[], &req, CallOptions::new())
-                    .await?;
+                let back_trace: String =
+                    to_back.request(ECHO, &[], &req, CallOptions::new()).await?;
                 Ok(format!("{back_trace} {front_span}"))
             }
         })
@@ -613,7 +618,7 @@ async fn the_trace_continues_across_two_hops() {
     .await
     .unwrap();
     let reply: String = caller
-        .request(&ECHO, &[], &"x".to_string(), CallOptions::new())
+        .request(ECHO, &[], &"x".to_string(), CallOptions::new())
         .await
         .unwrap();
     let (back_trace, front_span) = reply.split_once(' ').unwrap();
@@ -633,7 +638,7 @@ async fn the_trace_continues_across_two_hops() {
     let explicit = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
     let reply: String = caller
         .request(
-            &ECHO,
+            ECHO,
             &[],
             &"x".to_string(),
             CallOptions::new().metadata(TRACEPARENT, explicit),

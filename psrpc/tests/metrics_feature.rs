@@ -38,7 +38,7 @@ fn calls_are_counted_and_timed() {
             let client = Client::new("Metered", bus).await.unwrap();
             for req in ["a", "b", "bad"] {
                 let _ = client
-                    .request::<_, String>(&ECHO, &[], &req.to_string(), CallOptions::new())
+                    .request::<_, String>(ECHO, &[], &req.to_string(), CallOptions::new())
                     .await;
             }
         });

@@ -40,7 +40,7 @@ async fn answers_beyond_the_reply_buffer_are_reported() {
     let client = Client::with_options(SVC, bus, options).await.unwrap();
     let results = client
         .request_multi::<_, String>(
-            &GATHER,
+            GATHER,
             &[],
             &"q".to_string(),
             CallOptions::new().timeout(Duration::from_secs(1)),

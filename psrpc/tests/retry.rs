@@ -69,7 +69,7 @@ async fn the_callers_deadline_bounds_all_attempts() {
     let started = tokio::time::Instant::now();
     let err = client
         .request::<_, String>(
-            &ECHO,
+            ECHO,
             &[],
             &"x".to_string(),
             CallOptions::new().timeout(timeout),
@@ -102,7 +102,7 @@ async fn deadline_exceeded_is_retried_only_for_idempotent_calls() {
     let (_server, calls) = server(&bus, ECHO, 1, ErrorCode::DeadlineExceeded, Duration::ZERO).await;
     let client = retrying_client(&bus, Retry::new(3)).await;
     let err = client
-        .request::<_, String>(&ECHO, &[], &"x".to_string(), CallOptions::new())
+        .request::<_, String>(ECHO, &[], &"x".to_string(), CallOptions::new())
         .await
         .unwrap_err();
     assert_eq!(err.code(), &ErrorCode::DeadlineExceeded);
@@ -111,7 +111,7 @@ async fn deadline_exceeded_is_retried_only_for_idempotent_calls() {
     // Idempotent for this call.
     let ok: String = client
         .request(
-            &ECHO,
+            ECHO,
             &[],
             &"x".to_string(),
             CallOptions::new().idempotent(true),
@@ -126,7 +126,7 @@ async fn deadline_exceeded_is_retried_only_for_idempotent_calls() {
     let (_server, calls) = server(&bus, GET, 1, ErrorCode::DeadlineExceeded, Duration::ZERO).await;
     let client = retrying_client(&bus, Retry::new(3)).await;
     let ok: String = client
-        .request(&GET, &[], &"x".to_string(), CallOptions::new())
+        .request(GET, &[], &"x".to_string(), CallOptions::new())
         .await
         .unwrap();
     assert_eq!(ok, "x");
@@ -146,7 +146,7 @@ async fn outage(retry: Retry, n: usize) -> usize {
     .await;
     let client = retrying_client(&bus, retry).await;
     let req = "x".to_string();
-    let all = (0..n).map(|_| client.request::<_, String>(&ECHO, &[], &req, CallOptions::new()));
+    let all = (0..n).map(|_| client.request::<_, String>(ECHO, &[], &req, CallOptions::new()));
     let outcomes = futures::future::join_all(all).await;
     assert!(outcomes.iter().all(|o| o.is_err()));
     calls.load(Ordering::SeqCst)
@@ -191,7 +191,7 @@ async fn extreme_backoffs_neither_panic_nor_outlive_the_deadline() {
     let timeout = Duration::from_secs(1);
     let err = client
         .request::<_, String>(
-            &ECHO,
+            ECHO,
             &[],
             &"x".to_string(),
             CallOptions::new().timeout(timeout),

@@ -27,8 +27,8 @@ const SVC: &str = "Test";
 const ECHO: MethodInfo = MethodInfo::unary("Echo");
 const PICK: MethodInfo = MethodInfo::affinity("Pick");
 const GATHER: MethodInfo = MethodInfo::multi("Gather");
-const EVENTS: MethodInfo = MethodInfo::subscription("Events", false);
-const JOBS: MethodInfo = MethodInfo::subscription("Jobs", true);
+const EVENTS: MethodInfo = MethodInfo::subscription("Events");
+const JOBS: MethodInfo = MethodInfo::queue_subscription("Jobs");
 
 /// A server whose Echo answers `<server id>:<request>`.
 async fn echo_server(bus: &LocalBus) -> Server {
@@ -71,7 +71,7 @@ async fn unary_direct_path_uses_two_messages() {
     let bus = RecordingBus::new(local);
     let client = client(bus.clone()).await;
     let reply: String = client
-        .request(&ECHO, &[], &s("hi"), CallOptions::new())
+        .request(ECHO, &[], &s("hi"), CallOptions::new())
         .await
         .unwrap();
     assert_eq!(reply, format!("{}:hi", server.id()));
@@ -86,7 +86,7 @@ async fn unary_claim_path_matches_go_exchange() {
     let bus = RecordingBus::new(local.clone());
     let client = client(bus.clone()).await;
     let reply: String = client
-        .request(&ECHO, &[], &s("hi"), CallOptions::new().direct(false))
+        .request(ECHO, &[], &s("hi"), CallOptions::new().direct(false))
         .await
         .unwrap();
     assert_eq!(reply, format!("{}:hi", server.id()));
@@ -106,7 +106,7 @@ async fn unary_claim_path_matches_go_exchange() {
         .await
         .unwrap();
     let _: String = client
-        .request(&ECHO, &[], &s("again"), CallOptions::new().direct(false))
+        .request(ECHO, &[], &s("again"), CallOptions::new().direct(false))
         .await
         .unwrap();
     assert_eq!(
@@ -140,7 +140,7 @@ async fn queue_method_is_handled_by_exactly_one_of_three_servers() {
     for (i, direct) in (0..30).map(|i| (i, i % 2 == 0)) {
         let reply: String = client
             .request(
-                &ECHO,
+                ECHO,
                 &[],
                 &format!("{i}"),
                 CallOptions::new().direct(direct),
@@ -167,7 +167,7 @@ async fn affinity_call_picks_the_highest_affinity() {
     let client = client(bus).await;
     let started = Instant::now();
     let chosen: String = client
-        .request(&PICK, &[], &s("x"), CallOptions::new())
+        .request(PICK, &[], &s("x"), CallOptions::new())
         .await
         .unwrap();
     assert_eq!(chosen, high.id());
@@ -181,14 +181,14 @@ async fn affinity_zero_is_never_picked_unless_accept_first() {
     let zero = affinity_server(&bus, 0.0).await;
     let client = client(bus).await;
     let err = client
-        .request::<_, String>(&PICK, &[], &s("x"), CallOptions::new())
+        .request::<_, String>(PICK, &[], &s("x"), CallOptions::new())
         .await
         .unwrap_err();
     assert_eq!(err, Error::no_servers_available());
 
     let opts = CallOptions::new()
-        .selection(SelectionOptions::for_method(&PICK).accept_first_available(true));
-    let chosen: String = client.request(&PICK, &[], &s("x"), opts).await.unwrap();
+        .selection(SelectionOptions::for_method(PICK).accept_first_available(true));
+    let chosen: String = client.request(PICK, &[], &s("x"), opts).await.unwrap();
     assert_eq!(chosen, zero.id());
 }
 
@@ -199,7 +199,7 @@ async fn negative_affinity_declines_to_claim() {
     let client = client(bus).await;
     let started = Instant::now();
     let err = client
-        .request::<_, String>(&PICK, &[], &s("x"), CallOptions::new())
+        .request::<_, String>(PICK, &[], &s("x"), CallOptions::new())
         .await
         .unwrap_err();
     assert_eq!(err, Error::no_response());
@@ -220,20 +220,20 @@ async fn minimum_and_maximum_affinity_options() {
     // Maximum: a claim at or above it is taken at once, without the short-circuit wait.
     let started = Instant::now();
     let opts = CallOptions::new().selection(
-        SelectionOptions::for_method(&PICK)
+        SelectionOptions::for_method(PICK)
             .maximum_affinity(0.9)
             .short_circuit_timeout(Duration::from_secs(10))
             .affinity_timeout(Duration::from_secs(10)),
     );
-    let chosen: String = client.request(&PICK, &[], &s("x"), opts).await.unwrap();
+    let chosen: String = client.request(PICK, &[], &s("x"), opts).await.unwrap();
     assert_eq!(chosen, top.id());
     assert!(started.elapsed() < Duration::from_millis(1));
 
     // Minimum above every claim: nobody is acceptable.
     let opts =
-        CallOptions::new().selection(SelectionOptions::for_method(&PICK).minimum_affinity(0.99));
+        CallOptions::new().selection(SelectionOptions::for_method(PICK).minimum_affinity(0.99));
     let err = client
-        .request::<_, String>(&PICK, &[], &s("x"), opts)
+        .request::<_, String>(PICK, &[], &s("x"), opts)
         .await
         .unwrap_err();
     assert_eq!(err, Error::no_servers_available());
@@ -247,7 +247,7 @@ async fn custom_selection_function_and_affinity_timeout() {
     let client = client(bus).await;
     let started = Instant::now();
     let opts = CallOptions::new().selection(
-        SelectionOptions::for_method(&PICK)
+        SelectionOptions::for_method(PICK)
             .short_circuit_timeout(Duration::ZERO)
             .affinity_timeout(Duration::from_millis(300))
             .selection_fn(|claims| {
@@ -258,7 +258,7 @@ async fn custom_selection_function_and_affinity_timeout() {
                 Ok(lowest.unwrap().server_id.clone())
             }),
     );
-    let chosen: String = client.request(&PICK, &[], &s("x"), opts).await.unwrap();
+    let chosen: String = client.request(PICK, &[], &s("x"), opts).await.unwrap();
     assert_eq!(chosen, low.id());
     assert_eq!(
         started.elapsed(),
@@ -269,7 +269,10 @@ async fn custom_selection_function_and_affinity_timeout() {
 
 #[tokio::test(start_paused = true)]
 async fn single_server_calls_skip_the_claim() {
-    const ONE: MethodInfo = MethodInfo::unary("One").single_server();
+    const ONE: MethodInfo = MethodInfo::new(
+        "One",
+        psrpc::MethodKind::Unary(psrpc::Dispatch::SingleServer),
+    );
     let local = LocalBus::new();
     let server = Server::new(SVC, local.clone());
     server
@@ -279,7 +282,7 @@ async fn single_server_calls_skip_the_claim() {
     let bus = RecordingBus::new(local);
     let client = client(bus.clone()).await;
     let reply: String = client
-        .request(&ONE, &[], &s("a"), CallOptions::new().direct(false))
+        .request(ONE, &[], &s("a"), CallOptions::new().direct(false))
         .await
         .unwrap();
     assert_eq!(reply, "a!");
@@ -314,7 +317,7 @@ async fn multi_call_to_three_servers_yields_three_results_including_an_error() {
     let started = Instant::now();
     let results = client
         .request_multi::<_, String>(
-            &GATHER,
+            GATHER,
             &[],
             &s("q"),
             CallOptions::new().timeout(Duration::from_secs(2)),
@@ -354,7 +357,7 @@ async fn multi_call_can_stop_early() {
     let client = client(bus).await;
     let started = Instant::now();
     let mut answers = client
-        .request_multi::<_, String>(&GATHER, &[], &s("q"), CallOptions::new())
+        .request_multi::<_, String>(GATHER, &[], &s("q"), CallOptions::new())
         .await
         .unwrap();
     let first = answers.next().await.unwrap();
@@ -380,20 +383,20 @@ async fn topics_route_calls_and_deregistration_stops_them() {
     let client = client(bus).await;
     for region in ["eu", "us"] {
         let reply: String = client
-            .request(&REGION, &[region], &s("x"), CallOptions::new())
+            .request(REGION, &[region], &s("x"), CallOptions::new())
             .await
             .unwrap();
         assert_eq!(reply, region);
     }
-    assert!(server.deregister("RegionEcho", &["eu"]));
-    assert!(!server.is_registered("RegionEcho", &["eu"]));
+    assert!(server.deregister(REGION, &["eu"]));
+    assert!(!server.is_registered(REGION, &["eu"]));
     let err = client
-        .request::<_, String>(&REGION, &["eu"], &s("x"), CallOptions::new().direct(false))
+        .request::<_, String>(REGION, &["eu"], &s("x"), CallOptions::new().direct(false))
         .await
         .unwrap_err();
     assert_eq!(err, Error::no_response());
     let reply: String = client
-        .request(&REGION, &["us"], &s("x"), CallOptions::new())
+        .request(REGION, &["us"], &s("x"), CallOptions::new())
         .await
         .unwrap();
     assert_eq!(reply, "us");
@@ -410,25 +413,22 @@ async fn subscriptions_fan_out_queue_and_topics() {
     let server = Server::new(SVC, bus.clone());
     let client = client(bus).await;
 
-    let mut a = client.subscribe::<String>(&EVENTS, &[]).await.unwrap();
-    let mut b = client.subscribe::<String>(&EVENTS, &[]).await.unwrap();
-    let mut eu = client.subscribe::<String>(&EVENTS, &["eu"]).await.unwrap();
-    server.publish(&EVENTS, &[], &s("all")).await.unwrap();
+    let mut a = client.subscribe::<String>(EVENTS, &[]).await.unwrap();
+    let mut b = client.subscribe::<String>(EVENTS, &[]).await.unwrap();
+    let mut eu = client.subscribe::<String>(EVENTS, &["eu"]).await.unwrap();
+    server.publish(EVENTS, &[], &s("all")).await.unwrap();
     server
-        .publish(&EVENTS, &["eu"], &s("eu-only"))
+        .publish(EVENTS, &["eu"], &s("eu-only"))
         .await
         .unwrap();
     assert_eq!(a.recv().await.unwrap(), "all");
     assert_eq!(b.recv().await.unwrap(), "all");
     assert_eq!(eu.recv().await.unwrap(), "eu-only");
 
-    let mut q1 = client.subscribe::<String>(&JOBS, &[]).await.unwrap();
-    let mut q2 = client.subscribe::<String>(&JOBS, &[]).await.unwrap();
+    let mut q1 = client.subscribe::<String>(JOBS, &[]).await.unwrap();
+    let mut q2 = client.subscribe::<String>(JOBS, &[]).await.unwrap();
     for i in 0..10 {
-        server
-            .publish(&JOBS, &[], &format!("job{i}"))
-            .await
-            .unwrap();
+        server.publish(JOBS, &[], &format!("job{i}")).await.unwrap();
     }
     let mut got = Vec::new();
     for _ in 0..5 {
@@ -442,7 +442,7 @@ async fn subscriptions_fan_out_queue_and_topics() {
 
     // A closed subscription stops receiving; the other one still does.
     a.close();
-    server.publish(&EVENTS, &[], &s("after")).await.unwrap();
+    server.publish(EVENTS, &[], &s("after")).await.unwrap();
     assert_eq!(a.recv().await, None);
     assert_eq!(b.recv().await.unwrap(), "after");
 }
@@ -452,9 +452,9 @@ async fn subscription_skips_messages_of_another_type() {
     let bus = LocalBus::new();
     let server = Server::new(SVC, bus.clone());
     let client = client(bus).await;
-    let mut sub = client.subscribe::<String>(&EVENTS, &[]).await.unwrap();
-    server.publish(&EVENTS, &[], &7u64).await.unwrap();
-    server.publish(&EVENTS, &[], &s("ok")).await.unwrap();
+    let mut sub = client.subscribe::<String>(EVENTS, &[]).await.unwrap();
+    server.publish(EVENTS, &[], &7u64).await.unwrap();
+    server.publish(EVENTS, &[], &s("ok")).await.unwrap();
     assert_eq!(sub.recv().await.unwrap(), "ok");
     assert_eq!(sub.malformed(), 1);
 }
@@ -482,7 +482,7 @@ async fn errors_with_details_cross_the_wire() {
     let client = client(bus).await;
     for direct in [true, false] {
         let err = client
-            .request::<_, String>(&ECHO, &[], &s("boom"), CallOptions::new().direct(direct))
+            .request::<_, String>(ECHO, &[], &s("boom"), CallOptions::new().direct(direct))
             .await
             .unwrap_err();
         assert_eq!(err.code(), &ErrorCode::NotFound);
@@ -503,14 +503,14 @@ async fn unimplemented_and_unserved_methods() {
         .unwrap();
     let client = client(bus).await;
     let err = client
-        .request::<_, String>(&ECHO, &[], &s("x"), CallOptions::new())
+        .request::<_, String>(ECHO, &[], &s("x"), CallOptions::new())
         .await
         .unwrap_err();
     assert_eq!(err.code(), &ErrorCode::Unimplemented);
 
     const NOBODY: MethodInfo = MethodInfo::unary("Nobody");
     let err = client
-        .request::<_, String>(&NOBODY, &[], &s("x"), CallOptions::new().direct(false))
+        .request::<_, String>(NOBODY, &[], &s("x"), CallOptions::new().direct(false))
         .await
         .unwrap_err();
     assert_eq!(err, Error::no_response());
@@ -525,7 +525,7 @@ async fn malformed_request_gets_malformed_request_on_both_paths() {
     for direct in [true, false] {
         let started = Instant::now();
         let err = client
-            .request::<_, String>(&ECHO, &[], &42u64, CallOptions::new().direct(direct))
+            .request::<_, String>(ECHO, &[], &42u64, CallOptions::new().direct(direct))
             .await
             .unwrap_err();
         assert_eq!(err.code(), &ErrorCode::MalformedRequest, "direct={direct}");
@@ -545,7 +545,7 @@ async fn malformed_result_is_reported() {
     let client = client(bus).await;
     // The server answers a StringValue; decoding it as UInt64Value fails.
     let err = client
-        .request::<_, u64>(&ECHO, &[], &s("x"), CallOptions::new())
+        .request::<_, u64>(ECHO, &[], &s("x"), CallOptions::new())
         .await
         .unwrap_err();
     assert_eq!(err.code(), &ErrorCode::MalformedResult);
@@ -589,7 +589,7 @@ async fn timeouts_client_default_per_call_and_deadline() {
 
     let started = Instant::now();
     let err = client
-        .request::<_, String>(&ECHO, &[], &s("x"), CallOptions::new())
+        .request::<_, String>(ECHO, &[], &s("x"), CallOptions::new())
         .await
         .unwrap_err();
     assert_eq!(err, Error::timed_out());
@@ -599,7 +599,7 @@ async fn timeouts_client_default_per_call_and_deadline() {
     let opts = CallOptions::new().timeout(Duration::from_millis(200));
     assert_eq!(
         client
-            .request::<_, String>(&ECHO, &[], &s("x"), opts)
+            .request::<_, String>(ECHO, &[], &s("x"), opts)
             .await
             .unwrap_err(),
         Error::timed_out()
@@ -610,7 +610,7 @@ async fn timeouts_client_default_per_call_and_deadline() {
     let opts = CallOptions::new().deadline(Instant::now() + Duration::from_millis(100));
     assert_eq!(
         client
-            .request::<_, String>(&ECHO, &[], &s("x"), opts)
+            .request::<_, String>(ECHO, &[], &s("x"), opts)
             .await
             .unwrap_err(),
         Error::timed_out()
@@ -643,7 +643,7 @@ async fn handler_sees_metadata_and_caller_identity() {
                 ctx.metadata().get("user").cloned().unwrap_or_default(),
                 ctx.client_id(),
                 ctx.request_id().starts_with("REQ_"),
-                ctx.method()
+                ctx.method().name()
             ))
         })
         .await
@@ -651,7 +651,7 @@ async fn handler_sees_metadata_and_caller_identity() {
     let client = client(bus).await;
     let reply: String = client
         .request(
-            &ECHO,
+            ECHO,
             &[],
             &s("x"),
             CallOptions::new().metadata("user", "alice"),
@@ -674,7 +674,7 @@ async fn expired_requests_are_dropped_by_servers() {
         x_direct: true,
         ..Default::default()
     };
-    let channel = Channel::request(SVC, ECHO.name, [""; 0], true);
+    let channel = Channel::request(SVC, ECHO.name(), [""; 0], true);
     bus.publish(
         &channel,
         wire::encode_envelope(wire::REQUEST_TYPE_URL, &req),
@@ -687,7 +687,7 @@ async fn expired_requests_are_dropped_by_servers() {
         .unwrap();
     let client = client(bus).await;
     let _: String = client
-        .request(&ECHO, &[], &s("alive"), CallOptions::new())
+        .request(ECHO, &[], &s("alive"), CallOptions::new())
         .await
         .unwrap();
     let stats = server.stats();
@@ -701,7 +701,7 @@ fn spawn_call(client: &Client, text: &str) -> tokio::task::JoinHandle<psrpc::Res
     let (client, text) = (client.clone(), text.to_owned());
     tokio::spawn(async move {
         client
-            .request::<_, String>(&ECHO, &[], &text, CallOptions::new())
+            .request::<_, String>(ECHO, &[], &text, CallOptions::new())
             .await
     })
 }
@@ -747,7 +747,7 @@ async fn shutdown_waits_for_a_slow_handler() {
     assert_eq!(call.await.unwrap().unwrap(), "slow");
     // After shutdown the server takes no new requests.
     let err = client
-        .request::<_, String>(&ECHO, &[], &s("late"), CallOptions::new().direct(false))
+        .request::<_, String>(ECHO, &[], &s("late"), CallOptions::new().direct(false))
         .await
         .unwrap_err();
     assert_eq!(err, Error::no_response());
@@ -775,12 +775,12 @@ async fn dropping_the_last_server_handle_stops_it() {
     let server = echo_server(&bus).await;
     let client = client(bus.clone()).await;
     let _: String = client
-        .request(&ECHO, &[], &s("x"), CallOptions::new())
+        .request(ECHO, &[], &s("x"), CallOptions::new())
         .await
         .unwrap();
     drop(server);
     let err = client
-        .request::<_, String>(&ECHO, &[], &s("x"), CallOptions::new().direct(false))
+        .request::<_, String>(ECHO, &[], &s("x"), CallOptions::new().direct(false))
         .await
         .unwrap_err();
     assert_eq!(err, Error::no_response());
@@ -799,7 +799,7 @@ async fn client_close_fails_pending_calls_at_once() {
     assert_eq!(call.await.unwrap().unwrap_err(), Error::canceled());
     assert!(at.elapsed() < Duration::from_millis(1));
     let err = client
-        .request::<_, String>(&ECHO, &[], &s("x"), CallOptions::new())
+        .request::<_, String>(ECHO, &[], &s("x"), CallOptions::new())
         .await
         .unwrap_err();
     assert_eq!(err, Error::canceled());
@@ -874,7 +874,7 @@ async fn in_flight_limit_sheds_with_resource_exhausted() {
     let first = spawn_call(&client, "1");
     started.notified().await;
     let err = client
-        .request::<_, String>(&ECHO, &[], &s("2"), CallOptions::new())
+        .request::<_, String>(ECHO, &[], &s("2"), CallOptions::new())
         .await
         .unwrap_err();
     assert_eq!(err.code(), &ErrorCode::ResourceExhausted);
@@ -890,7 +890,7 @@ async fn oversized_payloads_get_a_clear_error() {
     let server = echo_server(&bus).await;
     let client = client(bus).await;
     let err = client
-        .request::<_, String>(&ECHO, &[], &"x".repeat(2000), CallOptions::new())
+        .request::<_, String>(ECHO, &[], &"x".repeat(2000), CallOptions::new())
         .await
         .unwrap_err();
     assert_eq!(err.code(), &ErrorCode::InvalidArgument);
@@ -900,7 +900,7 @@ async fn oversized_payloads_get_a_clear_error() {
         "{err}"
     );
     let err = server
-        .publish(&EVENTS, &[], &"y".repeat(2000))
+        .publish(EVENTS, &[], &"y".repeat(2000))
         .await
         .unwrap_err();
     assert_eq!(err.code(), &ErrorCode::InvalidArgument);
@@ -914,7 +914,7 @@ async fn oversized_payloads_get_a_clear_error() {
         .await
         .unwrap();
     let err = client
-        .request::<_, String>(&BIG, &[], &s("x"), CallOptions::new())
+        .request::<_, String>(BIG, &[], &s("x"), CallOptions::new())
         .await
         .unwrap_err();
     assert_eq!(err.code(), &ErrorCode::Internal);
@@ -926,23 +926,24 @@ async fn calls_to_nobody_fail_at_once() {
     let bus = LocalBus::new();
     let client = client(bus).await;
     const NOBODY: MethodInfo = MethodInfo::unary("Nobody");
+    const NOBODY_STREAM: MethodInfo = MethodInfo::stream("NobodyStream");
     let started = Instant::now();
     for direct in [true, false] {
         let err = client
-            .request::<_, String>(&NOBODY, &[], &s("x"), CallOptions::new().direct(direct))
+            .request::<_, String>(NOBODY, &[], &s("x"), CallOptions::new().direct(direct))
             .await
             .unwrap_err();
         assert_eq!(err, Error::no_response());
     }
     let results = client
-        .request_multi::<_, String>(&GATHER, &[], &s("x"), CallOptions::new())
+        .request_multi::<_, String>(GATHER, &[], &s("x"), CallOptions::new())
         .await
         .unwrap()
         .collect_all()
         .await;
     assert!(results.is_empty());
     let err = client
-        .open_stream::<String, String>(&NOBODY, &[], CallOptions::new())
+        .open_stream::<String, String>(NOBODY_STREAM, &[], CallOptions::new())
         .await
         .unwrap_err();
     assert_eq!(err, Error::no_response());
@@ -961,7 +962,7 @@ async fn servers_stop_waiting_when_no_claim_is_chosen() {
     let client = client(bus).await;
     let opts = CallOptions::new().timeout(Duration::from_secs(30));
     let err = client
-        .request::<_, String>(&PICK, &[], &s("x"), opts)
+        .request::<_, String>(PICK, &[], &s("x"), opts)
         .await
         .unwrap_err();
     assert_eq!(err, Error::no_servers_available());
@@ -1001,7 +1002,7 @@ async fn a_late_claimer_learns_the_choice_without_waiting() {
         .timeout(Duration::from_secs(30))
         .selection(psrpc::SelectionOptions::default().accept_first_available(true));
     let winner: String = client
-        .request(&PICK_LATE, &[], &"job".to_string(), opts)
+        .request(PICK_LATE, &[], &"job".to_string(), opts)
         .await
         .unwrap();
     assert_eq!(winner, fast.id());
@@ -1043,7 +1044,7 @@ async fn claimed_calls_to_four_servers_under_load_all_succeed() {
                         .selection(psrpc::SelectionOptions::default().accept_first_available(true));
                     let req = format!("{task}/{i}");
                     match client
-                        .request::<String, String>(&method, &[], &req, opts)
+                        .request::<String, String>(method, &[], &req, opts)
                         .await
                     {
                         Ok(resp) => assert_eq!(resp, req),
@@ -1054,7 +1055,7 @@ async fn claimed_calls_to_four_servers_under_load_all_succeed() {
             }
         });
         let failures: Vec<_> = futures::future::join_all(calls).await.concat();
-        assert!(failures.is_empty(), "{}: {failures:?}", method.name);
+        assert!(failures.is_empty(), "{}: {failures:?}", method.name());
     }
     assert_eq!(client.stats().pending, 0);
 }

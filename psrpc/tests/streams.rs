@@ -14,7 +14,7 @@ use psrpc::{
 use tokio::sync::oneshot;
 
 const SVC: &str = "Streams";
-const CHAT: MethodInfo = MethodInfo::unary("Chat");
+const CHAT: MethodInfo = MethodInfo::stream("Chat");
 
 fn s(v: &str) -> String {
     v.to_owned()
@@ -47,7 +47,7 @@ async fn ping_pong() {
     let server = echo_server(bus.clone()).await;
     let client = Client::new(SVC, bus).await.unwrap();
     let mut stream = client
-        .open_stream::<String, String>(&CHAT, &[], CallOptions::new())
+        .open_stream::<String, String>(CHAT, &[], CallOptions::new())
         .await
         .unwrap();
     for word in ["hi", "there", "bye"] {
@@ -99,7 +99,7 @@ async fn ten_thousand_messages_each_way_in_order() {
         .unwrap();
     let client = Client::new(SVC, bus).await.unwrap();
     let stream = client
-        .open_stream::<u32, u32>(&CHAT, &["bulk"], CallOptions::new())
+        .open_stream::<u32, u32>(CHAT, &["bulk"], CallOptions::new())
         .await
         .unwrap();
     assert_eq!(stream.dropped(), 0);
@@ -163,7 +163,7 @@ async fn a_slow_receiver_holds_the_sender_back_without_loss() {
         .unwrap();
     let client = Client::new(SVC, bus).await.unwrap();
     let stream = client
-        .open_stream::<u32, u32>(&CHAT, &[], CallOptions::new())
+        .open_stream::<u32, u32>(CHAT, &[], CallOptions::new())
         .await
         .unwrap();
     for i in 0..window {
@@ -208,7 +208,7 @@ async fn handler_error_closes_the_stream_with_its_code() {
         .unwrap();
     let client = Client::new(SVC, bus).await.unwrap();
     let mut stream = client
-        .open_stream::<String, String>(&CHAT, &[], CallOptions::new())
+        .open_stream::<String, String>(CHAT, &[], CallOptions::new())
         .await
         .unwrap();
     stream.send(&s("soup")).await.unwrap();
@@ -242,7 +242,7 @@ async fn client_close_with_error_reaches_the_handler() {
         .unwrap();
     let client = Client::new(SVC, bus).await.unwrap();
     let stream = client
-        .open_stream::<String, String>(&CHAT, &[], CallOptions::new())
+        .open_stream::<String, String>(CHAT, &[], CallOptions::new())
         .await
         .unwrap();
     stream
@@ -270,7 +270,7 @@ async fn handler_returning_closes_the_stream_cleanly() {
         .unwrap();
     let client = Client::new(SVC, bus).await.unwrap();
     let mut stream = client
-        .open_stream::<String, String>(&CHAT, &[], CallOptions::new())
+        .open_stream::<String, String>(CHAT, &[], CallOptions::new())
         .await
         .unwrap();
     assert_eq!(stream.recv().await.unwrap().unwrap(), "only one");
@@ -297,7 +297,7 @@ async fn dropping_the_client_handle_closes_the_server_side() {
         .unwrap();
     let client = Client::new(SVC, bus).await.unwrap();
     let stream = client
-        .open_stream::<String, String>(&CHAT, &[], CallOptions::new())
+        .open_stream::<String, String>(CHAT, &[], CallOptions::new())
         .await
         .unwrap();
     drop(stream);
@@ -331,7 +331,7 @@ async fn a_vanished_client_is_detected_by_the_server() {
     let client_bus = CuttableBus::new(local);
     let client = Client::new(SVC, client_bus.clone()).await.unwrap();
     let stream = client
-        .open_stream::<String, String>(&CHAT, &[], CallOptions::new())
+        .open_stream::<String, String>(CHAT, &[], CallOptions::new())
         .await
         .unwrap();
     let opened = tokio::time::Instant::now();
@@ -371,7 +371,7 @@ async fn a_vanished_server_is_detected_by_the_client() {
     .await
     .unwrap();
     let mut stream = client
-        .open_stream::<String, String>(&CHAT, &[], CallOptions::new())
+        .open_stream::<String, String>(CHAT, &[], CallOptions::new())
         .await
         .unwrap();
     server_bus.cut();
@@ -401,7 +401,7 @@ async fn unacknowledged_messages_fail_the_stream() {
         .unwrap();
     let client = Client::new(SVC, local).await.unwrap();
     let stream = client
-        .open_stream::<String, String>(&CHAT, &[], CallOptions::new())
+        .open_stream::<String, String>(CHAT, &[], CallOptions::new())
         .await
         .unwrap();
     server_bus.cut();
@@ -422,7 +422,7 @@ async fn frames_follow_the_go_exchange() {
     let client_bus = RecordingBus::new(local);
     let client = Client::new(SVC, client_bus.clone()).await.unwrap();
     let mut stream = client
-        .open_stream::<String, String>(&CHAT, &[], CallOptions::new().metadata("x-echo", "s1"))
+        .open_stream::<String, String>(CHAT, &[], CallOptions::new().metadata("x-echo", "s1"))
         .await
         .unwrap();
     stream.send(&s("hi")).await.unwrap();
@@ -498,7 +498,7 @@ async fn recv_in_select_loses_nothing() {
         .unwrap();
     let client = Client::new(SVC, slow()).await.unwrap();
     let mut stream = client
-        .open_stream::<u32, u32>(&CHAT, &[], CallOptions::new())
+        .open_stream::<u32, u32>(CHAT, &[], CallOptions::new())
         .await
         .unwrap();
     let mut got = Vec::new();
@@ -548,7 +548,7 @@ async fn send_under_timeout_leaves_no_phantom() {
         .unwrap();
     let client = Client::new(SVC, slow()).await.unwrap();
     let stream = client
-        .open_stream::<u32, u32>(&CHAT, &[], CallOptions::new())
+        .open_stream::<u32, u32>(CHAT, &[], CallOptions::new())
         .await
         .unwrap();
     let mut timeouts = 0;
@@ -593,7 +593,7 @@ async fn receiving_side_is_a_stream_and_ends_say_why() {
         .await
         .unwrap();
     let client = Client::new(SVC, bus.clone()).await.unwrap();
-    let open = || client.open_stream::<u32, u32>(&CHAT, &[], CallOptions::new());
+    let open = || client.open_stream::<u32, u32>(CHAT, &[], CallOptions::new());
 
     // A clean end by the peer: the messages, then `None`.
     let mut stream = open().await.unwrap();
@@ -633,7 +633,7 @@ async fn close_reports_a_failed_close_frame() {
     let client_bus = common::SlowBus::new(bus, Duration::from_millis(1));
     let client = Client::new(SVC, client_bus.clone()).await.unwrap();
     let stream = client
-        .open_stream::<String, String>(&CHAT, &[], CallOptions::new())
+        .open_stream::<String, String>(CHAT, &[], CallOptions::new())
         .await
         .unwrap();
     client_bus.failing();
@@ -670,7 +670,7 @@ async fn shutdown_cancels_handlers_past_the_drain_deadline() {
     let call = tokio::spawn(async move {
         client
             .request::<String, String>(
-                &SLOW,
+                SLOW,
                 &[],
                 &s("x"),
                 CallOptions::new().timeout(Duration::from_secs(60)),
@@ -693,7 +693,7 @@ async fn shutdown_cancels_handlers_past_the_drain_deadline() {
 #[tokio::test(start_paused = true)]
 async fn dropped_futures_leave_servers_and_clients_usable() {
     const ECHO: MethodInfo = MethodInfo::unary("Echo");
-    const NEWS: MethodInfo = MethodInfo::subscription("News", false);
+    const NEWS: MethodInfo = MethodInfo::subscription("News");
     let bus = common::SlowBus::new(LocalBus::new(), Duration::from_millis(5));
     let server = Server::new(SVC, bus.clone());
     let echo = |_ctx, req: String| async move { Ok(req) };
@@ -705,7 +705,7 @@ async fn dropped_futures_leave_servers_and_clients_usable() {
             .await
             .is_err()
     );
-    assert!(!server.is_registered(ECHO.name, &[]));
+    assert!(!server.is_registered(ECHO, &[]));
     server.register_unary(ECHO, &[], echo).await.unwrap();
     server
         .register_stream(
@@ -723,11 +723,11 @@ async fn dropped_futures_leave_servers_and_clients_usable() {
 
     let client = Client::new(SVC, bus.clone()).await.unwrap();
     let hi = s("hi");
-    let call = || client.request::<String, String>(&ECHO, &[], &hi, CallOptions::new());
+    let call = || client.request::<String, String>(ECHO, &[], &hi, CallOptions::new());
     assert!(tokio::time::timeout(short, call()).await.is_err());
     assert_eq!(call().await.unwrap(), "hi");
 
-    let open = || client.open_stream::<String, String>(&CHAT, &[], CallOptions::new());
+    let open = || client.open_stream::<String, String>(CHAT, &[], CallOptions::new());
     assert!(tokio::time::timeout(short, open()).await.is_err());
     let mut stream = open().await.unwrap();
     stream.send(&s("again")).await.unwrap();
@@ -735,12 +735,12 @@ async fn dropped_futures_leave_servers_and_clients_usable() {
     stream.close(None).await.unwrap();
 
     assert!(
-        tokio::time::timeout(short, client.subscribe::<String>(&NEWS, &[]))
+        tokio::time::timeout(short, client.subscribe::<String>(NEWS, &[]))
             .await
             .is_err()
     );
-    let mut news = client.subscribe::<String>(&NEWS, &[]).await.unwrap();
-    server.publish(&NEWS, &[], &s("extra")).await.unwrap();
+    let mut news = client.subscribe::<String>(NEWS, &[]).await.unwrap();
+    server.publish(NEWS, &[], &s("extra")).await.unwrap();
     assert_eq!(news.recv().await.unwrap(), "extra");
     assert_eq!(client.stats().pending, 0, "no call left behind");
 }
@@ -784,7 +784,7 @@ async fn acks_are_batched_for_rust_peers_only() {
         };
         let client = Client::with_options(SVC, local, options).await.unwrap();
         let stream = client
-            .open_stream::<u32, u32>(&CHAT, &[], CallOptions::new())
+            .open_stream::<u32, u32>(CHAT, &[], CallOptions::new())
             .await
             .unwrap();
         for i in 0..N {

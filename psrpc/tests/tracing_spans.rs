@@ -72,7 +72,7 @@ async fn calls_get_a_span_on_each_side() {
     let client = Client::new(SVC, bus).await.unwrap();
     let _ = client
         .request::<_, String>(
-            &ECHO,
+            ECHO,
             &["eu"],
             &"x".to_string(),
             CallOptions::new().metadata(

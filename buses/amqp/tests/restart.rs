@@ -28,7 +28,7 @@ async fn bus(url: &str) -> AmqpBus {
 async fn call(client: &Client) -> psrpc::Result<String> {
     client
         .request(
-            &ECHO,
+            ECHO,
             &[],
             &"ping".to_string(),
             CallOptions::new().timeout(CALL_TIMEOUT),

@@ -21,8 +21,8 @@ const ECHO: MethodInfo = MethodInfo::unary("Echo");
 const PICK: MethodInfo = MethodInfo::affinity("Pick");
 const GATHER: MethodInfo = MethodInfo::multi("Gather");
 const REGION: MethodInfo = MethodInfo::unary("RegionEcho");
-const EVENTS: MethodInfo = MethodInfo::subscription("Events", false);
-const JOBS: MethodInfo = MethodInfo::subscription("Jobs", true);
+const EVENTS: MethodInfo = MethodInfo::subscription("Events");
+const JOBS: MethodInfo = MethodInfo::queue_subscription("Jobs");
 const TEST_TYPE_URL: &str = "type.googleapis.com/conformance.Payload";
 
 fn envelope(body: impl AsRef<[u8]>) -> Bytes {
@@ -178,7 +178,7 @@ pub async fn unary_call_direct_and_claimed(h: &Harness) {
         let reply: String = within(
             "unary reply",
             client.request(
-                &ECHO,
+                ECHO,
                 &[],
                 &"hi".to_string(),
                 CallOptions::new().direct(direct),
@@ -216,7 +216,7 @@ pub async fn queue_calls_spread_over_servers_on_separate_connections(h: &Harness
         async move {
             let opts = CallOptions::new().direct(i % 2 == 0);
             let reply: String = client
-                .request(&ECHO, &[], &format!("{i}"), opts)
+                .request(ECHO, &[], &format!("{i}"), opts)
                 .await
                 .unwrap();
             assert_eq!(reply, format!("{i}"));
@@ -248,7 +248,7 @@ pub async fn affinity_call_picks_the_best_server(h: &Harness) {
     let client = client(h).await;
     let chosen: String = within(
         "affinity reply",
-        client.request(&PICK, &[], &"job".to_string(), CallOptions::new()),
+        client.request(PICK, &[], &"job".to_string(), CallOptions::new()),
     )
     .await
     .unwrap();
@@ -275,7 +275,7 @@ pub async fn multi_call_collects_every_server(h: &Harness) {
     let opts = CallOptions::new().timeout(Duration::from_millis(1500));
     let results = within(
         "multi results",
-        client.request_multi::<_, String>(&GATHER, &[], &"q".to_string(), opts),
+        client.request_multi::<_, String>(GATHER, &[], &"q".to_string(), opts),
     )
     .await
     .unwrap()
@@ -316,7 +316,7 @@ pub async fn topic_calls_reach_only_their_topic(h: &Harness) {
             let reply: String = within(
                 "topic reply",
                 client.request(
-                    &REGION,
+                    REGION,
                     &[topic],
                     &String::new(),
                     CallOptions::new().direct(direct),
@@ -327,13 +327,13 @@ pub async fn topic_calls_reach_only_their_topic(h: &Harness) {
             assert_eq!(reply, topic);
         }
     }
-    assert!(servers[0].deregister(REGION.name, &[topics[0]]));
+    assert!(servers[0].deregister(REGION, &[topics[0]]));
     let opts = CallOptions::new()
         .direct(false)
         .selection(SelectionOptions::default().affinity_timeout(Duration::from_millis(300)));
     let err = within(
         "unavailable",
-        client.request::<_, String>(&REGION, &[topics[0]], &String::new(), opts),
+        client.request::<_, String>(REGION, &[topics[0]], &String::new(), opts),
     )
     .await
     .unwrap_err();
@@ -344,18 +344,18 @@ pub async fn topic_calls_reach_only_their_topic(h: &Harness) {
 pub async fn subscriptions_fan_out_queue_and_topics(h: &Harness) {
     let server = server(h).await;
     let (c1, c2) = (client(h).await, client(h).await);
-    let mut f1 = c1.subscribe::<String>(&EVENTS, &[]).await.unwrap();
-    let mut f2 = c2.subscribe::<String>(&EVENTS, &[]).await.unwrap();
-    let mut topic = c2.subscribe::<String>(&EVENTS, &["eu"]).await.unwrap();
-    let mut q1 = c1.subscribe::<String>(&JOBS, &[]).await.unwrap();
-    let mut q2 = c2.subscribe::<String>(&JOBS, &[]).await.unwrap();
+    let mut f1 = c1.subscribe::<String>(EVENTS, &[]).await.unwrap();
+    let mut f2 = c2.subscribe::<String>(EVENTS, &[]).await.unwrap();
+    let mut topic = c2.subscribe::<String>(EVENTS, &["eu"]).await.unwrap();
+    let mut q1 = c1.subscribe::<String>(JOBS, &[]).await.unwrap();
+    let mut q2 = c2.subscribe::<String>(JOBS, &[]).await.unwrap();
 
     server
-        .publish(&EVENTS, &[], &"all".to_string())
+        .publish(EVENTS, &[], &"all".to_string())
         .await
         .unwrap();
     server
-        .publish(&EVENTS, &["eu"], &"eu".to_string())
+        .publish(EVENTS, &["eu"], &"eu".to_string())
         .await
         .unwrap();
     assert_eq!(within("fan-out 1", f1.recv()).await.unwrap(), "all");
@@ -364,10 +364,7 @@ pub async fn subscriptions_fan_out_queue_and_topics(h: &Harness) {
 
     const N: usize = 20;
     for i in 0..N {
-        server
-            .publish(&JOBS, &[], &format!("job{i}"))
-            .await
-            .unwrap();
+        server.publish(JOBS, &[], &format!("job{i}")).await.unwrap();
     }
     let mut got = Vec::new();
     within("queued jobs", async {
@@ -411,7 +408,7 @@ pub async fn errors_with_details_cross_the_bus(h: &Harness) {
         let err = within(
             "error reply",
             client.request::<_, String>(
-                &ECHO,
+                ECHO,
                 &[],
                 &"boom".to_string(),
                 CallOptions::new().direct(direct),
@@ -439,7 +436,7 @@ pub async fn timeouts_and_unserved_methods(h: &Harness) {
     let opts = CallOptions::new().timeout(Duration::from_millis(300));
     let err = within(
         "timeout",
-        client.request::<_, String>(&ECHO, &[], &String::new(), opts),
+        client.request::<_, String>(ECHO, &[], &String::new(), opts),
     )
     .await
     .unwrap_err();
@@ -451,7 +448,7 @@ pub async fn timeouts_and_unserved_methods(h: &Harness) {
         .selection(SelectionOptions::default().affinity_timeout(Duration::from_millis(300)));
     let err = within(
         "no server",
-        client.request::<_, String>(&NOBODY, &[], &String::new(), opts),
+        client.request::<_, String>(NOBODY, &[], &String::new(), opts),
     )
     .await
     .unwrap_err();
@@ -465,6 +462,7 @@ pub async fn timeouts_and_unserved_methods(h: &Harness) {
 pub async fn unserved_methods_fail_fast(h: &Harness) {
     const NOBODY: MethodInfo = MethodInfo::unary("Nobody");
     const NOBODY_MULTI: MethodInfo = MethodInfo::multi("NobodyMulti");
+    const NOBODY_STREAM: MethodInfo = MethodInfo::stream("NobodyStream");
     let client = client(h).await;
     let patient = || CallOptions::new().timeout(Duration::from_secs(60));
     for direct in [true, false] {
@@ -473,7 +471,7 @@ pub async fn unserved_methods_fail_fast(h: &Harness) {
             .selection(SelectionOptions::default().affinity_timeout(Duration::from_secs(60)));
         let err = within(
             "a fast failure",
-            client.request::<_, String>(&NOBODY, &[], &String::new(), opts),
+            client.request::<_, String>(NOBODY, &[], &String::new(), opts),
         )
         .await
         .unwrap_err();
@@ -481,7 +479,7 @@ pub async fn unserved_methods_fail_fast(h: &Harness) {
     }
     let results = within("an empty multi call", async {
         client
-            .request_multi::<_, String>(&NOBODY_MULTI, &[], &String::new(), patient())
+            .request_multi::<_, String>(NOBODY_MULTI, &[], &String::new(), patient())
             .await
             .unwrap()
             .collect_all()
@@ -491,7 +489,7 @@ pub async fn unserved_methods_fail_fast(h: &Harness) {
     assert!(results.is_empty());
     let err = within(
         "a failed stream open",
-        client.open_stream::<String, String>(&NOBODY, &[], patient()),
+        client.open_stream::<String, String>(NOBODY_STREAM, &[], patient()),
     )
     .await
     .unwrap_err();
@@ -520,7 +518,7 @@ pub async fn metadata_reaches_the_handler(h: &Harness) {
             "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
         )
         .metadata("x-user", "ålice");
-    let reply: String = within("reply", client.request(&ECHO, &[], &String::new(), opts))
+    let reply: String = within("reply", client.request(ECHO, &[], &String::new(), opts))
         .await
         .unwrap();
     assert_eq!(
@@ -545,7 +543,7 @@ pub async fn large_payloads_and_the_broker_limit(h: &Harness) {
     let big = "x".repeat(limit - 512);
     let reply: String = within(
         "large reply",
-        client.request(&ECHO, &[], &big, CallOptions::new()),
+        client.request(ECHO, &[], &big, CallOptions::new()),
     )
     .await
     .unwrap();
@@ -553,7 +551,7 @@ pub async fn large_payloads_and_the_broker_limit(h: &Harness) {
 
     let too_big = "y".repeat(limit + 1);
     let err = client
-        .request::<_, String>(&ECHO, &[], &too_big, CallOptions::new())
+        .request::<_, String>(ECHO, &[], &too_big, CallOptions::new())
         .await
         .unwrap_err();
     assert_eq!(err.code(), &ErrorCode::InvalidArgument);
@@ -561,7 +559,7 @@ pub async fn large_payloads_and_the_broker_limit(h: &Harness) {
         err.message().contains(&format!("limit of {limit} bytes")),
         "{err}"
     );
-    let err = server.publish(&EVENTS, &[], &too_big).await.unwrap_err();
+    let err = server.publish(EVENTS, &[], &too_big).await.unwrap_err();
     assert_eq!(err.code(), &ErrorCode::InvalidArgument);
 }
 
@@ -570,7 +568,7 @@ pub async fn large_payloads_and_the_broker_limit(h: &Harness) {
 pub async fn published_events_survive_an_exit_after_shutdown(h: &Harness) {
     const N: usize = 500;
     let subscriber = client(h).await;
-    let mut events = subscriber.subscribe::<String>(&EVENTS, &[]).await.unwrap();
+    let mut events = subscriber.subscribe::<String>(EVENTS, &[]).await.unwrap();
     // The "process": a runtime of its own on a thread of its own, dropped at the end.
     std::thread::scope(|scope| {
         scope
@@ -583,7 +581,7 @@ pub async fn published_events_survive_an_exit_after_shutdown(h: &Harness) {
                     let server = Server::new(SVC, h.bus().await);
                     for i in 0..N {
                         server
-                            .publish(&EVENTS, &[], &format!("event {i}"))
+                            .publish(EVENTS, &[], &format!("event {i}"))
                             .await
                             .unwrap();
                     }

@@ -53,7 +53,7 @@ pub async fn multi_call_reports_dropped_answers(h: &Harness) {
     let opts = CallOptions::new().timeout(Duration::from_secs(1));
     let results = within(
         "multi results",
-        client.request_multi::<_, String>(&GATHER, &[], &"q".to_string(), opts),
+        client.request_multi::<_, String>(GATHER, &[], &"q".to_string(), opts),
     )
     .await
     .expect("multi call")

@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 use crate::{Harness, within};
 
 const SVC: &str = "ConformanceStreams";
-const CHAT: MethodInfo = MethodInfo::unary("Chat");
+const CHAT: MethodInfo = MethodInfo::stream("Chat");
 
 /// Hands a value out of a handler closure once.
 fn slot<T>(value: T) -> Arc<Mutex<Option<T>>> {
@@ -47,7 +47,7 @@ pub async fn stream_ping_pong(h: &Harness) {
     let client = Client::new(SVC, h.bus().await).await.unwrap();
     let mut stream = within(
         "stream open",
-        client.open_stream::<String, String>(&CHAT, &[], CallOptions::new()),
+        client.open_stream::<String, String>(CHAT, &[], CallOptions::new()),
     )
     .await
     .unwrap();
@@ -92,7 +92,7 @@ pub async fn stream_ten_thousand_each_way_in_order(h: &Harness) {
         .unwrap();
     let client = Client::new(SVC, h.bus().await).await.unwrap();
     let stream = client
-        .open_stream::<u32, u32>(&CHAT, &[], CallOptions::new())
+        .open_stream::<u32, u32>(CHAT, &[], CallOptions::new())
         .await
         .unwrap();
     let (tx, mut rx) = stream.split();
@@ -138,7 +138,7 @@ pub async fn stream_close_with_error_propagates_its_code(h: &Harness) {
         .unwrap();
     let client = Client::new(SVC, h.bus().await).await.unwrap();
     let mut stream = client
-        .open_stream::<String, String>(&CHAT, &[], CallOptions::new())
+        .open_stream::<String, String>(CHAT, &[], CallOptions::new())
         .await
         .unwrap();
     stream.send(&"entry".to_string()).await.unwrap();
@@ -165,7 +165,7 @@ pub async fn stream_handler_return_closes_the_stream(h: &Harness) {
         .unwrap();
     let client = Client::new(SVC, h.bus().await).await.unwrap();
     let mut stream = client
-        .open_stream::<String, String>(&CHAT, &[], CallOptions::new())
+        .open_stream::<String, String>(CHAT, &[], CallOptions::new())
         .await
         .unwrap();
     assert_eq!(
@@ -196,7 +196,7 @@ pub async fn stream_client_drop_closes_the_server_side(h: &Harness) {
         .unwrap();
     let client = Client::new(SVC, h.bus().await).await.unwrap();
     let stream = client
-        .open_stream::<String, String>(&CHAT, &[], CallOptions::new())
+        .open_stream::<String, String>(CHAT, &[], CallOptions::new())
         .await
         .unwrap();
     drop(stream);
@@ -238,7 +238,7 @@ pub async fn stream_vanished_peer_is_detected(h: &Harness) {
     };
     let client = Client::with_options(SVC, bus, options).await.unwrap();
     let stream = client
-        .open_stream::<String, String>(&CHAT, &[], CallOptions::new())
+        .open_stream::<String, String>(CHAT, &[], CallOptions::new())
         .await
         .unwrap();
     partitioned.store(true, Ordering::SeqCst);
@@ -295,7 +295,7 @@ pub async fn stream_select_and_timeout_lose_nothing(h: &Harness) {
     let client = Client::new(SVC, h.bus().await).await.unwrap();
     let stream = within(
         "stream open",
-        client.open_stream::<u32, u32>(&CHAT, &[], CallOptions::new()),
+        client.open_stream::<u32, u32>(CHAT, &[], CallOptions::new()),
     )
     .await
     .unwrap();
@@ -407,7 +407,7 @@ pub async fn shutdown_closes_streams_of_silent_peers(h: &Harness) {
             x_window: 0,
         })),
     };
-    let to_server = psrpc::Channel::server_stream(SVC, CHAT.name, Vec::<String>::new());
+    let to_server = psrpc::Channel::server_stream(SVC, CHAT.name(), Vec::<String>::new());
     peer.publish(
         &to_server,
         wire::encode_envelope(wire::STREAM_TYPE_URL, &open),
@@ -423,7 +423,7 @@ pub async fn shutdown_closes_streams_of_silent_peers(h: &Harness) {
         ..Default::default()
     };
     peer.publish(
-        &psrpc::Channel::claim_response(SVC, CHAT.name, Vec::<String>::new()),
+        &psrpc::Channel::claim_response(SVC, CHAT.name(), Vec::<String>::new()),
         wire::encode_envelope(wire::CLAIM_RESPONSE_TYPE_URL, &answer),
     )
     .await
@@ -488,7 +488,7 @@ pub async fn stream_last_frames_survive_a_client_exit(h: &Harness) {
                     runtime.block_on(async {
                         let client = Client::new(SVC, h.bus().await).await.unwrap();
                         let stream = client
-                            .open_stream::<u32, u32>(&CHAT, &[], CallOptions::new())
+                            .open_stream::<u32, u32>(CHAT, &[], CallOptions::new())
                             .await
                             .unwrap();
                         for i in 0..N {

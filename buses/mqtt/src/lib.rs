@@ -86,7 +86,7 @@
 //!     .register_unary(ECHO, &[], |_ctx, req: String| async move { Ok(format!("hi {req}")) })
 //!     .await?;
 //! let client = Client::new("Greeter", bus).await?;
-//! let reply: String = client.request(&ECHO, &[], &"bob".to_string(), Default::default()).await?;
+//! let reply: String = client.request(ECHO, &[], &"bob".to_string(), Default::default()).await?;
 //! assert_eq!(reply, "hi bob");
 //! # Ok(())
 //! # }

@@ -56,7 +56,7 @@ async fn calls_end_by_their_deadline_and_service_resumes() {
                     let opts = CallOptions::new().timeout(CALL_TIMEOUT);
                     let ok = if i == 3 {
                         match client
-                            .request_multi::<_, String>(&ALL, &[], &req, opts)
+                            .request_multi::<_, String>(ALL, &[], &req, opts)
                             .await
                         {
                             Ok(multi) => {
@@ -66,7 +66,7 @@ async fn calls_end_by_their_deadline_and_service_resumes() {
                             Err(_) => false,
                         }
                     } else {
-                        match client.request::<_, String>(&ECHO, &[], &req, opts).await {
+                        match client.request::<_, String>(ECHO, &[], &req, opts).await {
                             Ok(reply) => {
                                 assert_eq!(reply, req, "a reply for another call");
                                 true

@@ -59,7 +59,7 @@ async fn claim_exchange_and_multi_call_topics_follow_go() {
     // A claimed queue call (as Go clients make them): request, claim, claim response, response.
     let reply: String = client
         .request(
-            &ECHO,
+            ECHO,
             &["eu-west"],
             &"hi".to_string(),
             CallOptions::new().direct(false),
@@ -94,7 +94,7 @@ async fn claim_exchange_and_multi_call_topics_follow_go() {
 
     // A multi call: one request, one response.
     let results = client
-        .request_multi::<_, String>(&ECHO_ALL, &[], &"all".to_string(), CallOptions::new())
+        .request_multi::<_, String>(ECHO_ALL, &[], &"all".to_string(), CallOptions::new())
         .await
         .unwrap()
         .collect_all()

@@ -145,7 +145,7 @@ pub struct NatsBusStats {
 ///
 /// let client = Client::new("Greeter", bus).await?;
 /// let reply: String = client
-///     .request(&ECHO, &[], &"bob".to_string(), Default::default())
+///     .request(ECHO, &[], &"bob".to_string(), Default::default())
 ///     .await?;
 /// assert_eq!(reply, "hi bob");
 /// # Ok(()) }

@@ -13,8 +13,8 @@ const ECHO: MethodInfo = MethodInfo::unary("Echo");
 const GATHER: MethodInfo = MethodInfo::multi("Gather");
 const REGION_ECHO: MethodInfo = MethodInfo::unary("RegionEcho");
 const PICK: MethodInfo = MethodInfo::affinity("Pick");
-const EVENTS: MethodInfo = MethodInfo::subscription("Events", false);
-const JOBS: MethodInfo = MethodInfo::subscription("Jobs", true);
+const EVENTS: MethodInfo = MethodInfo::subscription("Events");
+const JOBS: MethodInfo = MethodInfo::queue_subscription("Jobs");
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rpc_over_nats() {
@@ -66,7 +66,7 @@ async fn rpc_over_nats() {
     for direct in [true, false] {
         let reply: String = client
             .request(
-                &ECHO,
+                ECHO,
                 &[],
                 &format!("hi {direct}"),
                 CallOptions::new().direct(direct),
@@ -80,7 +80,7 @@ async fn rpc_over_nats() {
     let answers: Vec<_> = tokio::time::timeout(
         WAIT,
         client
-            .request_multi::<String, String>(&GATHER, &[], &String::new(), CallOptions::new())
+            .request_multi::<String, String>(GATHER, &[], &String::new(), CallOptions::new())
             .await
             .unwrap()
             .take(2)
@@ -100,7 +100,7 @@ async fn rpc_over_nats() {
     // A topic that needs sanitising on the subject.
     let reply: String = client
         .request(
-            &REGION_ECHO,
+            REGION_ECHO,
             &["eu-west.1/🚀"],
             &"r".to_string(),
             CallOptions::new(),
@@ -111,7 +111,7 @@ async fn rpc_over_nats() {
     // Nobody serves this topic.
     let err = client
         .request::<String, String>(
-            &REGION_ECHO,
+            REGION_ECHO,
             &["nowhere"],
             &"r".to_string(),
             CallOptions::new()
@@ -130,7 +130,7 @@ async fn rpc_over_nats() {
 
     // Affinity picks the higher claim.
     let picked: String = client
-        .request(&PICK, &[], &String::new(), CallOptions::new())
+        .request(PICK, &[], &String::new(), CallOptions::new())
         .await
         .unwrap();
     assert_eq!(picked, s2.id());
@@ -150,13 +150,13 @@ async fn subscriptions_over_nats() {
     let c1 = Client::new("Feed", sub_bus1).await.unwrap();
     let c2 = Client::new("Feed", sub_bus2).await.unwrap();
 
-    let mut e1 = c1.subscribe::<String>(&EVENTS, &[]).await.unwrap();
-    let mut e2 = c2.subscribe::<String>(&EVENTS, &[]).await.unwrap();
-    let mut j1 = c1.subscribe::<String>(&JOBS, &[]).await.unwrap();
-    let mut j2 = c2.subscribe::<String>(&JOBS, &[]).await.unwrap();
+    let mut e1 = c1.subscribe::<String>(EVENTS, &[]).await.unwrap();
+    let mut e2 = c2.subscribe::<String>(EVENTS, &[]).await.unwrap();
+    let mut j1 = c1.subscribe::<String>(JOBS, &[]).await.unwrap();
+    let mut j2 = c2.subscribe::<String>(JOBS, &[]).await.unwrap();
 
     publisher
-        .publish(&EVENTS, &[], &"ev".to_string())
+        .publish(EVENTS, &[], &"ev".to_string())
         .await
         .unwrap();
     for sub in [&mut e1, &mut e2] {
@@ -167,7 +167,7 @@ async fn subscriptions_over_nats() {
     const N: usize = 20;
     for i in 0..N {
         publisher
-            .publish(&JOBS, &[], &format!("job{i}"))
+            .publish(JOBS, &[], &format!("job{i}"))
             .await
             .unwrap();
     }

@@ -102,7 +102,7 @@ async fn unary_with_claims_and_multi_match_the_go_wire_format() {
 
     let reply: String = client
         .request(
-            &ECHO,
+            ECHO,
             &[],
             &"x".to_string(),
             CallOptions::new().direct(false),
@@ -156,7 +156,7 @@ async fn unary_with_claims_and_multi_match_the_go_wire_format() {
     // Multi: Request{multi} on the fan-out subject, one Response per server.
     let answers = client
         .request_multi::<String, String>(
-            &ECHO_ALL,
+            ECHO_ALL,
             &[],
             &"y".to_string(),
             CallOptions::new().timeout(Duration::from_millis(300)),

@@ -15,8 +15,8 @@ use psrpc::{CallOptions, Client, ErrorCode, MethodInfo, Server};
 
 const ECHO: MethodInfo = MethodInfo::unary("Echo");
 const ECHO_ALL: MethodInfo = MethodInfo::multi("EchoAll");
-const EVENTS: MethodInfo = MethodInfo::subscription("Events", false);
-const QUEUE_EVENTS: MethodInfo = MethodInfo::subscription("QueueEvents", true);
+const EVENTS: MethodInfo = MethodInfo::subscription("Events");
+const QUEUE_EVENTS: MethodInfo = MethodInfo::queue_subscription("QueueEvents");
 
 /// Everything published on the server, seen through `PSUBSCRIBE *` as the Go capture did.
 struct Sniffer {
@@ -91,7 +91,7 @@ async fn wire_shape_matches_go_for_claimed_unary_and_multi() {
     // Unary with the Go-compatible claim exchange: four messages.
     let reply: String = client
         .request(
-            &ECHO,
+            ECHO,
             &[],
             &"x".to_string(),
             CallOptions::new().direct(false),
@@ -132,7 +132,7 @@ async fn wire_shape_matches_go_for_claimed_unary_and_multi() {
     // Multi: one request, one response per server, nothing else (no claims).
     let results = client
         .request_multi::<String, String>(
-            &ECHO_ALL,
+            ECHO_ALL,
             &[],
             &"y".to_string(),
             CallOptions::new().timeout(Duration::from_millis(800)),
@@ -201,7 +201,7 @@ async fn rpc_smoke_over_redis() {
         for i in 0..5 {
             let reply: String = client
                 .request(
-                    &ECHO,
+                    ECHO,
                     &[],
                     &format!("{i}"),
                     CallOptions::new().direct(direct),
@@ -215,7 +215,7 @@ async fn rpc_smoke_over_redis() {
     // Multi: both servers answer.
     let results = client
         .request_multi::<String, String>(
-            &ECHO_ALL,
+            ECHO_ALL,
             &[],
             &"m".to_string(),
             CallOptions::new().timeout(Duration::from_millis(800)),
@@ -232,13 +232,13 @@ async fn rpc_smoke_over_redis() {
 
     // Topic call, on a topic that needs sanitising; a topic nobody serves fails fast.
     let reply: String = client
-        .request(&ECHO, &[region], &"t".to_string(), CallOptions::new())
+        .request(ECHO, &[region], &"t".to_string(), CallOptions::new())
         .await
         .unwrap();
     assert_eq!(reply, "regional t");
     let err = client
         .request::<String, String>(
-            &ECHO,
+            ECHO,
             &["nowhere"],
             &"t".to_string(),
             CallOptions::new().timeout(Duration::from_millis(300)),
@@ -255,12 +255,12 @@ async fn rpc_smoke_over_redis() {
 
     // Subscriptions: fan-out reaches every subscriber, queue reaches one.
     let other_client = Client::new("Smoke", bus(&redis).await).await.unwrap();
-    let mut sub_a = client.subscribe::<String>(&EVENTS, &["r"]).await.unwrap();
+    let mut sub_a = client.subscribe::<String>(EVENTS, &["r"]).await.unwrap();
     let mut sub_b = other_client
-        .subscribe::<String>(&EVENTS, &["r"])
+        .subscribe::<String>(EVENTS, &["r"])
         .await
         .unwrap();
-    s1.publish(&EVENTS, &["r"], &"evt".to_string())
+    s1.publish(EVENTS, &["r"], &"evt".to_string())
         .await
         .unwrap();
     for sub in [&mut sub_a, &mut sub_b] {
@@ -268,16 +268,13 @@ async fn rpc_smoke_over_redis() {
         assert_eq!(msg.as_deref(), Some("evt"));
     }
 
-    let mut q_a = client
-        .subscribe::<String>(&QUEUE_EVENTS, &[])
-        .await
-        .unwrap();
+    let mut q_a = client.subscribe::<String>(QUEUE_EVENTS, &[]).await.unwrap();
     let mut q_b = other_client
-        .subscribe::<String>(&QUEUE_EVENTS, &[])
+        .subscribe::<String>(QUEUE_EVENTS, &[])
         .await
         .unwrap();
     for i in 0..4 {
-        s2.publish(&QUEUE_EVENTS, &[], &format!("q{i}"))
+        s2.publish(QUEUE_EVENTS, &[], &format!("q{i}"))
             .await
             .unwrap();
     }

@@ -24,8 +24,8 @@ use tokio::time::Instant;
 const SVC: &str = "Backpressure";
 const ECHO: MethodInfo = MethodInfo::unary("Echo");
 const PICK: MethodInfo = MethodInfo::affinity("Pick");
-const EVENTS: MethodInfo = MethodInfo::subscription("Events", false);
-const NEWS: MethodInfo = MethodInfo::subscription("News", false);
+const EVENTS: MethodInfo = MethodInfo::subscription("Events");
+const NEWS: MethodInfo = MethodInfo::subscription("News");
 
 /// Counts the runtime's "subscriber too slow" warnings (events with a `dropped` field).
 struct DropWarnings;
@@ -94,7 +94,7 @@ async fn in_flight_limit_sheds(kind: Kind) {
         CallOptions::new()
             .timeout(Duration::from_secs(5))
             .selection(
-                SelectionOptions::for_method(&ECHO).affinity_timeout(Duration::from_millis(300)),
+                SelectionOptions::for_method(ECHO).affinity_timeout(Duration::from_millis(300)),
             )
     };
 
@@ -103,7 +103,7 @@ async fn in_flight_limit_sheds(kind: Kind) {
         let client = client.clone();
         async move {
             client
-                .request::<_, String>(&ECHO, &[], &"first".to_owned(), CallOptions::new())
+                .request::<_, String>(ECHO, &[], &"first".to_owned(), CallOptions::new())
                 .await
         }
     });
@@ -117,7 +117,7 @@ async fn in_flight_limit_sheds(kind: Kind) {
         let err = within(
             "a shed call",
             PATIENCE,
-            client.request::<_, String>(&ECHO, &[], &String::new(), patient().direct(direct)),
+            client.request::<_, String>(ECHO, &[], &String::new(), patient().direct(direct)),
         )
         .await
         .unwrap_err();
@@ -141,13 +141,13 @@ async fn in_flight_limit_sheds(kind: Kind) {
         CallOptions::new()
             .timeout(Duration::from_secs(5))
             .selection(
-                SelectionOptions::for_method(&PICK).affinity_timeout(Duration::from_millis(300)),
+                SelectionOptions::for_method(PICK).affinity_timeout(Duration::from_millis(300)),
             )
     };
     let served_by: String = within(
         "an affinity call",
         PATIENCE,
-        client.request(&PICK, &[], &String::new(), pick()),
+        client.request(PICK, &[], &String::new(), pick()),
     )
     .await
     .unwrap();
@@ -157,11 +157,11 @@ async fn in_flight_limit_sheds(kind: Kind) {
     })
     .await;
     // Without the free server nobody claims.
-    assert!(free.deregister(PICK.name, &[]));
+    assert!(free.deregister(PICK, &[]));
     let err = within(
         "an unclaimed call",
         PATIENCE,
-        client.request::<_, String>(&PICK, &[], &String::new(), pick()),
+        client.request::<_, String>(PICK, &[], &String::new(), pick()),
     )
     .await
     .unwrap_err();
@@ -180,7 +180,7 @@ async fn in_flight_limit_sheds(kind: Kind) {
     let reply: String = within(
         "a call after the release",
         PATIENCE,
-        client.request(&ECHO, &[], &"again".to_owned(), CallOptions::new()),
+        client.request(ECHO, &[], &"again".to_owned(), CallOptions::new()),
     )
     .await
     .unwrap();
@@ -220,8 +220,8 @@ async fn slow_subscriber_is_bounded(kind: Kind) {
     .await
     .unwrap();
     let fast_client = Client::new(SVC, shared.arc()).await.unwrap();
-    let slow = slow_client.subscribe::<String>(&EVENTS, &[]).await.unwrap();
-    let mut news = fast_client.subscribe::<String>(&NEWS, &[]).await.unwrap();
+    let slow = slow_client.subscribe::<String>(EVENTS, &[]).await.unwrap();
+    let mut news = fast_client.subscribe::<String>(NEWS, &[]).await.unwrap();
     let reader = tokio::spawn(async move {
         for i in 0..N {
             let msg = within("news", PATIENCE, news.recv()).await.unwrap();
@@ -234,14 +234,14 @@ async fn slow_subscriber_is_bounded(kind: Kind) {
     let mut calls = 0;
     for i in 0..N {
         let msg = i.to_string();
-        server.publish(&EVENTS, &[], &msg).await.unwrap();
-        server.publish(&NEWS, &[], &msg).await.unwrap();
+        server.publish(EVENTS, &[], &msg).await.unwrap();
+        server.publish(NEWS, &[], &msg).await.unwrap();
         if i % 100 == 0 {
             // Calls on the same connection go through during the flood.
             let reply: String = within(
                 "a call during the flood",
                 PATIENCE,
-                fast_client.request(&ECHO, &[], &msg, CallOptions::new()),
+                fast_client.request(ECHO, &[], &msg, CallOptions::new()),
             )
             .await
             .unwrap();

@@ -49,16 +49,16 @@ async fn dropping_a_call_cancels_the_handler(kind: Kind) {
     }
     let client = Client::new(SVC, broker.bus().await.arc()).await.unwrap();
     let long = || CallOptions::new().timeout(Duration::from_secs(30));
-    let pick = SelectionOptions::for_method(&PICK)
+    let pick = SelectionOptions::for_method(PICK)
         .accept_first_available(true)
         .short_circuit_timeout(Duration::ZERO);
 
     let mut figures = Vec::new();
     let cases = [
-        ("unary_direct", &ECHO, long()),
-        ("unary_claimed", &ECHO, long().direct(false)),
-        ("affinity", &PICK, long().selection(pick)),
-        ("multi", &GATHER, long()),
+        ("unary_direct", ECHO, long()),
+        ("unary_claimed", ECHO, long().direct(false)),
+        ("affinity", PICK, long().selection(pick)),
+        ("multi", GATHER, long()),
     ];
     // Open finding (RELIABILITY.md): on Redis a dropped multi call intermittently (about 1 run
     // in 10) never publishes its cancellation, so the handler runs to its deadline. Kept out
@@ -70,7 +70,7 @@ async fn dropping_a_call_cancels_the_handler(kind: Kind) {
         let call = tokio::spawn({
             let (client, opts) = (client.clone(), opts.clone());
             async move {
-                if method.multi {
+                if method.is_multi() {
                     let mut responses = client
                         .request_multi::<_, String>(method, &[], &"hang".to_owned(), opts)
                         .await
@@ -115,7 +115,7 @@ async fn dropping_a_call_cancels_the_handler(kind: Kind) {
         .await;
         // The same method still works, and nothing was routed to the dead call.
         let reply: String = within("a normal call", PATIENCE, async {
-            if method.multi {
+            if method.is_multi() {
                 let all = client
                     .request_multi::<_, String>(
                         method,

@@ -22,7 +22,7 @@ use psrpc::{CallOptions, Channel, Client, MethodInfo, Server};
 
 const SVC: &str = "Malformed";
 const ECHO: MethodInfo = MethodInfo::unary("Echo");
-const CHAT: MethodInfo = MethodInfo::unary("Chat");
+const CHAT: MethodInfo = MethodInfo::stream("Chat");
 
 /// A channel's name in the report, the channel, and the payloads to publish on it.
 type Case = (&'static str, Channel, Vec<(&'static str, Bytes)>);
@@ -226,17 +226,17 @@ async fn garbage_on_every_channel_is_counted(kind: Kind) {
     let mut cases: Vec<Case> = vec![
         (
             "REQ",
-            Channel::request(SVC, ECHO.name, [""; 0], ECHO.queue),
+            Channel::request(SVC, ECHO.name(), [""; 0], ECHO.is_queued()),
             bad_payloads(wire::REQUEST_TYPE_URL, valid_request.clone()),
         ),
         (
             "RCLAIM",
-            Channel::claim_response(SVC, ECHO.name, [""; 0]),
+            Channel::claim_response(SVC, ECHO.name(), [""; 0]),
             bad_payloads(wire::CLAIM_RESPONSE_TYPE_URL, valid_claim_response),
         ),
         (
             "STR(server)",
-            Channel::server_stream(SVC, CHAT.name, [""; 0]),
+            Channel::server_stream(SVC, CHAT.name(), [""; 0]),
             bad_payloads(wire::STREAM_TYPE_URL, valid_open),
         ),
         (
@@ -307,7 +307,7 @@ async fn garbage_on_every_channel_is_counted(kind: Kind) {
             "a normal call",
             PATIENCE,
             client.request(
-                &ECHO,
+                ECHO,
                 &[],
                 &"fine".to_owned(),
                 CallOptions::new().direct(direct),
@@ -320,7 +320,7 @@ async fn garbage_on_every_channel_is_counted(kind: Kind) {
     let mut stream = within(
         "a stream to open",
         PATIENCE,
-        client.open_stream::<String, String>(&CHAT, &[], CallOptions::new()),
+        client.open_stream::<String, String>(CHAT, &[], CallOptions::new()),
     )
     .await
     .unwrap();

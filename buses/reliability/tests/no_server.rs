@@ -40,7 +40,7 @@ async fn unserved_calls_fail_fast(kind: Kind) {
         CallOptions::new()
             .timeout(timeout)
             .direct(direct)
-            .selection(SelectionOptions::for_method(&ECHO).affinity_timeout(timeout))
+            .selection(SelectionOptions::for_method(ECHO).affinity_timeout(timeout))
     };
     let mut figures = Vec::new();
     for direct in [true, false] {
@@ -50,7 +50,7 @@ async fn unserved_calls_fail_fast(kind: Kind) {
             let reply: String = within(
                 "a served call",
                 2 * TIMEOUT,
-                client.request(&ECHO, &[], &i.to_string(), opts(direct, TIMEOUT)),
+                client.request(ECHO, &[], &i.to_string(), opts(direct, TIMEOUT)),
             )
             .await
             .unwrap();
@@ -61,7 +61,7 @@ async fn unserved_calls_fail_fast(kind: Kind) {
             let err = within(
                 "an unserved call",
                 2 * TIMEOUT,
-                stranger.request::<_, String>(&NOBODY, &[], &String::new(), opts(direct, TIMEOUT)),
+                stranger.request::<_, String>(NOBODY, &[], &String::new(), opts(direct, TIMEOUT)),
             )
             .await
             .unwrap_err();
@@ -76,7 +76,7 @@ async fn unserved_calls_fail_fast(kind: Kind) {
         let err = within(
             "an unserved method of a served service",
             2 * TIMEOUT,
-            client.request::<_, String>(&NOBODY, &[], &String::new(), opts(direct, short)),
+            client.request::<_, String>(NOBODY, &[], &String::new(), opts(direct, short)),
         )
         .await
         .unwrap_err();

@@ -24,8 +24,8 @@ const SVC: &str = "Restart";
 const ECHO: MethodInfo = MethodInfo::unary("Echo");
 /// Affinity-routed: the full claim exchange (four messages per call).
 const PICK: MethodInfo = MethodInfo::affinity("Pick");
-const EVENTS: MethodInfo = MethodInfo::subscription("Events", false);
-const JOBS: MethodInfo = MethodInfo::subscription("Jobs", true);
+const EVENTS: MethodInfo = MethodInfo::subscription("Events");
+const JOBS: MethodInfo = MethodInfo::queue_subscription("Jobs");
 /// The queue subscription's topic. On NATS every queue method of a service and topic tuple
 /// shares one queue subject, so a queue subscriber on another connection than the `Echo`
 /// server would take (and drop) half of its requests; a topic of its own keeps them apart.
@@ -86,7 +86,7 @@ struct Seen {
 
 fn spawn_caller(
     client: Client,
-    method: &'static MethodInfo,
+    method: MethodInfo,
     log: Arc<Log>,
     stop: Arc<AtomicBool>,
 ) -> JoinHandle<()> {
@@ -95,7 +95,7 @@ fn spawn_caller(
         while !stop.load(Ordering::Relaxed) {
             n += 1;
             let mut opts = CallOptions::new().timeout(CALL_TIMEOUT);
-            if method.affinity {
+            if method.has_affinity() {
                 // One server: take its claim at once instead of waiting out the window.
                 opts = opts.selection(
                     SelectionOptions::for_method(method).short_circuit_timeout(Duration::ZERO),
@@ -112,7 +112,7 @@ fn spawn_caller(
                 assert_eq!(reply, &n.to_string(), "a reply for another call");
             }
             log.push(Outcome {
-                method: method.name,
+                method: method.name(),
                 start,
                 end,
                 code: result.err().map(|e| e.code().clone()),
@@ -157,13 +157,13 @@ async fn broker_restart_under_load(kind: Kind) {
     let subscriber = Client::new(SVC, sub_bus.arc()).await.unwrap();
     let seen: [Arc<Seen>; 3] = Default::default();
     let subs = [
-        subscriber.subscribe::<String>(&EVENTS, &[]).await.unwrap(),
+        subscriber.subscribe::<String>(EVENTS, &[]).await.unwrap(),
         subscriber
-            .subscribe::<String>(&JOBS, &JOBS_TOPIC)
+            .subscribe::<String>(JOBS, &JOBS_TOPIC)
             .await
             .unwrap(),
         subscriber
-            .subscribe::<String>(&EVENTS, &["eu"])
+            .subscribe::<String>(EVENTS, &["eu"])
             .await
             .unwrap(),
     ];
@@ -179,9 +179,9 @@ async fn broker_restart_under_load(kind: Kind) {
     let log = Arc::new(Log::default());
     let stop = Arc::new(AtomicBool::new(false));
     let mut load = vec![
-        spawn_caller(client.clone(), &ECHO, log.clone(), stop.clone()),
-        spawn_caller(client.clone(), &ECHO, log.clone(), stop.clone()),
-        spawn_caller(client.clone(), &PICK, log.clone(), stop.clone()),
+        spawn_caller(client.clone(), ECHO, log.clone(), stop.clone()),
+        spawn_caller(client.clone(), ECHO, log.clone(), stop.clone()),
+        spawn_caller(client.clone(), PICK, log.clone(), stop.clone()),
     ];
     let published = Arc::new(AtomicU64::new(0));
     let publish_errors = Arc::new(AtomicU64::new(0));
@@ -193,8 +193,7 @@ async fn broker_restart_under_load(kind: Kind) {
             while !stop.load(Ordering::Relaxed) {
                 seq += 1;
                 let msg = seq.to_string();
-                for (method, topics) in
-                    [(&EVENTS, &[][..]), (&JOBS, &JOBS_TOPIC), (&EVENTS, &["eu"])]
+                for (method, topics) in [(EVENTS, &[][..]), (JOBS, &JOBS_TOPIC), (EVENTS, &["eu"])]
                 {
                     if server.publish(method, topics, &msg).await.is_err() {
                         publish_errors.fetch_add(1, Ordering::Relaxed);
@@ -208,8 +207,8 @@ async fn broker_restart_under_load(kind: Kind) {
     }));
 
     let warmup = wait_until("calls and deliveries flow", PATIENCE, || {
-        log.count(|o| o.code.is_none() && o.method == ECHO.name) >= 200
-            && log.count(|o| o.code.is_none() && o.method == PICK.name) >= 50
+        log.count(|o| o.code.is_none() && o.method == ECHO.name()) >= 200
+            && log.count(|o| o.code.is_none() && o.method == PICK.name()) >= 50
             && seen.iter().all(|s| s.count.load(Ordering::Relaxed) >= 5)
     })
     .await;
@@ -238,7 +237,7 @@ async fn broker_restart_under_load(kind: Kind) {
     let mut resumed = [None; 3];
     within("calls and subscriptions to recover", PATIENCE, async {
         loop {
-            for method in [ECHO.name, PICK.name] {
+            for method in [ECHO.name(), PICK.name()] {
                 if let Some(at) = log.first_ok_since(method, back_at) {
                     recovery.entry(method).or_insert(at - back_at);
                 }
@@ -335,8 +334,8 @@ async fn broker_restart_under_load(kind: Kind) {
         outcomes.len(),
         ms(warmup),
         ms(outage),
-        ms(recovery[ECHO.name]),
-        ms(recovery[PICK.name]),
+        ms(recovery[ECHO.name()]),
+        ms(recovery[PICK.name()]),
         ms(resumed[0]),
         ms(resumed[1]),
         ms(resumed[2]),

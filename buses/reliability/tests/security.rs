@@ -36,7 +36,7 @@ async fn credentials_pass_through(kind: Kind) {
     let reply: String = within(
         "a call with credentials",
         PATIENCE,
-        client.request(&ECHO, &[], &"x".to_owned(), CallOptions::new()),
+        client.request(ECHO, &[], &"x".to_owned(), CallOptions::new()),
     )
     .await
     .unwrap();
@@ -105,12 +105,12 @@ async fn hostile_topics_cannot_address_other_channels(kind: Kind) {
             // competing with the victim server for it: on NATS a plain subscription on the
             // `.Q` subject, on Redis the same channel name.
             let mut request_topics: Vec<&str> = victim.to_vec();
-            if kind == Kind::Nats && method.queue {
+            if kind == Kind::Nats && method.is_queued() {
                 request_topics.push("Q");
             }
             for ch in [
-                Channel::request(SVC, method.name, request_topics, false),
-                Channel::claim_response(SVC, method.name, victim.iter().copied()),
+                Channel::request(SVC, method.name(), request_topics, false),
+                Channel::claim_response(SVC, method.name(), victim.iter().copied()),
             ] {
                 spies.push((
                     ch.clone(),
@@ -142,7 +142,7 @@ async fn hostile_topics_cannot_address_other_channels(kind: Kind) {
             let reply: String = within(
                 "a call on a hostile topic",
                 PATIENCE,
-                client.request(&REGION, &[topic], &String::new(), opts().direct(direct)),
+                client.request(REGION, &[topic], &String::new(), opts().direct(direct)),
             )
             .await
             .unwrap();
@@ -154,7 +154,7 @@ async fn hostile_topics_cannot_address_other_channels(kind: Kind) {
         let reply: String = within(
             "an affinity call on a hostile topic",
             PATIENCE,
-            client.request(&WHERE, &[topic], &String::new(), opts()),
+            client.request(WHERE, &[topic], &String::new(), opts()),
         )
         .await
         .unwrap();
@@ -199,7 +199,7 @@ async fn hostile_topics_cannot_address_other_channels(kind: Kind) {
         let reply: String = within(
             "a call on a benign topic",
             PATIENCE,
-            client.request(&REGION, victim, &String::new(), opts()),
+            client.request(REGION, victim, &String::new(), opts()),
         )
         .await
         .unwrap();

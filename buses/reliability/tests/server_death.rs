@@ -29,7 +29,7 @@ const DEADLINE_SLACK: Duration = Duration::from_millis(750);
 
 fn pick_fast() -> SelectionOptions {
     // Take the first claim: the test decides who serves by who is registered.
-    SelectionOptions::for_method(&PICK)
+    SelectionOptions::for_method(PICK)
         .accept_first_available(true)
         .short_circuit_timeout(Duration::ZERO)
 }
@@ -55,7 +55,7 @@ async fn start_doomed(
             let started = started.clone();
             server
                 .register_unary(method, topics, move |ctx, _req: String| {
-                    let _ = started.lock().unwrap().send(ctx.method().to_owned());
+                    let _ = started.lock().unwrap().send(ctx.method().name().to_owned());
                     async { std::future::pending::<psrpc::Result<String>>().await }
                 })
                 .await
@@ -85,8 +85,8 @@ async fn server_dies_mid_call(kind: Kind) {
     // Two calls in flight on the doomed server: one answered directly, one claimed.
     let mut in_flight = Vec::new();
     for (method, opts) in [
-        (&ECHO, CallOptions::new()),
-        (&PICK, CallOptions::new().selection(pick_fast())),
+        (ECHO, CallOptions::new()),
+        (PICK, CallOptions::new().selection(pick_fast())),
     ] {
         let client = client.clone();
         let opts = opts.timeout(CALL_TIMEOUT);
@@ -95,10 +95,10 @@ async fn server_dies_mid_call(kind: Kind) {
             let result = client
                 .request::<_, String>(method, &[], &String::new(), opts)
                 .await;
-            (method.name, start.elapsed(), result)
+            (method.name(), start.elapsed(), result)
         }));
         let handled = within("the doomed handler to start", PATIENCE, started_rx.recv()).await;
-        assert_eq!(handled.as_deref(), Some(method.name));
+        assert_eq!(handled.as_deref(), Some(method.name()));
     }
 
     // A survivor on its own connection, then the crash.
@@ -127,7 +127,7 @@ async fn server_dies_mid_call(kind: Kind) {
                     SelectionOptions::default().affinity_timeout(Duration::from_millis(200)),
                 );
             let err = client
-                .request::<_, String>(&REGION, &["doomed-only"], &String::new(), opts)
+                .request::<_, String>(REGION, &["doomed-only"], &String::new(), opts)
                 .await
                 .unwrap_err();
             if err == Error::no_response() && start.elapsed() < PATIENCE {
@@ -163,10 +163,10 @@ async fn server_dies_mid_call(kind: Kind) {
     let mut served = 0;
     for i in 0..20 {
         for (method, topics, opts) in [
-            (&ECHO, &[][..], CallOptions::new()),
-            (&ECHO, &[], CallOptions::new().direct(false)),
-            (&PICK, &[], CallOptions::new().selection(pick_fast())),
-            (&REGION, &["eu"], CallOptions::new()),
+            (ECHO, &[][..], CallOptions::new()),
+            (ECHO, &[], CallOptions::new().direct(false)),
+            (PICK, &[], CallOptions::new().selection(pick_fast())),
+            (REGION, &["eu"], CallOptions::new()),
         ] {
             let reply: String = within(
                 "a call after the crash",
@@ -174,7 +174,7 @@ async fn server_dies_mid_call(kind: Kind) {
                 client.request(method, topics, &i.to_string(), opts.timeout(CALL_TIMEOUT)),
             )
             .await
-            .unwrap_or_else(|err| panic!("{} after the crash: {err}", method.name));
+            .unwrap_or_else(|err| panic!("{} after the crash: {err}", method.name()));
             assert_eq!(reply, format!("{survivor_id}:{i}"));
             served += 1;
         }

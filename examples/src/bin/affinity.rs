@@ -59,7 +59,7 @@ fn job(name: &str, cpu: f32) -> Job {
 /// The default selection for an affinity method, with a shorter wait for claims so that a
 /// job nobody takes fails fast.
 fn selection() -> SelectionOptions {
-    SelectionOptions::for_method(&placement_methods::PLACE)
+    SelectionOptions::for_method(placement_methods::PLACE)
         .affinity_timeout(Duration::from_millis(500))
 }
 

@@ -228,11 +228,11 @@ async fn topic_group_registers_all_its_methods() {
     b.register_all_region_topics("eu").await.unwrap();
     assert!(
         a.server()
-            .is_registered(everything_methods::REGION_ECHO.name, &["eu"])
+            .is_registered(everything_methods::REGION_ECHO, &["eu"])
     );
     assert!(
         a.server()
-            .is_registered(everything_methods::REGION_BROADCAST.name, &["eu"])
+            .is_registered(everything_methods::REGION_BROADCAST, &["eu"])
     );
     // A second registration fails as a whole and leaves the first in place.
     assert_eq!(
@@ -241,7 +241,7 @@ async fn topic_group_registers_all_its_methods() {
     );
     assert!(
         a.server()
-            .is_registered(everything_methods::REGION_ECHO.name, &["eu"])
+            .is_registered(everything_methods::REGION_ECHO, &["eu"])
     );
 
     let reply = client
@@ -260,11 +260,11 @@ async fn topic_group_registers_all_its_methods() {
     a.deregister_all_region_topics("eu");
     assert!(
         !a.server()
-            .is_registered(everything_methods::REGION_ECHO.name, &["eu"])
+            .is_registered(everything_methods::REGION_ECHO, &["eu"])
     );
     assert!(
         !a.server()
-            .is_registered(everything_methods::REGION_BROADCAST.name, &["eu"])
+            .is_registered(everything_methods::REGION_BROADCAST, &["eu"])
     );
 }
 
@@ -373,13 +373,25 @@ async fn method_infos_follow_the_options() {
     assert_eq!(m::OLD_PICK, MethodInfo::affinity("OldPick"));
     assert_eq!(m::REGION_ECHO, MethodInfo::unary("RegionEcho"));
     assert_eq!(m::REGION_BROADCAST, MethodInfo::multi("RegionBroadcast"));
-    assert_eq!(m::NODE_ECHO, MethodInfo::unary("NodeEcho").single_server());
+    assert_eq!(
+        m::NODE_ECHO,
+        MethodInfo::new(
+            "NodeEcho",
+            psrpc::MethodKind::Unary(psrpc::Dispatch::SingleServer)
+        )
+    );
     assert_eq!(m::PICK_ON_TOPIC, MethodInfo::affinity("PickOnTopic"));
-    assert_eq!(m::UPDATES, MethodInfo::subscription("Updates", false));
-    assert_eq!(m::JOBS, MethodInfo::subscription("Jobs", true));
-    assert_eq!(m::NOTES, MethodInfo::subscription("Notes", false));
-    assert_eq!(m::CHAT, MethodInfo::unary("Chat"));
-    assert_eq!(m::ROOM_CHAT, MethodInfo::unary("RoomChat").single_server());
+    assert_eq!(m::UPDATES, MethodInfo::subscription("Updates"));
+    assert_eq!(m::JOBS, MethodInfo::queue_subscription("Jobs"));
+    assert_eq!(m::NOTES, MethodInfo::subscription("Notes"));
+    assert_eq!(m::CHAT, MethodInfo::stream("Chat"));
+    assert_eq!(
+        m::ROOM_CHAT,
+        MethodInfo::new(
+            "RoomChat",
+            psrpc::MethodKind::Stream(psrpc::Dispatch::SingleServer)
+        )
+    );
 }
 
 #[tokio::test]

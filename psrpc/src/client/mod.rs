@@ -32,7 +32,7 @@ use crate::interceptor::{BoxResponse, ClientCall, ClientInterceptor, ClientNext}
 use crate::stream::{Stream, StreamCore, StreamEnd, StreamRegistry};
 use crate::trace::{TRACEPARENT, TraceContext};
 use crate::wire::{self, ClaimRequest, ClaimResponse, Request, Response, StreamOpen, stream::Body};
-use crate::{Channel, Error, ErrorCode, MethodInfo, NamedMessage, Result};
+use crate::{Channel, Error, ErrorCode, MethodInfo, MethodKind, NamedMessage, Result};
 
 /// A reply routed to a waiting call.
 pub(crate) enum Reply {
@@ -271,7 +271,7 @@ impl Client {
     /// served already. The client stays usable.
     pub async fn request<Req, Resp>(
         &self,
-        method: &MethodInfo,
+        method: MethodInfo,
         topics: &[&str],
         req: &Req,
         opts: CallOptions,
@@ -281,11 +281,12 @@ impl Client {
         Resp: Message + Default,
     {
         let inner = &self.inner;
+        method.expect(matches!(method.kind(), MethodKind::Unary(_)), "request")?;
         let raw = Bytes::from(req.encode_to_vec());
         let span = tracing::debug_span!(
             "psrpc.client",
             service = %inner.service,
-            method = method.name,
+            method = method.name(),
             topics = ?topics,
             client_id = %inner.id,
             request_id = tracing::field::Empty,
@@ -303,7 +304,7 @@ impl Client {
             opts.deadline = Some(opts.deadline_from(started, inner.options.timeout));
             let call = ClientCall {
                 service: inner.service.clone(),
-                method: *method,
+                method,
                 topics: topics.iter().map(|t| t.to_string()).collect(),
                 request: raw,
                 options: opts,
@@ -315,7 +316,7 @@ impl Client {
                 Box::pin(async move {
                     let topics: Vec<&str> = call.topics.iter().map(String::as_str).collect();
                     inner
-                        .unary(&call.method, &topics, call.request, call.options)
+                        .unary(call.method, &topics, call.request, call.options)
                         .await
                 })
             });
@@ -345,7 +346,7 @@ impl Client {
     /// working on it; the client stays usable.
     pub async fn request_multi<Req, Resp>(
         &self,
-        method: &MethodInfo,
+        method: MethodInfo,
         topics: &[&str],
         req: &Req,
         opts: CallOptions,
@@ -355,6 +356,7 @@ impl Client {
         Resp: Message + Default,
     {
         let inner = &self.inner;
+        method.expect(method.is_multi(), "request_multi")?;
         inner.check_open()?;
         let raw = Bytes::from(req.encode_to_vec());
         let (opts, observed) = inner.intercept(method, topics, raw.clone(), opts, |i, call| {
@@ -391,7 +393,7 @@ impl Client {
     /// gets a close. The client stays usable.
     pub async fn open_stream<S, R>(
         &self,
-        method: &MethodInfo,
+        method: MethodInfo,
         topics: &[&str],
         opts: CallOptions,
     ) -> Result<Stream<S, R>>
@@ -400,6 +402,7 @@ impl Client {
         R: Message + Default,
     {
         let inner = &self.inner;
+        method.expect(method.is_stream(), "open_stream")?;
         inner.check_open()?;
         let (opts, _) = inner.intercept(method, topics, Bytes::new(), opts, |i, call| {
             i.on_stream_open(call)
@@ -409,7 +412,7 @@ impl Client {
         let stream_id = crate::id::new_stream_id();
         let open_id = crate::id::new_request_id();
         let peer =
-            Channel::server_stream(inner.service.clone(), method.name, topics.iter().copied());
+            Channel::server_stream(inner.service.clone(), method.name(), topics.iter().copied());
         let (core, inbox) = StreamCore::new(
             stream_id.clone(),
             open_id.clone(),
@@ -444,7 +447,7 @@ impl Client {
                 .await
                 .map_err(|_| Error::timed_out())??;
 
-        if method.require_claim {
+        if method.requires_claim() {
             let selection = opts
                 .selection
                 .clone()
@@ -500,14 +503,15 @@ impl Client {
     /// Cancel safe: a subscription dropped half-made unsubscribes.
     pub async fn subscribe<T: NamedMessage>(
         &self,
-        method: &MethodInfo,
+        method: MethodInfo,
         topics: &[&str],
     ) -> Result<TypedSubscription<T>> {
+        method.expect(method.is_subscription(), "subscribe")?;
         let channel = Channel::request(
             self.inner.service.clone(),
-            method.name,
+            method.name(),
             topics.iter().copied(),
-            method.queue,
+            method.is_queued(),
         );
         let sub = self
             .inner
@@ -567,7 +571,7 @@ impl Inner {
     /// A unary call on encoded bytes: publish, select among claims, wait for the answer.
     async fn unary(
         self: &Arc<Self>,
-        method: &MethodInfo,
+        method: MethodInfo,
         topics: &[&str],
         raw: Bytes,
         opts: CallOptions,
@@ -576,7 +580,7 @@ impl Inner {
         inner.check_open()?;
         let started = Instant::now();
         let deadline = opts.deadline_from(started, inner.options.timeout);
-        let direct = method.queue && opts.direct.unwrap_or(inner.options.direct_queue_calls);
+        let direct = method.is_queued() && opts.direct.unwrap_or(inner.options.direct_queue_calls);
         let request = inner.build_request(raw, &opts, deadline, false, direct);
         let mut call = PendingCall::new(inner.clone(), request.request_id.clone(), method, topics);
         let mut nobody = inner
@@ -588,7 +592,7 @@ impl Inner {
             .selection
             .clone()
             .unwrap_or_else(|| SelectionOptions::for_method(method));
-        let mut phase = if method.require_claim {
+        let mut phase = if method.requires_claim() {
             Phase::Selecting(Selector::new(&selection, started))
         } else {
             Phase::Waiting(None)
@@ -663,7 +667,7 @@ impl Inner {
     /// returns the options to use and, with interceptors, the call they saw.
     fn intercept(
         &self,
-        method: &MethodInfo,
+        method: MethodInfo,
         topics: &[&str],
         request: Bytes,
         opts: CallOptions,
@@ -674,7 +678,7 @@ impl Inner {
         }
         let mut call = ClientCall {
             service: self.service.clone(),
-            method: *method,
+            method,
             topics: topics.iter().map(|t| t.to_string()).collect(),
             request,
             options: opts,
@@ -736,7 +740,7 @@ impl Inner {
 
     async fn publish_request(
         &self,
-        method: &MethodInfo,
+        method: MethodInfo,
         topics: &[&str],
         request: &Request,
         deadline: Instant,
@@ -745,9 +749,9 @@ impl Inner {
         crate::bus::check_payload_size(payload.len(), self.bus.max_payload())?;
         let channel = Channel::request(
             self.service.clone(),
-            method.name,
+            method.name(),
             topics.iter().copied(),
-            method.queue,
+            method.is_queued(),
         );
         // Bounded by the call's deadline: a bus waiting for a reconnect (Redis waits up to its
         // response timeout, 3 s by default) must not hold the caller past it.
@@ -757,7 +761,7 @@ impl Inner {
 
     async fn send_claim_response(
         &self,
-        method: &MethodInfo,
+        method: MethodInfo,
         topics: &[&str],
         request_id: &str,
         server_id: &str,
@@ -769,7 +773,7 @@ impl Inner {
             x_cancel: false,
         };
         let channel =
-            Channel::claim_response(self.service.clone(), method.name, topics.iter().copied());
+            Channel::claim_response(self.service.clone(), method.name(), topics.iter().copied());
         let payload = wire::encode_envelope(wire::CLAIM_RESPONSE_TYPE_URL, &resp);
         // Bounded by the call's deadline, as the request's publish.
         tokio::time::timeout_at(deadline, self.bus.publish(&channel, payload))
@@ -850,14 +854,14 @@ pub(crate) struct PendingCall {
 }
 
 impl PendingCall {
-    fn new(inner: Arc<Inner>, request_id: String, method: &MethodInfo, topics: &[&str]) -> Self {
+    fn new(inner: Arc<Inner>, request_id: String, method: MethodInfo, topics: &[&str]) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         inner.pending.insert(request_id.clone(), tx);
         PendingCall {
             inner,
             request_id,
             rx,
-            method: method.name,
+            method: method.name(),
             topics: topics.iter().map(|t| t.to_string()).collect(),
             armed: false,
         }

@@ -92,7 +92,7 @@ impl Losses {
 /// # use futures::StreamExt;
 /// # async fn f(client: psrpc::Client) -> psrpc::Result<()> {
 /// const STATS: psrpc::MethodInfo = psrpc::MethodInfo::multi("Stats");
-/// let mut answers = client.request_multi::<(), String>(&STATS, &[], &(), Default::default()).await?;
+/// let mut answers = client.request_multi::<(), String>(STATS, &[], &(), Default::default()).await?;
 /// while let Some(answer) = answers.next().await {
 ///     println!("{}: {:?}", answer.server_id, answer.result);
 /// }

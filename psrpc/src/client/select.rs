@@ -29,7 +29,7 @@ pub type SelectionFn = Arc<dyn Fn(&[Claim]) -> Result<String, Error> + Send + Sy
 /// use std::time::Duration;
 /// use psrpc::{MethodInfo, SelectionOptions};
 ///
-/// let opts = SelectionOptions::for_method(&MethodInfo::affinity("Pick"))
+/// let opts = SelectionOptions::for_method(MethodInfo::affinity("Pick"))
 ///     .minimum_affinity(0.5)
 ///     .short_circuit_timeout(Duration::from_millis(50));
 /// assert!(!opts.accept_first_available);
@@ -78,8 +78,8 @@ impl Default for SelectionOptions {
 
 impl SelectionOptions {
     /// The defaults for `method`.
-    pub fn for_method(method: &MethodInfo) -> Self {
-        if method.affinity {
+    pub fn for_method(method: MethodInfo) -> Self {
+        if method.has_affinity() {
             SelectionOptions {
                 accept_first_available: false,
                 short_circuit_timeout: Duration::from_millis(200),
@@ -226,7 +226,7 @@ mod tests {
 
     #[test]
     fn affinity_picks_highest_and_never_zero() {
-        let opts = SelectionOptions::for_method(&MethodInfo::affinity("m"));
+        let opts = SelectionOptions::for_method(MethodInfo::affinity("m"));
         let now = Instant::now();
         let mut sel = Selector::new(&opts, now);
         assert_eq!(sel.on_claim(claim("zero", 0.0), now), None);
@@ -242,7 +242,7 @@ mod tests {
 
     #[test]
     fn minimum_and_maximum_affinity() {
-        let opts = SelectionOptions::for_method(&MethodInfo::affinity("m"))
+        let opts = SelectionOptions::for_method(MethodInfo::affinity("m"))
             .minimum_affinity(0.5)
             .maximum_affinity(0.9);
         let now = Instant::now();
@@ -278,7 +278,7 @@ mod tests {
 
     #[test]
     fn selection_fn_sees_acceptable_claims() {
-        let opts = SelectionOptions::for_method(&MethodInfo::affinity("m"))
+        let opts = SelectionOptions::for_method(MethodInfo::affinity("m"))
             .minimum_affinity(0.1)
             .selection_fn(|claims| {
                 Ok(claims

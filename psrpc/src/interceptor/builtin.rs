@@ -23,7 +23,7 @@ pub struct RecoverPanics;
 
 impl ServerInterceptor for RecoverPanics {
     fn intercept(&self, call: ServerCall, next: ServerNext) -> BoxResponse {
-        let method = call.ctx.method();
+        let method = call.ctx.method().name();
         let request_id = call.ctx.request_id().to_owned();
         // The handler can panic while building its future or while running it.
         let started = std::panic::catch_unwind(AssertUnwindSafe(|| next.run(call)));
@@ -163,7 +163,10 @@ impl Retry {
         }
         // The handler may have run: only an idempotent call can run again.
         *err.code() != ErrorCode::DeadlineExceeded
-            || call.options.idempotent.unwrap_or(call.method.idempotent)
+            || call
+                .options
+                .idempotent
+                .unwrap_or(call.method.is_idempotent())
     }
 }
 
@@ -184,14 +187,14 @@ impl ClientInterceptor for Retry {
                 };
                 let delay = this.delay(attempt - 1);
                 if crate::time::deadline_in(delay) >= deadline {
-                    tracing::debug!(method = call.method.name, attempt, %err, "no time left to retry");
+                    tracing::debug!(method = call.method.name(), attempt, %err, "no time left to retry");
                     return Err(err);
                 }
                 if this.budget.as_ref().is_some_and(|b| !b.withdraw()) {
-                    tracing::debug!(method = call.method.name, attempt, %err, "retry budget exhausted");
+                    tracing::debug!(method = call.method.name(), attempt, %err, "retry budget exhausted");
                     return Err(err);
                 }
-                tracing::debug!(method = call.method.name, attempt, %err, ?delay, "retrying");
+                tracing::debug!(method = call.method.name(), attempt, %err, ?delay, "retrying");
                 tokio::time::sleep(delay).await;
                 attempt += 1;
             }
@@ -432,7 +435,7 @@ impl ServerInterceptor for Observe {
                     CallKind::Unary
                 },
                 service: ctx.service(),
-                method: ctx.method(),
+                method: ctx.method().name(),
                 duration: started.elapsed(),
                 request_bytes,
                 response_bytes,
@@ -447,7 +450,7 @@ impl ServerInterceptor for Observe {
             role: Role::Server,
             kind: CallKind::Stream,
             service: ctx.service(),
-            method: ctx.method(),
+            method: ctx.method().name(),
             duration: ctx.received_at().elapsed(),
             request_bytes: 0,
             response_bytes: 0,
@@ -461,7 +464,7 @@ impl ClientInterceptor for Observe {
         let observer = self.observer.clone();
         let started = Instant::now();
         let (service, method, request_bytes) =
-            (call.service.clone(), call.method.name, call.request.len());
+            (call.service.clone(), call.method.name(), call.request.len());
         Box::pin(next.run(call).map(move |outcome| {
             let (response_bytes, error) = outcome_sizes(&outcome);
             observer.observe(&CallEvent {
@@ -484,7 +487,7 @@ impl ClientInterceptor for Observe {
             role: Role::Client,
             kind: CallKind::Multi,
             service: &call.service,
-            method: call.method.name,
+            method: call.method.name(),
             duration: call.started.elapsed(),
             request_bytes: call.request.len(),
             response_bytes,

@@ -61,7 +61,7 @@ pub(super) async fn claim_loop(inner: Arc<Inner>, mut sub: Subscription, reg: Re
             payload = sub.recv() => match payload {
                 // Queue requests reach one server: an answer to one it has not seen is for
                 // another server, unless it cancels a request still on its way here.
-                Some(payload) => inner.on_claim_response(payload, !reg.method.queue),
+                Some(payload) => inner.on_claim_response(payload, !reg.method.is_queued()),
                 None => break,
             },
         }

@@ -25,7 +25,7 @@ use crate::trace::TraceContext;
 #[derive(Clone, Debug)]
 pub struct RequestContext {
     pub(crate) service: Arc<str>,
-    pub(crate) method: &'static str,
+    pub(crate) method: crate::MethodInfo,
     pub(crate) topics: Arc<[String]>,
     pub(crate) request_id: String,
     pub(crate) client_id: String,
@@ -76,7 +76,7 @@ impl RequestContext {
     }
 
     /// The method being served.
-    pub fn method(&self) -> &'static str {
+    pub fn method(&self) -> crate::MethodInfo {
         self.method
     }
 

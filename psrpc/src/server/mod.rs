@@ -11,7 +11,7 @@
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 //! let server = Server::new("Echoer", LocalBus::new());
 //! server.register_unary(ECHO, &["eu"], |_ctx, s: String| async move { Ok(s) }).await.unwrap();
-//! assert!(server.deregister(ECHO.name, &["eu"]));
+//! assert!(server.deregister(ECHO, &["eu"]));
 //! server.shutdown().await;
 //! # });
 //! ```
@@ -44,7 +44,7 @@ use crate::interceptor::{BoxResponse, Interceptors, ServerCall, ServerIntercepto
 use crate::stream::{Stream, StreamCore, StreamEnd, StreamOptions, StreamRegistry};
 use crate::trace::TraceContext;
 use crate::wire::{self, ClaimResponse, Request, Response, stream::Body};
-use crate::{Channel, Error, ErrorCode, MethodInfo, NamedMessage, Result};
+use crate::{Channel, Error, ErrorCode, MethodInfo, MethodKind, NamedMessage, Result};
 
 /// Options of a [`Server`].
 #[derive(Clone, Debug)]
@@ -292,6 +292,10 @@ impl Server {
         H: Fn(RequestContext, Req) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Resp>> + Send + 'static,
     {
+        method.expect(
+            matches!(method.kind(), MethodKind::Unary(_) | MethodKind::Multi),
+            "register_unary",
+        )?;
         let processor = unary_processor(method, handler, None);
         self.register(method, topics, Handler::Unary(processor))
             .await
@@ -318,6 +322,10 @@ impl Server {
         H: Fn(RequestContext, Req) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Resp>> + Send + 'static,
     {
+        method.expect(
+            matches!(method.kind(), MethodKind::Unary(_) | MethodKind::Multi),
+            "register_unary_with_affinity",
+        )?;
         let processor = unary_processor(method, handler, Some(affinity));
         self.register(method, topics, Handler::Unary(processor))
             .await
@@ -345,6 +353,7 @@ impl Server {
         H: Fn(RequestContext, Stream<Out, In>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<()>> + Send + 'static,
     {
+        method.expect(method.is_stream(), "register_stream")?;
         let processor = stream_processor(method, handler);
         self.register(method, topics, Handler::Stream(processor))
             .await
@@ -357,11 +366,13 @@ impl Server {
 
     /// Stops serving `method` on `topics`; handlers already running finish. Returns whether it
     /// was registered.
-    pub fn deregister(&self, method: &str, topics: &[&str]) -> bool {
+    pub fn deregister(&self, method: MethodInfo, topics: &[&str]) -> bool {
         let mut regs = lock(&self.inner.registrations);
         let key = regs
             .keys()
-            .find(|(m, t)| *m == method && t.iter().map(String::as_str).eq(topics.iter().copied()))
+            .find(|(m, t)| {
+                *m == method.name() && t.iter().map(String::as_str).eq(topics.iter().copied())
+            })
             .cloned();
         match key.and_then(|k| regs.remove(&k)) {
             Some(stop) => {
@@ -374,10 +385,10 @@ impl Server {
     }
 
     /// True if `method` is registered on `topics`.
-    pub fn is_registered(&self, method: &str, topics: &[&str]) -> bool {
-        lock(&self.inner.registrations)
-            .keys()
-            .any(|(m, t)| *m == method && t.iter().map(String::as_str).eq(topics.iter().copied()))
+    pub fn is_registered(&self, method: MethodInfo, topics: &[&str]) -> bool {
+        lock(&self.inner.registrations).keys().any(|(m, t)| {
+            *m == method.name() && t.iter().map(String::as_str).eq(topics.iter().copied())
+        })
     }
 
     /// Publishes `msg` to the subscribers of a subscription method on `topics`.
@@ -390,17 +401,18 @@ impl Server {
     /// server is unaffected.
     pub async fn publish<M: NamedMessage>(
         &self,
-        method: &MethodInfo,
+        method: MethodInfo,
         topics: &[&str],
         msg: &M,
     ) -> Result<()> {
+        method.expect(method.is_subscription(), "publish")?;
         let payload = wire::encode_envelope(&wire::type_url_for(M::TYPE_NAME), msg);
         crate::bus::check_payload_size(payload.len(), self.inner.bus.max_payload())?;
         let channel = Channel::request(
             self.inner.service.clone(),
-            method.name,
+            method.name(),
             topics.iter().copied(),
-            method.queue,
+            method.is_queued(),
         );
         self.inner.bus.publish(&channel, payload).await?;
         Ok(())
@@ -472,14 +484,14 @@ impl Server {
             ));
         }
         let topics: Arc<[String]> = topics.iter().map(|t| t.to_string()).collect();
-        let key = (method.name, topics.to_vec());
+        let key = (method.name(), topics.to_vec());
         let stop = CancellationToken::new();
         {
             let mut regs = lock(&inner.registrations);
             if regs.contains_key(&key) {
                 return Err(Error::new(
                     ErrorCode::AlreadyExists,
-                    format!("{} is already registered on {:?}", method.name, topics),
+                    format!("{} is already registered on {:?}", method.name(), topics),
                 ));
             }
             regs.insert(key.clone(), stop.clone());
@@ -496,17 +508,17 @@ impl Server {
         let req_channel = match handler {
             Handler::Unary(_) => Channel::request(
                 inner.service.clone(),
-                method.name,
+                method.name(),
                 topics.iter().cloned(),
-                method.queue,
+                method.is_queued(),
             ),
             // Stream frames to servers always fan out; the claim picks the server.
             Handler::Stream(_) => {
-                Channel::server_stream(inner.service.clone(), method.name, topics.iter().cloned())
+                Channel::server_stream(inner.service.clone(), method.name(), topics.iter().cloned())
             }
         };
         let claim_channel =
-            Channel::claim_response(inner.service.clone(), method.name, topics.iter().cloned());
+            Channel::claim_response(inner.service.clone(), method.name(), topics.iter().cloned());
         let subscribed = async {
             let requests = inner.bus.subscribe(&req_channel, options).await?;
             // Claim responses also carry cancellations, so every method listens for them.
@@ -672,7 +684,7 @@ impl Inner {
     fn accept(self: &Arc<Self>, reg: &Registration, processor: &Processor, payload: Bytes) {
         let Some(req) = decode_request(payload) else {
             Counters::incr(&self.counters.malformed);
-            tracing::debug!(service = %self.service, method = reg.method.name, "dropped a malformed request");
+            tracing::debug!(service = %self.service, method = reg.method.name(), "dropped a malformed request");
             return;
         };
         let Some(deadline) = crate::time::deadline_from_expiry(req.expiry) else {
@@ -685,7 +697,7 @@ impl Inner {
             Err(()) => {
                 Counters::incr(&self.counters.shed);
                 // A fan-out claim method has other servers that will claim; stay silent.
-                let others_will_claim = reg.method.require_claim && !reg.method.queue;
+                let others_will_claim = reg.method.requires_claim() && !reg.method.is_queued();
                 if !others_will_claim {
                     let inner = self.clone();
                     reg.handlers.spawn(async move {
@@ -855,8 +867,8 @@ where
                     }
                 };
                 // A queue-routed request reached this server alone: answer a Rust caller directly.
-                let direct = req.x_direct && method.queue;
-                if method.require_claim && !direct {
+                let direct = req.x_direct && method.is_queued();
+                if method.requires_claim() && !direct {
                     let score = affinity.as_ref().map_or(1.0, |f| f(&typed));
                     if !inner
                         .claim(&req.request_id, &req.client_id, score, deadline)
@@ -872,7 +884,7 @@ where
                 let span = tracing::debug_span!(
                     "psrpc.server",
                     service = %inner.service,
-                    method = method.name,
+                    method = method.name(),
                     topics = ?topics,
                     request_id = %req.request_id,
                     client_id = %req.client_id,
@@ -885,7 +897,7 @@ where
                 }
                 let ctx = RequestContext {
                     service: inner.service.clone(),
-                    method: method.name,
+                    method,
                     topics,
                     request_id: req.request_id.clone(),
                     client_id: req.client_id.clone(),
@@ -961,7 +973,7 @@ where
                 let Some(Body::Open(opening)) = &open.body else {
                     return;
                 };
-                if method.require_claim
+                if method.requires_claim()
                     && !inner
                         .claim(&open.request_id, &opening.node_id, 1.0, deadline)
                         .await
@@ -982,7 +994,7 @@ where
                     TraceContext::from_metadata(&opening.metadata).map(|parent| parent.child());
                 let mut ctx = RequestContext {
                     service: inner.service.clone(),
-                    method: method.name,
+                    method,
                     topics,
                     request_id: open.request_id.clone(),
                     client_id: opening.node_id.clone(),
@@ -1015,7 +1027,7 @@ where
                 let span = tracing::debug_span!(
                     "psrpc.server.stream",
                     service = %inner.service,
-                    method = method.name,
+                    method = method.name(),
                     stream_id = %open.stream_id,
                     client_id = %opening.node_id,
                     server_id = %inner.id,
