@@ -33,7 +33,7 @@ fn error_json(method: &Method, err: &psrpc::Error) -> Value {
 /// `psrpc call`: a unary or affinity call prints the answer; a multi call one line per server.
 pub(crate) async fn call(args: CallArgs) -> Result<ExitCode, Fail> {
     let method = load(&args.target)?;
-    if method.info.subscription {
+    if method.info.is_subscription() {
         return Err(format!(
             "{} is a subscription: use `psrpc sub` or `psrpc pub`",
             args.target.method
@@ -48,7 +48,7 @@ pub(crate) async fn call(args: CallArgs) -> Result<ExitCode, Fail> {
     let request = schema::from_json(&method.input, args.request.as_deref().unwrap_or("{}"))?;
     let request = Raw(request.encode_to_vec());
     let bus = crate::bus::connect(&args.target.bus).await?;
-    let discovery = if args.early && method.info.multi {
+    let discovery = if args.early && method.info.is_multi() {
         let d = Discovery::new(bus.clone())
             .await
             .map_err(|err| format!("cannot watch the bus: {err}"))?;
@@ -72,13 +72,13 @@ pub(crate) async fn call(args: CallArgs) -> Result<ExitCode, Fail> {
         opts = opts.metadata(k.clone(), v.clone());
     }
     let topics = topics(&args.target);
-    if method.info.multi {
+    if method.info.is_multi() {
         let mut answers = client
-            .request_multi::<Raw, Raw>(&method.info, &topics, &request, opts)
+            .request_multi::<Raw, Raw>(method.info, &topics, &request, opts)
             .await
             .map_err(|err| format!("{}: {}", err.code().as_str(), err.message()))?;
         if let Some(d) = &discovery {
-            answers = answers.until(d.all_known(&method.service, method.info.name, &topics));
+            answers = answers.until(d.all_known(&method.service, method.info.name(), &topics));
         }
         let mut failed = false;
         let mut any = false;
@@ -109,7 +109,7 @@ pub(crate) async fn call(args: CallArgs) -> Result<ExitCode, Fail> {
         });
     }
     match client
-        .request::<Raw, Raw>(&method.info, &topics, &request, opts)
+        .request::<Raw, Raw>(method.info, &topics, &request, opts)
         .await
     {
         Ok(raw) => {
@@ -132,14 +132,14 @@ pub(crate) async fn call(args: CallArgs) -> Result<ExitCode, Fail> {
 }
 
 fn subscription(method: &Method, target: &MethodArgs) -> Result<Channel, Fail> {
-    if !method.info.subscription {
+    if !method.info.is_subscription() {
         return Err(format!("{} is not a subscription", target.method));
     }
     Ok(Channel::request(
         method.service.clone(),
-        method.info.name,
+        method.info.name(),
         target.topics.iter().cloned(),
-        method.info.queue,
+        method.info.is_queued(),
     ))
 }
 

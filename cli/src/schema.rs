@@ -140,7 +140,11 @@ fn method_info(pool: &DescriptorPool, method: &MethodDescriptor) -> (psrpc::Meth
             .unwrap_or(0)
     };
     let info = if flag("subscription") {
-        psrpc::MethodInfo::subscription(name, routing == 0)
+        if routing == 0 {
+            psrpc::MethodInfo::queue_subscription(name)
+        } else {
+            psrpc::MethodInfo::subscription(name)
+        }
     } else {
         match routing {
             1 => psrpc::MethodInfo::affinity(name),

@@ -48,7 +48,7 @@ impl psrpc::NamedMessage for News {
 const ECHO: MethodInfo = MethodInfo::unary("Echo");
 const GET_STATS: MethodInfo = MethodInfo::multi("GetStats");
 const REGION_ECHO: MethodInfo = MethodInfo::unary("RegionEcho");
-const NEWS: MethodInfo = MethodInfo::subscription("News", false);
+const NEWS: MethodInfo = MethodInfo::subscription("News");
 
 /// A demo server named `id`, in `region`.
 async fn demo_server(bus: std::sync::Arc<dyn psrpc::Bus>, id: &str, region: &str) -> Server {
@@ -262,7 +262,7 @@ async fn round_trips(url: &str, bus: impl Fn() -> std::sync::Arc<dyn psrpc::Bus>
     .await
     .unwrap();
     _a.publish(
-        &NEWS,
+        NEWS,
         &[],
         &News {
             headline: "extra".into(),
@@ -277,7 +277,7 @@ async fn round_trips(url: &str, bus: impl Fn() -> std::sync::Arc<dyn psrpc::Bus>
     assert_eq!(line["headline"], "extra");
 
     let client = psrpc::Client::new("Demo", bus()).await.unwrap();
-    let mut news = client.subscribe::<News>(&NEWS, &[]).await.unwrap();
+    let mut news = client.subscribe::<News>(NEWS, &[]).await.unwrap();
     let out = run(args(&[
         "pub",
         "--bus",

@@ -121,7 +121,7 @@ async fn psrpc_calls(
         let client = callers[i % callers.len()].clone();
         async move {
             let _: String = client
-                .request(&ECHO, &[], &"ping".to_string(), CallOptions::new())
+                .request(ECHO, &[], &"ping".to_string(), CallOptions::new())
                 .await?;
             Ok(())
         }

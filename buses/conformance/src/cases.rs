@@ -660,7 +660,7 @@ pub async fn namespaces_do_not_see_each_other(h: &Harness) {
         for _ in 0..4 {
             let reply: String = within(
                 "namespaced call",
-                client.request(&ECHO, &[], &"x".to_string(), CallOptions::new()),
+                client.request(ECHO, &[], &"x".to_string(), CallOptions::new()),
             )
             .await
             .unwrap();
@@ -668,7 +668,7 @@ pub async fn namespaces_do_not_see_each_other(h: &Harness) {
         }
         let picked: String = within(
             "namespaced affinity call",
-            client.request(&PICK, &[], &"x".to_string(), CallOptions::new()),
+            client.request(PICK, &[], &"x".to_string(), CallOptions::new()),
         )
         .await
         .unwrap();
@@ -676,7 +676,7 @@ pub async fn namespaces_do_not_see_each_other(h: &Harness) {
         let results = within(
             "namespaced multi call",
             client.request_multi::<_, String>(
-                &GATHER,
+                GATHER,
                 &[],
                 &"x".to_string(),
                 CallOptions::new().timeout(Duration::from_millis(800)),

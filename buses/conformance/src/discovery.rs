@@ -157,7 +157,7 @@ pub async fn discovery_query_returns_stats(h: &Harness) {
     for _ in 0..3 {
         let got: String = within(
             "echo",
-            client.request(&ECHO, &[], &"x".to_string(), CallOptions::new()),
+            client.request(ECHO, &[], &"x".to_string(), CallOptions::new()),
         )
         .await
         .expect("echo");
@@ -223,7 +223,7 @@ pub async fn health_flips_on_shutdown_and_draining_server_takes_no_new_call(h: &
         let long = long.clone();
         tokio::spawn(async move {
             client
-                .request::<_, String>(&ECHO, &[], &"hold".to_string(), long)
+                .request::<_, String>(ECHO, &[], &"hold".to_string(), long)
                 .await
         })
     };
@@ -258,7 +258,7 @@ pub async fn health_flips_on_shutdown_and_draining_server_takes_no_new_call(h: &
         let method = if i % 2 == 0 { ECHO } else { PICK };
         let got: String = within(
             "a call during the drain",
-            client.request(&method, &[], &"x".to_string(), long.clone()),
+            client.request(method, &[], &"x".to_string(), long.clone()),
         )
         .await
         .expect("answered");
@@ -292,7 +292,7 @@ pub async fn health_flips_on_shutdown_and_draining_server_takes_no_new_call(h: &
         loop {
             let short = CallOptions::new().timeout(Duration::from_millis(500));
             if let Ok(id) = client
-                .request::<_, String>(&ECHO, &[], &"x".to_string(), short)
+                .request::<_, String>(ECHO, &[], &"x".to_string(), short)
                 .await
             {
                 assert_eq!(id, other.id());
@@ -326,7 +326,7 @@ pub async fn early_multi_completion_with_one_and_four_servers(h: &Harness) {
         let results = within(
             "an early multi call",
             client
-                .request_multi::<_, String>(&GATHER, &["eu"], &"q".to_string(), minute.clone())
+                .request_multi::<_, String>(GATHER, &["eu"], &"q".to_string(), minute.clone())
                 .await
                 .expect("multi")
                 .until(expect)
@@ -340,7 +340,7 @@ pub async fn early_multi_completion_with_one_and_four_servers(h: &Harness) {
     let results = within(
         "a multi call ending after two answers",
         client
-            .request_multi::<_, String>(&GATHER, &["eu"], &"q".to_string(), minute.clone())
+            .request_multi::<_, String>(GATHER, &["eu"], &"q".to_string(), minute.clone())
             .await
             .expect("multi")
             .until(Completion::count(2))
@@ -370,7 +370,7 @@ pub async fn non_announcing_server_still_answers_within_timeout(h: &Harness) {
         .expect("client");
     let got: String = within(
         "a call to a quiet server",
-        client.request(&ECHO, &[], &"x".to_string(), CallOptions::new()),
+        client.request(ECHO, &[], &"x".to_string(), CallOptions::new()),
     )
     .await
     .expect("answered");
@@ -381,7 +381,7 @@ pub async fn non_announcing_server_still_answers_within_timeout(h: &Harness) {
     let results = within(
         "a plain multi call",
         client
-            .request_multi::<_, String>(&GATHER, &["eu"], &"q".to_string(), timeout)
+            .request_multi::<_, String>(GATHER, &["eu"], &"q".to_string(), timeout)
             .await
             .expect("multi")
             .collect_all(),
@@ -397,7 +397,7 @@ pub async fn non_announcing_server_still_answers_within_timeout(h: &Harness) {
         "an early multi call",
         client
             .request_multi::<_, String>(
-                &GATHER,
+                GATHER,
                 &["eu"],
                 &"q".to_string(),
                 CallOptions::new().timeout(Duration::from_secs(60)),

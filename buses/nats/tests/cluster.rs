@@ -55,7 +55,7 @@ async fn load(client: Arc<Client>, stop: Arc<AtomicBool>, record: Arc<Record>) {
         let start = Instant::now();
         let result: psrpc::Result<String> = client
             .request(
-                &ECHO,
+                ECHO,
                 &[],
                 &"x".to_string(),
                 CallOptions::new().timeout(CALL_TIMEOUT),
@@ -158,7 +158,7 @@ async fn cluster_rpc_across_nodes_and_node_kill() {
 
     let reply: String = tokio::time::timeout(
         PATIENCE,
-        client.request(&ECHO, &[], &"hi".to_string(), CallOptions::new()),
+        client.request(ECHO, &[], &"hi".to_string(), CallOptions::new()),
     )
     .await
     .unwrap()
@@ -166,7 +166,7 @@ async fn cluster_rpc_across_nodes_and_node_kill() {
     assert_eq!(reply, format!("{}:hi", server.id()));
     let mut answers: Vec<String> = client
         .request_multi::<_, String>(
-            &GATHER,
+            GATHER,
             &[],
             &"q".to_string(),
             CallOptions::new().timeout(Duration::from_millis(800)),
@@ -213,7 +213,7 @@ async fn cluster_rpc_across_nodes_and_node_kill() {
     kill_under_load(&mut cluster, 1, client.clone()).await;
     let reply: String = tokio::time::timeout(
         PATIENCE,
-        client.request(&ECHO, &[], &"again".to_string(), CallOptions::new()),
+        client.request(ECHO, &[], &"again".to_string(), CallOptions::new()),
     )
     .await
     .unwrap()
@@ -227,7 +227,7 @@ async fn cluster_rpc_across_nodes_and_node_kill() {
     let late = Client::new(SVC, seeded).await.unwrap();
     let reply: String = tokio::time::timeout(
         PATIENCE,
-        late.request(&ECHO, &[], &"seeded".to_string(), CallOptions::new()),
+        late.request(ECHO, &[], &"seeded".to_string(), CallOptions::new()),
     )
     .await
     .unwrap()

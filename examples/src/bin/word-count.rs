@@ -75,6 +75,14 @@ impl WordCountDurableWorker for Counter {
     }
 }
 
+const USAGE: &str = "\
+usage: word-count [--role worker|coordinator|both] [--bus URL] [--chunks N] [--workers N]
+                  [--batch-id ID] [--no-progress]
+
+Scatter/gather: a coordinator submits a text's chunks as one durable batch; workers count
+the words of each chunk. Without --bus everything runs in-process (role both); --bus takes
+nats://HOST:PORT (JetStream) or redis://HOST:PORT.";
+
 struct Args {
     role: String,
     bus: Option<String>,
@@ -87,7 +95,7 @@ struct Args {
 fn args() -> Result<Args, String> {
     let mut out = Args {
         role: "both".into(),
-        bus: psrpc_examples::bus_url(std::env::args().skip(1))?,
+        bus: None,
         chunks: 2000,
         workers: 4,
         batch_id: None,
@@ -111,8 +119,10 @@ fn args() -> Result<Args, String> {
             "--workers" => out.workers = value()?.parse().map_err(|e| format!("--workers: {e}"))?,
             "--batch-id" => out.batch_id = Some(value()?),
             "--no-progress" => out.progress = false,
-            "--bus" => {
-                value()?;
+            "--bus" => out.bus = Some(value()?),
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
             }
             other => return Err(format!("unknown option {other}")),
         }

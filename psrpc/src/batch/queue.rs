@@ -112,7 +112,7 @@ impl<Resp: Message + Default + 'static, K: Send + 'static> Batch<Resp, K> {
                     .insert(BATCH_INDEX_KEY.to_owned(), index.to_string());
                 async move {
                     let outcome = client
-                        .request::<Req, Resp>(&method, topics, &requests[index], call)
+                        .request::<Req, Resp>(method, topics, &requests[index], call)
                         .await
                         .map_err(|e| {
                             if e.code() == &ErrorCode::MalformedResult {

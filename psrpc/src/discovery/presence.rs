@@ -109,11 +109,11 @@ impl Presence {
             return;
         }
         lock(&self.shared.registrations).push(RegistrationInfo {
-            method: method.name.to_owned(),
+            method: method.name().to_owned(),
             topics: topics.to_vec(),
-            multi: method.multi,
-            queue: method.queue,
-            require_claim: method.require_claim,
+            multi: method.is_multi(),
+            queue: method.is_queued(),
+            require_claim: method.requires_claim(),
             stream,
         });
         self.shared.changed.notify_one();

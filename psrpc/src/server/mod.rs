@@ -376,7 +376,7 @@ impl Server {
             .cloned();
         match key.and_then(|k| regs.remove(&k)) {
             Some(stop) => {
-                self.inner.presence.deregistered(method, topics);
+                self.inner.presence.deregistered(method.name(), topics);
                 stop.cancel();
                 true
             }
@@ -879,7 +879,7 @@ where
                 }
                 let cancel = inner.kill.child_token();
                 let _running = Running::register(&inner, &req.request_id, &cancel);
-                let mut timer = inner.presence.begin(method.name);
+                let mut timer = inner.presence.begin(method.name());
                 let trace = TraceContext::from_metadata(&req.metadata).map(|parent| parent.child());
                 let span = tracing::debug_span!(
                     "psrpc.server",
