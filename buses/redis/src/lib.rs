@@ -64,6 +64,7 @@
 //! ```
 
 mod bus;
+mod conn;
 pub mod durable;
 mod error;
 mod lock;

@@ -4,10 +4,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
-use redis::aio::ConnectionManager;
 use redis::{PushInfo, PushKind, Value};
 use tokio::sync::mpsc;
 
+use crate::conn::Conn;
 use crate::lock::LockJob;
 use crate::op::with_timeout;
 use crate::router::Router;
@@ -54,18 +54,14 @@ pub(crate) fn route_push(router: &Router, locks: &mpsc::Sender<LockJob>, push: P
 }
 
 /// Pings the push connection so a dead one is noticed while idle and reconnection resumes.
-pub(crate) async fn health_check(
-    conn: ConnectionManager,
-    interval: Duration,
-    timeout: Option<Duration>,
-) {
+pub(crate) async fn health_check(conn: Conn, interval: Duration, timeout: Option<Duration>) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
         let mut conn = conn.clone();
         let ping = redis::cmd("PING");
-        if let Err(err) = with_timeout(timeout, ping.query_async::<Value>(&mut conn)).await {
+        if let Err(err) = with_timeout(timeout, conn.query(&ping)).await {
             tracing::debug!(%err, "redis health check failed");
         }
     }
