@@ -264,6 +264,7 @@ impl RedisBus {
         if let Some(interval) = options.health_check_interval {
             tasks.push(tokio::spawn(health_check(
                 sub_conn.clone(),
+                router.clone(),
                 interval,
                 options.response_timeout,
             )));

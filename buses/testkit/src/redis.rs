@@ -152,7 +152,9 @@ fn spawn(
             .args(["--cluster-enabled", "yes"])
             .arg("--cluster-config-file")
             .arg(dir.path().join("nodes.conf"))
-            .args(["--cluster-node-timeout", &node_timeout.to_string()]);
+            .args(["--cluster-node-timeout", &node_timeout.to_string()])
+            // Any replica may take over, however long ago it last heard from its master.
+            .args(["--cluster-replica-validity-factor", "0"]);
     }
     if options.persistence {
         command.args(["--appendonly", "yes", "--appendfsync", "always"]);

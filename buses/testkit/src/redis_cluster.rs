@@ -109,7 +109,8 @@ impl RedisCluster {
             .collect())
     }
 
-    /// Waits until node `node` says `cluster_state:ok` and knows `known` nodes.
+    /// Waits until node `node` says `cluster_state:ok` and knows `known` nodes, and, for a
+    /// replica, has synced with its master.
     ///
     /// # Errors
     /// [`TestkitError::NotReady`] after the readiness timeout.
@@ -118,7 +119,10 @@ impl RedisCluster {
         let want = format!("cluster_known_nodes:{known}");
         loop {
             let info = self.command(node, &["CLUSTER", "INFO"])?;
-            if info.contains("cluster_state:ok") && info.contains(&want) {
+            // A replica must have synced too, or it could not take over from its master.
+            let role = self.command(node, &["ROLE"])?;
+            let synced = role.starts_with("master") || role.lines().nth(3) == Some("connected");
+            if info.contains("cluster_state:ok") && info.contains(&want) && synced {
                 return Ok(());
             }
             if start.elapsed() > READY_TIMEOUT {
