@@ -180,9 +180,9 @@ impl RedisBus {
     /// message reaches every node (see docs/scaling.md). Subscriptions are restored after a
     /// reconnect or failover; messages published meanwhile are lost, as on one server.
     ///
-    /// Unlike [`with_options`](Self::with_options), the cluster client retries a failed
-    /// connection, so an unreachable cluster surfaces as [`RedisBusError::Connect`] after the
-    /// connection timeout rather than at once.
+    /// On a cluster the count of [`publish_counted`](Self::publish_counted) is one node's, so
+    /// [`Bus::publish_watched`] never reports "no receivers": calls to a method nobody serves
+    /// end at their deadline.
     ///
     /// ```no_run
     /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
