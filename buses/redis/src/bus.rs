@@ -13,6 +13,7 @@ use redis::{PushInfo, RedisError, Value};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::conn::{Conn, cluster_timeouts};
 use crate::lock;
 use crate::op::with_timeout;
 use crate::push::{health_check, route_push};
@@ -52,11 +53,13 @@ pub struct RedisBus {
 struct Inner {
     router: Arc<Router>,
     /// The RESP3 connection carrying SUBSCRIBE / UNSUBSCRIBE and the pushed messages.
-    sub_conn: ConnectionManager,
+    sub_conn: Conn,
     /// Writes PUBLISH and the lock SETs, batched into pipelines, on the command connection.
     writer: Writer,
     options: RedisBusOptions,
     next_id: AtomicU64,
+    /// On a Redis Cluster, where `PUBLISH` counts only the receiving node's subscribers.
+    cluster: bool,
     runtime: tokio::runtime::Handle,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -158,7 +161,94 @@ impl RedisBus {
         let cmd_conn = ConnectionManager::new_with_config(client, base)
             .await
             .map_err(RedisBusError::Connect)?;
+        Ok(Self::assemble(
+            Conn::Single(sub_conn),
+            Conn::Single(cmd_conn),
+            router,
+            lock_rx,
+            options,
+        ))
+    }
 
+    /// Connects to a Redis Cluster through any of the seed `urls` (`redis://host:port`, one or
+    /// more nodes; the rest of the cluster is discovered), with `options`.
+    ///
+    /// Commands go through the redis crate's cluster connection: each queue lock `SET` is
+    /// routed to the shard owning its key, and `MOVED` replies and failovers are followed.
+    /// Channels use classic `PUBLISH`/`SUBSCRIBE`, which a cluster broadcasts to every node, so
+    /// Go peers attached to any node of the same cluster interoperate; the cost is that every
+    /// message reaches every node (see docs/scaling.md). Subscriptions are restored after a
+    /// reconnect or failover; messages published meanwhile are lost, as on one server.
+    ///
+    /// On a cluster the count of [`publish_counted`](Self::publish_counted) is one node's, so
+    /// [`Bus::publish_watched`] never reports "no receivers": calls to a method nobody serves
+    /// end at their deadline.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let seeds = ["redis://10.0.0.1:7000/", "redis://10.0.0.2:7000/"];
+    /// let bus = psrpc_redis::RedisBus::connect_cluster(&seeds, Default::default()).await?;
+    /// # drop(bus);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// [`RedisBusError::Config`] for a bad URL, [`RedisBusError::Connect`] when no seed node can
+    /// be reached or the cluster refuses the connection.
+    pub async fn connect_cluster(
+        urls: &[impl AsRef<str>],
+        mut options: RedisBusOptions,
+    ) -> Result<Self, RedisBusError> {
+        options.max_payload = options.max_payload.min(REDIS_MAX_PAYLOAD);
+        let seeds: Vec<&str> = urls.iter().map(AsRef::as_ref).collect();
+        let builder = || {
+            let builder = redis::cluster::ClusterClientBuilder::new(seeds.clone())
+                .use_protocol(redis::ProtocolVersion::RESP3);
+            cluster_timeouts(
+                builder,
+                options.connection_timeout,
+                options.response_timeout,
+            )
+        };
+        let router = Arc::new(Router::default());
+        let (lock_tx, lock_rx) = mpsc::channel(options.max_pending_locks.max(1));
+        let push_router = router.clone();
+        let push_sender = move |push: PushInfo| -> Result<(), std::convert::Infallible> {
+            route_push(&push_router, &lock_tx, push);
+            Ok(())
+        };
+        let sub_client = builder()
+            .push_sender(push_sender)
+            .build()
+            .map_err(RedisBusError::Config)?;
+        let cmd_client = builder().build().map_err(RedisBusError::Config)?;
+        let sub_conn = sub_client
+            .get_async_connection()
+            .await
+            .map_err(RedisBusError::Connect)?;
+        let cmd_conn = cmd_client
+            .get_async_connection()
+            .await
+            .map_err(RedisBusError::Connect)?;
+        Ok(Self::assemble(
+            Conn::Cluster(sub_conn),
+            Conn::Cluster(cmd_conn),
+            router,
+            lock_rx,
+            options,
+        ))
+    }
+
+    /// Starts the writer, the lock dispatcher and the health check on the two connections.
+    fn assemble(
+        sub_conn: Conn,
+        cmd_conn: Conn,
+        router: Arc<Router>,
+        lock_rx: mpsc::Receiver<lock::LockJob>,
+        options: RedisBusOptions,
+    ) -> Self {
+        let cluster = matches!(cmd_conn, Conn::Cluster(_));
         let writer = Writer::start(
             cmd_conn,
             options.publish_queue,
@@ -174,21 +264,23 @@ impl RedisBus {
         if let Some(interval) = options.health_check_interval {
             tasks.push(tokio::spawn(health_check(
                 sub_conn.clone(),
+                router.clone(),
                 interval,
                 options.response_timeout,
             )));
         }
-        Ok(RedisBus {
+        RedisBus {
             inner: Arc::new(Inner {
                 router,
                 sub_conn,
                 writer,
                 options,
                 next_id: AtomicU64::new(0),
+                cluster,
                 runtime: tokio::runtime::Handle::current(),
                 tasks,
             }),
-        })
+        }
     }
 
     /// The options in force.
@@ -213,6 +305,8 @@ impl RedisBus {
 
     /// Publishes like [`Bus::publish`] and returns the number of Redis connections that
     /// received the message (`PUBLISH`'s reply): 0 means nobody listens on the channel now.
+    /// On a Redis Cluster the count covers only the node that took the `PUBLISH`, so there 0
+    /// does not mean nobody listens.
     ///
     /// Each bus counts as one receiver however many local subscribers it has.
     ///
@@ -312,6 +406,10 @@ impl Bus for RedisBus {
     ) -> BoxFuture<'a, Result<NoReceivers, BusError>> {
         Box::pin(async move {
             let receivers = self.publish_counted(channel, payload).await?;
+            if self.inner.cluster {
+                // A cluster node counts only its own subscribers: zero says nothing.
+                return Ok(NoReceivers::unknown());
+            }
             Ok(NoReceivers::from_count(receivers))
         })
     }

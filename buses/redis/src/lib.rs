@@ -44,6 +44,17 @@
 //! at once; messages waiting for a lock queue up to [`RedisBusOptions::max_pending_locks`], past
 //! which they are dropped and counted on the queue subscriber whose turn it was.
 //!
+//! # Redis Cluster
+//!
+//! [`RedisBus::connect_cluster`] takes seed nodes of a Redis Cluster and runs both connections
+//! as the redis crate's cluster connections: lock keys go to their shard, `MOVED` and failovers
+//! are followed, and subscriptions move to the promoted replica after a failover. Pub/sub is
+//! classic (`PUBLISH`/`SUBSCRIBE`, broadcast to every node by the cluster), so Go peers on any
+//! node interoperate; every message reaches every node (docs/scaling.md). On a cluster,
+//! `PUBLISH` counts only one node's subscribers, so calls nobody serves end at their deadline
+//! rather than failing fast. Not yet supported: sharded pub/sub (`SSUBSCRIBE`, which Go psrpc
+//! does not speak) and Sentinel.
+//!
 //! ```no_run
 //! use psrpc::{Client, MethodInfo, Server};
 //! use psrpc_redis::RedisBus;
@@ -64,6 +75,7 @@
 //! ```
 
 mod bus;
+mod conn;
 pub mod durable;
 mod error;
 mod lock;

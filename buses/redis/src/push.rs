@@ -4,10 +4,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
-use redis::aio::ConnectionManager;
 use redis::{PushInfo, PushKind, Value};
 use tokio::sync::mpsc;
 
+use crate::conn::Conn;
 use crate::lock::LockJob;
 use crate::op::with_timeout;
 use crate::router::Router;
@@ -54,19 +54,48 @@ pub(crate) fn route_push(router: &Router, locks: &mpsc::Sender<LockJob>, push: P
 }
 
 /// Pings the push connection so a dead one is noticed while idle and reconnection resumes.
+///
+/// On a cluster, subscriptions live on the node owning each channel name's slot, and the
+/// cluster connection moves them only when it refreshes its slot map, which a failing keyed
+/// command triggers. So after a lost node, one cheap keyed read per subscribed channel (`EXISTS`
+/// on the channel name, routed like its `SUBSCRIBE`) makes the connection find the promoted
+/// replica and resubscribe there.
 pub(crate) async fn health_check(
-    conn: ConnectionManager,
+    conn: Conn,
+    router: std::sync::Arc<Router>,
     interval: Duration,
     timeout: Option<Duration>,
 ) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut seen_disconnects = 0;
     loop {
         ticker.tick().await;
         let mut conn = conn.clone();
         let ping = redis::cmd("PING");
-        if let Err(err) = with_timeout(timeout, ping.query_async::<Value>(&mut conn)).await {
+        if let Err(err) = with_timeout(timeout, conn.query(&ping)).await {
             tracing::debug!(%err, "redis health check failed");
+        }
+        if !matches!(conn, Conn::Cluster(_)) {
+            continue;
+        }
+        let disconnects = router.counters.disconnects.load(Ordering::Relaxed);
+        if disconnects == seen_disconnects {
+            continue;
+        }
+        let names: Vec<String> = router.channels.iter().map(|e| e.key().clone()).collect();
+        let mut all_ok = true;
+        for name in names {
+            let mut probe = redis::cmd("EXISTS");
+            probe.arg(&name);
+            if let Err(err) = with_timeout(timeout, conn.query(&probe)).await {
+                tracing::debug!(%err, channel = %name, "redis cluster slot probe failed");
+                all_ok = false;
+            }
+        }
+        // Probe again next tick until every channel's node answers.
+        if all_ok {
+            seen_disconnects = disconnects;
         }
     }
 }

@@ -16,10 +16,10 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use redis::aio::ConnectionManager;
 use redis::{Cmd, RedisError, Value};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::conn::Conn;
 use crate::op::OpError;
 
 /// Pipelines on the way at once. Two keep Redis busy while the next batch is assembled; more
@@ -53,7 +53,7 @@ impl Writer {
     /// Starts the writer task on `conn`; it ends once every [`Writer`] is gone and the queue is
     /// drained.
     pub(crate) fn start(
-        conn: ConnectionManager,
+        conn: Conn,
         queue: usize,
         max_batch: usize,
         timeout: Option<Duration>,
@@ -89,7 +89,7 @@ impl Writer {
 /// The writer task.
 async fn run(
     mut jobs: mpsc::Receiver<Job>,
-    conn: ConnectionManager,
+    conn: Conn,
     max_batch: usize,
     timeout: Option<Duration>,
 ) {
@@ -150,10 +150,17 @@ impl Batch {
 /// Sends one batch as a pipeline and answers each of its callers; returns the error when the
 /// connection was lost.
 async fn send_batch(
-    mut conn: ConnectionManager,
+    conn: Conn,
     batch: Batch,
     timeout: Option<Duration>,
 ) -> Result<(), Arc<OpError>> {
+    let mut conn = match conn {
+        Conn::Single(conn) => conn,
+        Conn::Cluster(conn) => {
+            send_cluster_batch(conn, batch, timeout).await;
+            return Ok(());
+        }
+    };
     let Batch { mut pipe, slots } = batch;
     // Per-command server errors come back as values, each to its own caller.
     pipe.ignore_errors();
@@ -200,4 +207,41 @@ async fn send_batch(
         }
     }
     Ok(())
+}
+
+/// A batch on a cluster: the lock keys of one batch live on different shards, so the commands
+/// go one by one (concurrently, multiplexed per node) for the cluster connection to route. The
+/// loss of one node fails only the commands bound for it, so nothing else is failed here.
+async fn send_cluster_batch(
+    conn: redis::cluster_async::ClusterConnection,
+    batch: Batch,
+    timeout: Option<Duration>,
+) {
+    let Batch { pipe, slots } = batch;
+    let mut commands = pipe.cmd_iter();
+    let mut flushes = Vec::new();
+    let mut sends = Vec::new();
+    for slot in slots {
+        match slot {
+            Slot::Flush(tx) => flushes.push(tx),
+            Slot::Command(tx) => {
+                let Some(cmd) = commands.next().cloned() else {
+                    continue;
+                };
+                let mut conn = conn.clone();
+                sends.push(async move {
+                    let reply =
+                        crate::op::with_timeout(timeout, cmd.query_async::<Value>(&mut conn))
+                            .await
+                            .map_err(Arc::new);
+                    let _ = tx.send(reply);
+                });
+            }
+        }
+    }
+    futures::future::join_all(sends).await;
+    // Every command queued before a flush has been answered by now.
+    for tx in flushes {
+        let _ = tx.send(Ok(Value::Okay));
+    }
 }

@@ -49,6 +49,7 @@ mod nats;
 mod process;
 mod rabbitmq;
 mod redis;
+mod redis_cluster;
 
 pub use certs::TestCerts;
 pub use mosquitto::{MosquittoOptions, MosquittoServer};
@@ -57,6 +58,7 @@ pub use rabbitmq::{
     RABBITMQ_PASSWORD, RABBITMQ_USER, RabbitMqOptions, RabbitMqServer, RabbitMqTls,
 };
 pub use redis::{RedisOptions, RedisServer, RedisTls};
+pub use redis_cluster::{REDIS_CLUSTER_NODE_TIMEOUT_MS, RedisCluster};
 
 /// What can go wrong starting a broker.
 #[derive(Debug, thiserror::Error)]

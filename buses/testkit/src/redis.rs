@@ -44,6 +44,8 @@ pub struct RedisTls {
 #[derive(Debug)]
 pub struct RedisServer {
     options: RedisOptions,
+    /// Cluster mode (`--cluster-enabled yes`, node timeout in ms), set by [`RedisCluster`](crate::RedisCluster).
+    cluster: Option<u64>,
     broker: Broker,
 }
 
@@ -61,13 +63,25 @@ impl RedisServer {
     /// # Errors
     /// As [`start`](Self::start).
     pub fn start_with(options: RedisOptions) -> Result<Self, TestkitError> {
+        Self::launch(options, None)
+    }
+
+    /// Starts a server, in cluster mode with this node timeout (ms) when `cluster` is set.
+    pub(crate) fn launch(
+        options: RedisOptions,
+        cluster: Option<u64>,
+    ) -> Result<Self, TestkitError> {
         let broker = Broker::launch(
             BINARY,
             "redis-server",
             "REDIS_SERVER_BIN",
-            &|binary, dir, port| spawn(binary, dir, port, &options),
+            &|binary, dir, port| spawn(binary, dir, port, &options, cluster),
         )?;
-        Ok(RedisServer { options, broker })
+        Ok(RedisServer {
+            options,
+            cluster,
+            broker,
+        })
     }
 
     /// `redis://127.0.0.1:<port>/` (with the ACL user or password when one is set).
@@ -97,8 +111,9 @@ impl RedisServer {
     /// A start failure.
     pub fn restart(&mut self) -> Result<(), TestkitError> {
         let options = &self.options;
+        let cluster = self.cluster;
         self.broker
-            .restart(&|binary, dir, port| spawn(binary, dir, port, options))
+            .restart(&|binary, dir, port| spawn(binary, dir, port, options, cluster))
     }
 }
 
@@ -107,6 +122,7 @@ fn spawn(
     dir: &tempfile::TempDir,
     port: u16,
     options: &RedisOptions,
+    cluster: Option<u64>,
 ) -> Result<Proc, TestkitError> {
     let log_path = dir.path().join("redis.log");
     let _ = std::fs::remove_file(&log_path);
@@ -130,6 +146,16 @@ fn spawn(
         .arg(dir.path())
         .arg("--logfile")
         .arg(&log_path);
+    if let Some(node_timeout) = cluster {
+        // The node file lives in the kept data directory, so a restarted node rejoins as itself.
+        command
+            .args(["--cluster-enabled", "yes"])
+            .arg("--cluster-config-file")
+            .arg(dir.path().join("nodes.conf"))
+            .args(["--cluster-node-timeout", &node_timeout.to_string()])
+            // Any replica may take over, however long ago it last heard from its master.
+            .args(["--cluster-replica-validity-factor", "0"]);
+    }
     if options.persistence {
         command.args(["--appendonly", "yes", "--appendfsync", "always"]);
     } else {
@@ -176,7 +202,7 @@ fn spawn(
 }
 
 /// True once the server answers PING (`+PONG`, or `-NOAUTH` when a password is required).
-fn answers_ping(port: u16) -> bool {
+pub(crate) fn answers_ping(port: u16) -> bool {
     let Ok(mut stream) =
         TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200))
     else {
