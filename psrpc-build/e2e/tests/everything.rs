@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use futures::StreamExt;
+use psrpc::batch::{BatchEnd, BatchError, BatchOptions};
 use psrpc::bus::LocalBus;
 use psrpc::stream::Stream;
 use psrpc::{CallOptions, ErrorCode, NamedMessage, RequestContext};
@@ -418,4 +419,54 @@ async fn shutdown_and_kill_stop_serving() {
     client.echo(&req("y"), CallOptions::new()).await.unwrap();
     b.kill().await;
     assert!(client.echo(&req("y"), short()).await.is_err());
+}
+
+#[tokio::test]
+async fn generated_queue_batch_spreads_over_the_servers_with_indices() {
+    let bus = LocalBus::new();
+    let _a = Server::new(node("a", 1.0), bus.clone()).await.unwrap();
+    let _b = Server::new(node("b", 1.0), bus.clone()).await.unwrap();
+    let client: Client = EverythingClient::new(bus).await.unwrap();
+
+    const TASKS: usize = 40;
+    let requests: Vec<EchoRequest> = (0..TASKS).map(|i| req(&format!("t{i}"))).collect();
+    let mut batch = client
+        .batch_echo(requests.clone(), BatchOptions::new().max_in_flight(8))
+        .await
+        .unwrap();
+    let mut seen = vec![false; TASKS];
+    while let Some(item) = within(batch.next_item()).await {
+        assert_eq!(item.key, item.index);
+        assert!(!seen[item.index], "task {} yielded twice", item.index);
+        seen[item.index] = true;
+        let reply = item.result.unwrap();
+        assert_eq!(reply.text, format!("t{}", item.index));
+        assert!(["a", "b"].contains(&reply.server.as_str()));
+    }
+    assert!(seen.iter().all(|s| *s), "missing tasks");
+    assert_eq!(batch.end(), Some(BatchEnd::Completed));
+    let progress = batch.progress();
+    assert_eq!((progress.done, progress.failed), (TASKS, 0));
+    assert_eq!(progress.outstanding(), 0);
+
+    // Collected, the replies come back in input order.
+    let replies = within(
+        client
+            .batch_echo(requests, BatchOptions::new())
+            .await
+            .unwrap()
+            .try_collect(),
+    )
+    .await
+    .unwrap();
+    let texts: Vec<String> = replies.into_iter().map(|r| r.text).collect();
+    let expected: Vec<String> = (0..TASKS).map(|i| format!("t{i}")).collect();
+    assert_eq!(texts, expected);
+
+    // An empty batch is refused before anything is sent.
+    let err = client
+        .batch_echo(Vec::new(), BatchOptions::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BatchError::Empty));
 }
