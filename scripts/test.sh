@@ -27,3 +27,4 @@ cargo test --workspace --all-features --locked
 cargo run -p psrpc-benches --locked -- --quick > /dev/null
 cargo run -p psrpc-benches --locked --bin durable -- --quick > /dev/null
 cargo run -p psrpc-benches --locked --bin cluster -- --quick > /dev/null
+cargo run -p psrpc-benches --locked --bin discovery -- --quick > /dev/null
