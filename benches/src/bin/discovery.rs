@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use psrpc::bus::LocalBus;
+use psrpc::client::MultiResult;
 use psrpc::discovery::{Discovery, DiscoveryOptions, WatchOptions};
 use psrpc::{Bus, CallOptions, Client, MethodInfo, Server, ServerOptions};
 use psrpc_nats::NatsBus;
@@ -108,6 +109,16 @@ async fn server(broker: &Broker, service: &str, announce: bool) -> Result<Server
     Ok(server)
 }
 
+/// An error unless every server answered.
+fn all_answered(results: &[MultiResult<String>]) -> Result<(), BoxError> {
+    let n = results.iter().filter(|r| r.result.is_ok()).count();
+    if n == SERVERS {
+        Ok(())
+    } else {
+        Err(format!("{n} of {SERVERS} servers answered: {results:?}").into())
+    }
+}
+
 /// Times `calls` sequential runs of `op`, after a few unmeasured ones.
 async fn sequential<F, Fut>(calls: usize, op: F) -> Result<Vec<Duration>, BoxError>
 where
@@ -147,59 +158,43 @@ async fn multi(broker: &Broker, sizes: &Sizes) -> Result<(), BoxError> {
     .await?;
     let client = Client::new(SVC, broker.bus().await?).await?;
     let ping = "ping".to_string();
+    // References, so that each timed future can copy them.
+    let (client, ping, view) = (&client, &ping, &view);
 
-    let mut single = sequential(sizes.calls, || async {
-        let _: String = client
-            .request(ECHO, &[], &ping, CallOptions::new())
-            .await?;
+    let mut single = sequential(sizes.calls, move || async move {
+        let _: String = client.request(ECHO, &[], ping, CallOptions::new()).await?;
         Ok(())
     })
     .await?;
 
     // Each call reads the view, as an application would: a server that left is not waited for.
-    let answers = |n: usize| -> Result<(), BoxError> {
-        if n == SERVERS {
-            Ok(())
-        } else {
-            Err(format!("{n} of {SERVERS} servers answered").into())
-        }
-    };
-    let mut early = sequential(sizes.calls, || async {
+    let mut early = sequential(sizes.calls, move || async move {
         let results = client
-            .request_multi::<_, String>(
-                GATHER,
-                &[],
-                &ping,
-                CallOptions::new().timeout(EARLY_BOUND),
-            )
+            .request_multi::<_, String>(GATHER, &[], ping, CallOptions::new().timeout(EARLY_BOUND))
             .await?
             .until(view.all_known(SVC, "Gather", &[]))
             .collect_all()
             .await;
-        answers(results.iter().filter(|r| r.result.is_ok()).count())
+        all_answered(&results)
     })
     .await?;
 
-    let mut full = sequential(sizes.timeout_calls, || async {
+    let mut full = sequential(sizes.timeout_calls, move || async move {
         let results = client
             .request_multi::<_, String>(
                 GATHER,
                 &[],
-                &ping,
+                ping,
                 CallOptions::new().timeout(MULTI_TIMEOUT),
             )
             .await?
             .collect_all()
             .await;
-        answers(results.iter().filter(|r| r.result.is_ok()).count())
+        all_answered(&results)
     })
     .await?;
 
-    let (single, early, full) = (
-        p50_us(&mut single),
-        p50_us(&mut early),
-        p50_us(&mut full),
-    );
+    let (single, early, full) = (p50_us(&mut single), p50_us(&mut early), p50_us(&mut full));
     println!(
         "{{\"bus\":\"{bus}\",\"case\":\"unary_single\",\"calls\":{},\"p50_us\":{single:.0}}}",
         sizes.calls
