@@ -28,3 +28,4 @@ cargo run -p psrpc-benches --locked -- --quick > /dev/null
 cargo run -p psrpc-benches --locked --bin durable -- --quick > /dev/null
 cargo run -p psrpc-benches --locked --bin cluster -- --quick > /dev/null
 cargo run -p psrpc-benches --locked --bin batch -- --quick > /dev/null
+cargo run -p psrpc-benches --locked --bin discovery -- --quick > /dev/null
