@@ -34,12 +34,19 @@ impl Sniffer {
         }
     }
 
-    /// The next message: (channel, decoded envelope).
+    /// The next message: (channel, decoded envelope). Skips the Rust-only discovery
+    /// announcements: a heartbeat may come at any moment, and Go peers never see them.
     async fn next(&mut self) -> (String, wire::Msg) {
-        let msg = tokio::time::timeout(PATIENCE, self.messages.next())
-            .await
-            .expect("sniffer timed out")
-            .expect("sniffer stream ended");
+        let discovery = format!("{}|", psrpc::discovery::DISCOVERY_SERVICE);
+        let msg = loop {
+            let msg = tokio::time::timeout(PATIENCE, self.messages.next())
+                .await
+                .expect("sniffer timed out")
+                .expect("sniffer stream ended");
+            if !msg.get_channel_name().starts_with(&discovery) {
+                break msg;
+            }
+        };
         let channel = msg.get_channel_name().to_owned();
         let payload = Bytes::copy_from_slice(msg.get_payload_bytes());
         let envelope = wire::decode_envelope(payload.clone()).expect("payload is a Msg");
