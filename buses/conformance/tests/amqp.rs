@@ -28,7 +28,8 @@ fn harness() -> Harness {
     })
 }
 
-conformance_suite!(harness());
+// Automatic acks (Go's AMQP wire): see the `at_most_once_drain` arm.
+conformance_suite!(at_most_once_drain harness());
 
 // Scatter/gather batches over queue calls.
 psrpc_conformance::batch_suite!(harness());
