@@ -9,7 +9,7 @@ use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
 /// ```
 /// let tls = psrpc_amqp::AmqpTls::new()
 ///     .ca_pem("-----BEGIN CERTIFICATE-----\n…")
-///     .client_identity(b"-----BEGIN CERTIFICATE-----\n…".to_vec(), b"…".to_vec());
+///     .client_identity(b"-----BEGIN CERTIFICATE-----\n...".to_vec(), b"...".to_vec());
 /// // The private key never shows in Debug output.
 /// assert!(!format!("{tls:?}").contains("…"));
 /// ```

@@ -145,7 +145,10 @@ impl Counts {
 async fn garbage_on_every_channel_is_counted(kind: Kind) {
     let broker = Broker::start(kind);
     let server_bus = broker.bus().await;
-    let server = Server::new(SVC, server_bus.arc());
+    // Discovery off: its own subscriptions would count the garbage too.
+    let mut options = psrpc::ServerOptions::default();
+    options.discovery.enabled = false;
+    let server = Server::with_options(SVC, server_bus.arc(), options);
     server
         .register_unary(ECHO, &[], |_ctx, req: String| async move { Ok(req) })
         .await
