@@ -434,7 +434,7 @@ async fn generated_queue_batch_spreads_over_the_servers_with_indices() {
         .batch_echo(requests.clone(), BatchOptions::new().max_in_flight(8))
         .await
         .unwrap();
-    let mut seen = vec![false; TASKS];
+    let mut seen = [false; TASKS];
     while let Some(item) = within(batch.next_item()).await {
         assert_eq!(item.key, item.index);
         assert!(!seen[item.index], "task {} yielded twice", item.index);
