@@ -49,3 +49,15 @@ impl SetupFailure {
         }
     }
 }
+
+/// A NATS credentials file (`.creds`) that could not be used: missing, unreadable, or without
+/// a user JWT and NKey seed. Shows the path and the cause, never the file's contents.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot use the NATS credentials file {}: {source}", path.display())]
+pub struct CredentialsError {
+    /// The file.
+    pub path: std::path::PathBuf,
+    /// Why it could not be used.
+    #[source]
+    pub source: std::io::Error,
+}

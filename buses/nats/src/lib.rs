@@ -74,6 +74,7 @@ use psrpc::Channel;
 use psrpc::bus::{Bus, BusError, NoReceivers, SubscribeOptions, Subscription};
 
 use confirm::Confirmer;
+pub use error::CredentialsError;
 use router::{Counters, Entry, Membership, Subjects};
 
 /// Options of a [`NatsBus`].
@@ -227,6 +228,44 @@ impl NatsBus {
             .await
             .map_err(|err| BusError::Connection(Box::new(err)))?;
         Ok(Self::new(client))
+    }
+
+    /// Connects with a NATS credentials file (`.creds`: a user JWT and the user's NKey seed,
+    /// as `nsc` writes them) on top of `options` (TLS, name, reconnect policy, …). This is how
+    /// servers in operator mode (decentralised JWT auth) admit clients.
+    ///
+    /// The seed stays in memory to sign the server's nonce; it appears in no error, log or
+    /// `Debug` output.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), psrpc::bus::BusError> {
+    /// let bus = psrpc_nats::NatsBus::connect_with_credentials_file(
+    ///     "tls://nats.example:4222",
+    ///     "/etc/app/app.creds",
+    ///     async_nats::ConnectOptions::new().name("my-service"),
+    /// )
+    /// .await?;
+    /// # let _ = bus; Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`BusError::Connection`] holding a [`CredentialsError`] when the file is missing or
+    /// holds no JWT and seed; [`BusError::Connection`] with the server's "authorization
+    /// violation" when the server does not accept the user (unknown account, revoked user,
+    /// a seed that does not match the JWT); as [`connect`](Self::connect) otherwise.
+    pub async fn connect_with_credentials_file(
+        addrs: impl async_nats::ToServerAddrs,
+        path: impl AsRef<std::path::Path>,
+        options: async_nats::ConnectOptions,
+    ) -> Result<Self, BusError> {
+        let path = path.as_ref();
+        let options = options.credentials_file(path).await.map_err(|source| {
+            BusError::Connection(Box::new(CredentialsError {
+                path: path.to_owned(),
+                source,
+            }))
+        })?;
+        Self::connect_with_options(addrs, options).await
     }
 
     /// A bus over an existing client, with default options. The client can still be used for

@@ -46,6 +46,7 @@ macro_rules! broker_controls {
 mod certs;
 mod mosquitto;
 mod nats;
+mod operator;
 mod process;
 mod rabbitmq;
 mod redis;
@@ -53,7 +54,8 @@ mod redis_cluster;
 
 pub use certs::TestCerts;
 pub use mosquitto::{MosquittoOptions, MosquittoServer};
-pub use nats::{NatsCluster, NatsOptions, NatsServer};
+pub use nats::{NatsCluster, NatsOptions, NatsServer, NatsTrust};
+pub use operator::TestOperator;
 pub use rabbitmq::{
     RABBITMQ_PASSWORD, RABBITMQ_USER, RabbitMqOptions, RabbitMqServer, RabbitMqTls,
 };

@@ -27,6 +27,20 @@ pub struct NatsOptions {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// With [`tls`](Self::tls): require client certificates signed by this CA (PEM file).
     pub tls_client_ca: Option<PathBuf>,
+    /// Operator mode (decentralised JWT auth): trust this operator and resolve its accounts
+    /// from memory; clients authenticate with user credentials files. See
+    /// [`TestOperator`](crate::TestOperator). Replaces the other auth options.
+    pub trust: Option<NatsTrust>,
+}
+
+/// The operator JWT and account JWTs a server in operator mode trusts (a `MEMORY` resolver
+/// preloaded with the accounts).
+#[derive(Clone, Debug)]
+pub struct NatsTrust {
+    /// The operator's self-signed JWT.
+    pub operator_jwt: String,
+    /// Account public keys (`A…`) and their JWTs, signed by the operator.
+    pub accounts: Vec<(String, String)>,
 }
 
 /// A `nats-server` on a free loopback port, killed on drop.
@@ -122,7 +136,19 @@ fn spawn(
     if let Some((user, pass)) = &options.credentials {
         users.push(format!("{{ user: \"{user}\", password: \"{pass}\" }}"));
     }
-    if !users.is_empty() {
+    if let Some(trust) = &options.trust {
+        let operator = dir.path().join("operator.jwt");
+        std::fs::write(&operator, &trust.operator_jwt).map_err(io)?;
+        let preload: Vec<String> = trust
+            .accounts
+            .iter()
+            .map(|(key, jwt)| format!("  {key}: \"{jwt}\""))
+            .collect();
+        config.push_str(&format!(
+            "operator: {operator:?}\nresolver: MEMORY\nresolver_preload: {{\n{}\n}}\n",
+            preload.join("\n")
+        ));
+    } else if !users.is_empty() {
         config.push_str(&format!(
             "authorization {{\n  users: [\n    {}\n  ]\n}}\n",
             users.join("\n    ")
