@@ -9,7 +9,7 @@ use futures::future::BoxFuture;
 use psrpc::Channel;
 use psrpc::bus::{Bus, BusError, NoReceivers, SubscribeOptions, Subscription};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{PushInfo, RedisError, Value};
+use redis::{PushInfo, PushKind, RedisError, Value};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -60,6 +60,9 @@ struct Inner {
     next_id: AtomicU64,
     /// On a Redis Cluster, where `PUBLISH` counts only the receiving node's subscribers.
     cluster: bool,
+    /// Sharded pub/sub (`SSUBSCRIBE`/`SPUBLISH`): on a cluster with
+    /// [`RedisBusOptions::sharded_pubsub`].
+    sharded: bool,
     runtime: tokio::runtime::Handle,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -184,6 +187,10 @@ impl RedisBus {
     /// [`Bus::publish_watched`] never reports "no receivers": calls to a method nobody serves
     /// end at their deadline.
     ///
+    /// [`RedisBusOptions::sharded_pubsub`] (opt-in) carries channels with sharded pub/sub
+    /// instead: no broadcast, and exact receiver counts, but no interop with Go peers or with
+    /// buses without the option.
+    ///
     /// ```no_run
     /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
     /// let seeds = ["redis://10.0.0.1:7000/", "redis://10.0.0.2:7000/"];
@@ -214,7 +221,11 @@ impl RedisBus {
         let router = Arc::new(Router::default());
         let (lock_tx, lock_rx) = mpsc::channel(options.max_pending_locks.max(1));
         let push_router = router.clone();
-        let push_sender = move |push: PushInfo| -> Result<(), std::convert::Infallible> {
+        let push_sender = move |mut push: PushInfo| -> Result<(), std::convert::Infallible> {
+            // A sharded message has the classic one's shape: [channel, payload].
+            if push.kind == PushKind::SMessage {
+                push.kind = PushKind::Message;
+            }
             route_push(&push_router, &lock_tx, push);
             Ok(())
         };
@@ -249,6 +260,7 @@ impl RedisBus {
         options: RedisBusOptions,
     ) -> Self {
         let cluster = matches!(cmd_conn, Conn::Cluster(_));
+        let sharded = cluster && options.sharded_pubsub;
         let writer = Writer::start(
             cmd_conn,
             options.publish_queue,
@@ -277,6 +289,7 @@ impl RedisBus {
                 options,
                 next_id: AtomicU64::new(0),
                 cluster,
+                sharded,
                 runtime: tokio::runtime::Handle::current(),
                 tasks,
             }),
@@ -306,7 +319,8 @@ impl RedisBus {
     /// Publishes like [`Bus::publish`] and returns the number of Redis connections that
     /// received the message (`PUBLISH`'s reply): 0 means nobody listens on the channel now.
     /// On a Redis Cluster the count covers only the node that took the `PUBLISH`, so there 0
-    /// does not mean nobody listens.
+    /// does not mean nobody listens; with [`RedisBusOptions::sharded_pubsub`] it is the
+    /// `SPUBLISH` count of the channel's shard, which covers every subscriber.
     ///
     /// Each bus counts as one receiver however many local subscribers it has.
     ///
@@ -327,7 +341,11 @@ impl RedisBus {
         payload: Bytes,
     ) -> Result<usize, BusError> {
         psrpc::bus::check_payload_size(payload.len(), self.inner.options.max_payload)?;
-        let mut cmd = redis::cmd("PUBLISH");
+        let mut cmd = redis::cmd(if self.inner.sharded {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        });
         cmd.arg(channel.pipe_name()).arg(payload.as_ref());
         let reply = self
             .inner
@@ -379,9 +397,12 @@ impl RedisBus {
             };
             if !ctl.subscribed {
                 let mut conn = inner.sub_conn.clone();
-                with_timeout(inner.options.response_timeout, conn.subscribe(&name))
-                    .await
-                    .map_err(|err| err.into_bus_error(BusError::Subscribe))?;
+                with_timeout(
+                    inner.options.response_timeout,
+                    conn.subscribe(&name, inner.sharded),
+                )
+                .await
+                .map_err(|err| err.into_bus_error(BusError::Subscribe))?;
                 ctl.subscribed = true;
             }
             return Ok(sub.with_guard(guard));
@@ -406,7 +427,7 @@ impl Bus for RedisBus {
     ) -> BoxFuture<'a, Result<NoReceivers, BusError>> {
         Box::pin(async move {
             let receivers = self.publish_counted(channel, payload).await?;
-            if self.inner.cluster {
+            if self.inner.cluster && !self.inner.sharded {
                 // A cluster node counts only its own subscribers: zero says nothing.
                 return Ok(NoReceivers::unknown());
             }
@@ -475,7 +496,7 @@ async fn retire(inner: Arc<Inner>, entry: Arc<Entry>) {
     let mut conn = inner.sub_conn.clone();
     if let Err(err) = with_timeout(
         inner.options.response_timeout,
-        conn.unsubscribe(&entry.name),
+        conn.unsubscribe(&entry.name, inner.sharded),
     )
     .await
     {

@@ -16,16 +16,20 @@ pub(crate) enum Conn {
 }
 
 impl Conn {
-    pub(crate) async fn subscribe(&mut self, channel: &str) -> RedisResult<()> {
+    /// `SUBSCRIBE`, or `SSUBSCRIBE` when `sharded` (on a cluster only).
+    pub(crate) async fn subscribe(&mut self, channel: &str, sharded: bool) -> RedisResult<()> {
         match self {
             Conn::Single(conn) => conn.subscribe(channel).await,
+            Conn::Cluster(conn) if sharded => conn.ssubscribe(channel).await,
             Conn::Cluster(conn) => conn.subscribe(channel).await,
         }
     }
 
-    pub(crate) async fn unsubscribe(&mut self, channel: &str) -> RedisResult<()> {
+    /// `UNSUBSCRIBE`, or `SUNSUBSCRIBE` when `sharded` (on a cluster only).
+    pub(crate) async fn unsubscribe(&mut self, channel: &str, sharded: bool) -> RedisResult<()> {
         match self {
             Conn::Single(conn) => conn.unsubscribe(channel).await,
+            Conn::Cluster(conn) if sharded => conn.sunsubscribe(channel).await,
             Conn::Cluster(conn) => conn.unsubscribe(channel).await,
         }
     }

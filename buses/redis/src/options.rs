@@ -49,6 +49,22 @@ pub struct RedisBusOptions {
     pub publish_queue: usize,
     /// The most commands sent in one pipeline (default 512).
     pub max_batch: usize,
+    /// On a Redis Cluster ([`RedisBus::connect_cluster`](crate::RedisBus::connect_cluster)),
+    /// carry channels with sharded pub/sub (`SSUBSCRIBE`/`SPUBLISH`, Redis 7) instead of
+    /// classic `SUBSCRIBE`/`PUBLISH`. Default off; ignored on a single server.
+    ///
+    /// Classic cluster pub/sub broadcasts every message to every node of the cluster, so its
+    /// cost grows with the node count. A sharded channel lives on the shard owning its name's
+    /// hash slot: a message goes to that shard's master and replicas only, so adding shards
+    /// adds pub/sub capacity, and the `SPUBLISH` count covers every subscriber of the channel,
+    /// so calls to a method nobody serves fail at once again (see
+    /// [`Bus::publish_watched`](psrpc::bus::Bus::publish_watched)).
+    ///
+    /// Off by default because Go psrpc (go-redis) uses classic `PUBLISH`/`SUBSCRIBE`: sharded
+    /// and classic channels are separate namespaces in Redis, so a bus with this option never
+    /// meets a Go peer, nor a Rust bus without it. Turn it on for a whole deployment at once.
+    /// See docs/scaling.md.
+    pub sharded_pubsub: bool,
 }
 
 impl Default for RedisBusOptions {
@@ -63,6 +79,7 @@ impl Default for RedisBusOptions {
             max_pending_locks: 4096,
             publish_queue: 4096,
             max_batch: 512,
+            sharded_pubsub: false,
         }
     }
 }
