@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use async_nats::HeaderMap;
-use async_nats::jetstream::{self, AckKind};
+use async_nats::jetstream::{self, AckKind, consumer};
 use futures::StreamExt;
 use psrpc::durable::{CarrierError, Delivery, Enqueued, NewTask, Receipt};
 
@@ -48,42 +48,63 @@ impl JetStreamCarrier {
         let err = fail("fetch");
         let mut out = Vec::new();
         // What is there now, without waiting.
-        let mut now = consumer
+        let now = consumer
             .fetch()
             .max_messages(max)
             .messages()
             .await
             .map_err(|e| err(e.to_string()))?;
-        while let Some(msg) = now.next().await {
-            out.push(to_delivery(msg.map_err(|e| err(e.to_string()))?));
-        }
+        drain(now, &mut out, FETCH_STALL).await?;
         if !out.is_empty() || wait.is_zero() {
             return Ok(out);
         }
         // Nothing: wait for one (a pull of one completes as soon as one arrives), then take
         // whatever else is ready.
-        let mut one = consumer
+        let wait = wait.max(Duration::from_millis(10));
+        let one = consumer
             .batch()
             .max_messages(1)
-            .expires(wait.max(Duration::from_millis(10)))
+            .expires(wait)
             .messages()
             .await
             .map_err(|e| err(e.to_string()))?;
-        while let Some(msg) = one.next().await {
-            out.push(to_delivery(msg.map_err(|e| err(e.to_string()))?));
-        }
+        drain(one, &mut out, wait + FETCH_STALL).await?;
         if !out.is_empty() && max > 1 {
-            let mut more = consumer
+            let more = consumer
                 .fetch()
                 .max_messages(max - 1)
                 .messages()
                 .await
                 .map_err(|e| err(e.to_string()))?;
-            while let Some(msg) = more.next().await {
-                out.push(to_delivery(msg.map_err(|e| err(e.to_string()))?));
-            }
+            drain(more, &mut out, FETCH_STALL).await?;
         }
         Ok(out)
+    }
+}
+
+/// How long a pull may go unanswered. A pull request that reached a consumer leader which then
+/// died (a cluster node lost) is never answered, and async-nats waits for ever on a `fetch`
+/// (it has no expiry): the worker would stop taking tasks. Past this bound the pull ends with
+/// what it got; the tasks it may have missed come back after the visibility timeout.
+const FETCH_STALL: Duration = Duration::from_secs(5);
+
+/// Takes the messages of one pull into `out`, for at most `bound`.
+async fn drain(
+    mut batch: consumer::pull::Batch,
+    out: &mut Vec<Delivery>,
+    bound: Duration,
+) -> Result<(), CarrierError> {
+    let err = fail("fetch");
+    let deadline = tokio::time::Instant::now() + bound;
+    loop {
+        match tokio::time::timeout_at(deadline, batch.next()).await {
+            Ok(Some(msg)) => out.push(to_delivery(msg.map_err(|e| err(e.to_string()))?)),
+            Ok(None) => return Ok(()),
+            Err(_) => {
+                tracing::debug!("a JetStream pull went unanswered; ending it");
+                return Ok(());
+            }
+        }
     }
 }
 
