@@ -48,42 +48,67 @@ impl JetStreamCarrier {
         let err = fail("fetch");
         let mut out = Vec::new();
         // What is there now, without waiting.
-        let mut now = consumer
+        let now = consumer
             .fetch()
             .max_messages(max)
             .messages()
             .await
             .map_err(|e| err(e.to_string()))?;
-        while let Some(msg) = now.next().await {
-            out.push(to_delivery(msg.map_err(|e| err(e.to_string()))?));
-        }
+        drain(now, NO_WAIT_BOUND, &mut out).await?;
         if !out.is_empty() || wait.is_zero() {
             return Ok(out);
         }
         // Nothing: wait for one (a pull of one completes as soon as one arrives), then take
         // whatever else is ready.
-        let mut one = consumer
+        let wait = wait.max(Duration::from_millis(10));
+        let one = consumer
             .batch()
             .max_messages(1)
-            .expires(wait.max(Duration::from_millis(10)))
+            .expires(wait)
             .messages()
             .await
             .map_err(|e| err(e.to_string()))?;
-        while let Some(msg) = one.next().await {
-            out.push(to_delivery(msg.map_err(|e| err(e.to_string()))?));
-        }
+        drain(one, wait.saturating_add(NO_WAIT_BOUND), &mut out).await?;
         if !out.is_empty() && max > 1 {
-            let mut more = consumer
+            let more = consumer
                 .fetch()
                 .max_messages(max - 1)
                 .messages()
                 .await
                 .map_err(|e| err(e.to_string()))?;
-            while let Some(msg) = more.next().await {
-                out.push(to_delivery(msg.map_err(|e| err(e.to_string()))?));
-            }
+            drain(more, NO_WAIT_BOUND, &mut out).await?;
         }
         Ok(out)
+    }
+}
+
+/// How long a pull may go unanswered past its own expiry before it is given up.
+///
+/// Why: a pull ends when the server says so (`404`/`408` status); should that status never
+/// come, the client library waits 5 s past `expires`, or forever for a no-wait fetch, and the
+/// worker would stall. Messages the server sends after we stop reading are redelivered after
+/// the visibility timeout, so giving up loses nothing.
+const NO_WAIT_BOUND: Duration = Duration::from_secs(1);
+
+/// Takes the deliveries of one pull into `out` until it ends or `bound` passes; what was taken
+/// before the bound stays in `out`.
+async fn drain(
+    mut pull: async_nats::jetstream::consumer::pull::Batch,
+    bound: Duration,
+    out: &mut Vec<Delivery>,
+) -> Result<(), CarrierError> {
+    let deadline = tokio::time::Instant::now() + bound;
+    loop {
+        match tokio::time::timeout_at(deadline, pull.next()).await {
+            Ok(Some(msg)) => {
+                out.push(to_delivery(msg.map_err(|e| fail("fetch")(e.to_string()))?));
+            }
+            Ok(None) => return Ok(()),
+            Err(_) => {
+                tracing::debug!("a JetStream pull went unanswered; given up");
+                return Ok(());
+            }
+        }
     }
 }
 
