@@ -48,14 +48,4 @@ async fn survives_broker_kill() {
 }
 
 // Scatter/gather batches over durable tasks.
-// `durable_batch_over_fleet` (1,000 tasks over 4 workers) is left out on JetStream for now: in
-// one full workspace run it stalled for minutes with the process idle, which fits the ~5 s
-// JetStream request stalls seen in the durable benchmark under load. To be found and fixed;
-// the other batch cases run.
-psrpc_conformance::batch_suite!(@each [tokio::test(flavor = "multi_thread", worker_threads = 2)] harness();
-    durable_batch_cancel,
-    durable_batch_failure_policy,
-    durable_batch_in_flight_limit,
-    durable_batch_reattach,
-    durable_batch_bad_input,
-);
+psrpc_conformance::batch_suite!(durable [tokio::test(flavor = "multi_thread", worker_threads = 2)]; harness());

@@ -13,7 +13,7 @@ use redis::{PushInfo, PushKind, RedisError, Value};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::conn::{Conn, cluster_timeouts};
+use crate::conn::{Conn, cluster_seeds, cluster_timeouts};
 use crate::lock;
 use crate::op::with_timeout;
 use crate::push::{health_check, route_push};
@@ -209,8 +209,8 @@ impl RedisBus {
     ) -> Result<Self, RedisBusError> {
         options.max_payload = options.max_payload.min(REDIS_MAX_PAYLOAD);
         let seeds: Vec<&str> = urls.iter().map(AsRef::as_ref).collect();
-        let builder = || {
-            let builder = redis::cluster::ClusterClientBuilder::new(seeds.clone())
+        let builder_from = |seeds: Vec<redis::ConnectionInfo>| {
+            let builder = redis::cluster::ClusterClientBuilder::new(seeds)
                 .use_protocol(redis::ProtocolVersion::RESP3);
             cluster_timeouts(
                 builder,
@@ -218,6 +218,12 @@ impl RedisBus {
                 options.response_timeout,
             )
         };
+        let seeds = cluster_seeds(&seeds, async |seeds| {
+            builder_from(seeds).build()?.get_async_connection().await
+        })
+        .await
+        .map_err(RedisBusError::Connect)?;
+        let builder = || builder_from(seeds.clone());
         let router = Arc::new(Router::default());
         let (lock_tx, lock_rx) = mpsc::channel(options.max_pending_locks.max(1));
         let push_router = router.clone();

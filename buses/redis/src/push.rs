@@ -55,11 +55,12 @@ pub(crate) fn route_push(router: &Router, locks: &mpsc::Sender<LockJob>, push: P
 
 /// Pings the push connection so a dead one is noticed while idle and reconnection resumes.
 ///
-/// On a cluster, subscriptions live on the node owning each channel name's slot, and the
-/// cluster connection moves them only when it refreshes its slot map, which a failing keyed
-/// command triggers. So after a lost node, one cheap keyed read per subscribed channel (`EXISTS`
-/// on the channel name, routed like its `SUBSCRIBE`) makes the connection find the promoted
-/// replica and resubscribe there.
+/// On a cluster, subscriptions live on the node owning each channel name's slot. After a lost
+/// node the cluster connection resubscribes on its own, but without waiting for or retrying
+/// those commands, so a resubscription sent while a failover settles can be lost for good. So
+/// after every disconnect each channel is subscribed again here, awaited, until every one is
+/// confirmed: a failing `SUBSCRIBE` also makes the connection refresh its slot map and find the
+/// promoted replica. Subscribing again where a subscription already lives is a no-op.
 pub(crate) async fn health_check(
     conn: Conn,
     router: std::sync::Arc<Router>,
@@ -86,14 +87,20 @@ pub(crate) async fn health_check(
         let names: Vec<String> = router.channels.iter().map(|e| e.key().clone()).collect();
         let mut all_ok = true;
         for name in names {
-            let mut probe = redis::cmd("EXISTS");
-            probe.arg(&name);
-            if let Err(err) = with_timeout(timeout, conn.query(&probe)).await {
-                tracing::debug!(%err, channel = %name, "redis cluster slot probe failed");
-                all_ok = false;
+            match with_timeout(timeout, conn.subscribe(&name)).await {
+                Ok(()) => {
+                    // Unsubscribed meanwhile: do not leave the renewed subscription behind.
+                    if !router.channels.contains_key(&name) {
+                        let _ = with_timeout(timeout, conn.unsubscribe(&name)).await;
+                    }
+                }
+                Err(err) => {
+                    tracing::debug!(%err, channel = %name, "redis cluster resubscription failed");
+                    all_ok = false;
+                }
             }
         }
-        // Probe again next tick until every channel's node answers.
+        // Try again next tick until every channel's node has confirmed.
         if all_ok {
             seen_disconnects = disconnects;
         }

@@ -73,8 +73,10 @@ async fn every_rpc_kind_across_nodes_and_a_master_failover() {
 
     // Servers seeded through two different masters, one client through the third, another
     // through a replica: cluster pub/sub is broadcast, so all of them meet.
-    let s1 = serve(cluster_bus(&urls[0]).await).await;
-    let s2 = serve(cluster_bus(&urls[1]).await).await;
+    let b1 = cluster_bus(&urls[0]).await;
+    let b2 = cluster_bus(&urls[1]).await;
+    let s1 = serve(b1.clone()).await;
+    let s2 = serve(b2.clone()).await;
     let client_bus = cluster_bus(&urls[2]).await;
     let client = Client::new("Cluster", client_bus.clone()).await.unwrap();
     let plain_client = Client::new("Cluster", cluster_bus(&urls[4]).await)
@@ -246,8 +248,10 @@ async fn every_rpc_kind_across_nodes_and_a_master_failover() {
                 ok = 0;
                 assert!(
                     killed_at.elapsed() < PATIENCE,
-                    "service did not resume: {err:?}, client bus {:?}",
-                    client_bus.stats()
+                    "service did not resume: {err:?}, client bus {:?} b1 {:?} b2 {:?}",
+                    client_bus.stats(),
+                    b1.stats(),
+                    b2.stats()
                 );
             }
         }

@@ -142,7 +142,11 @@ async fn dropping_a_call_cancels_the_handler(kind: Kind) {
         assert_eq!(stats.unroutable, 0, "{name}: a reply reached a dead call");
         figures.push(format!("\"{name}\":{}", ms(observed)));
     }
-    assert_eq!(server.in_flight(), 0);
+    // The last reply can reach the caller just before its handler's bookkeeping ends.
+    wait_until("no handler left running", PATIENCE, || {
+        server.in_flight() == 0
+    })
+    .await;
     println!(
         "{{\"test\":\"dropping_a_call_cancels_the_handler\",\"bus\":\"{}\",\
          \"cancel_observed_after_ms\":{{{}}}}}",

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use async_nats::HeaderMap;
-use async_nats::jetstream::{self, AckKind, consumer};
+use async_nats::jetstream::{self, AckKind};
 use futures::StreamExt;
 use psrpc::durable::{CarrierError, Delivery, Enqueued, NewTask, Receipt};
 
@@ -54,7 +54,7 @@ impl JetStreamCarrier {
             .messages()
             .await
             .map_err(|e| err(e.to_string()))?;
-        drain(now, &mut out, FETCH_STALL).await?;
+        drain(now, NO_WAIT_BOUND, &mut out).await?;
         if !out.is_empty() || wait.is_zero() {
             return Ok(out);
         }
@@ -68,7 +68,7 @@ impl JetStreamCarrier {
             .messages()
             .await
             .map_err(|e| err(e.to_string()))?;
-        drain(one, &mut out, wait + FETCH_STALL).await?;
+        drain(one, wait.saturating_add(NO_WAIT_BOUND), &mut out).await?;
         if !out.is_empty() && max > 1 {
             let more = consumer
                 .fetch()
@@ -76,32 +76,36 @@ impl JetStreamCarrier {
                 .messages()
                 .await
                 .map_err(|e| err(e.to_string()))?;
-            drain(more, &mut out, FETCH_STALL).await?;
+            drain(more, NO_WAIT_BOUND, &mut out).await?;
         }
         Ok(out)
     }
 }
 
-/// How long a pull may go unanswered. A pull request that reached a consumer leader which then
-/// died (a cluster node lost) is never answered, and async-nats waits for ever on a `fetch`
-/// (it has no expiry): the worker would stop taking tasks. Past this bound the pull ends with
-/// what it got; the tasks it may have missed come back after the visibility timeout.
-const FETCH_STALL: Duration = Duration::from_secs(5);
+/// How long a pull may go unanswered past its own expiry before it is given up.
+///
+/// Why: a pull ends when the server says so (`404`/`408` status); should that status never
+/// come, the client library waits 5 s past `expires`, or forever for a no-wait fetch, and the
+/// worker would stall. Messages the server sends after we stop reading are redelivered after
+/// the visibility timeout, so giving up loses nothing.
+const NO_WAIT_BOUND: Duration = Duration::from_secs(1);
 
-/// Takes the messages of one pull into `out`, for at most `bound`.
+/// Takes the deliveries of one pull into `out` until it ends or `bound` passes; what was taken
+/// before the bound stays in `out`.
 async fn drain(
-    mut batch: consumer::pull::Batch,
-    out: &mut Vec<Delivery>,
+    mut pull: async_nats::jetstream::consumer::pull::Batch,
     bound: Duration,
+    out: &mut Vec<Delivery>,
 ) -> Result<(), CarrierError> {
-    let err = fail("fetch");
     let deadline = tokio::time::Instant::now() + bound;
     loop {
-        match tokio::time::timeout_at(deadline, batch.next()).await {
-            Ok(Some(msg)) => out.push(to_delivery(msg.map_err(|e| err(e.to_string()))?)),
+        match tokio::time::timeout_at(deadline, pull.next()).await {
+            Ok(Some(msg)) => {
+                out.push(to_delivery(msg.map_err(|e| fail("fetch")(e.to_string()))?));
+            }
             Ok(None) => return Ok(()),
             Err(_) => {
-                tracing::debug!("a JetStream pull went unanswered; ending it");
+                tracing::debug!("a JetStream pull went unanswered; given up");
                 return Ok(());
             }
         }
