@@ -285,6 +285,7 @@ impl RedisBus {
                 router.clone(),
                 interval,
                 options.response_timeout,
+                sharded,
             )));
         }
         RedisBus {

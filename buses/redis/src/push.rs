@@ -61,11 +61,14 @@ pub(crate) fn route_push(router: &Router, locks: &mpsc::Sender<LockJob>, push: P
 /// after every disconnect each channel is subscribed again here, awaited, until every one is
 /// confirmed: a failing `SUBSCRIBE` also makes the connection refresh its slot map and find the
 /// promoted replica. Subscribing again where a subscription already lives is a no-op.
+/// `sharded`: the bus's channels are sharded (`SSUBSCRIBE`), see
+/// [`RedisBusOptions::sharded_pubsub`](crate::RedisBusOptions::sharded_pubsub).
 pub(crate) async fn health_check(
     conn: Conn,
     router: std::sync::Arc<Router>,
     interval: Duration,
     timeout: Option<Duration>,
+    sharded: bool,
 ) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -87,11 +90,11 @@ pub(crate) async fn health_check(
         let names: Vec<String> = router.channels.iter().map(|e| e.key().clone()).collect();
         let mut all_ok = true;
         for name in names {
-            match with_timeout(timeout, conn.subscribe(&name)).await {
+            match with_timeout(timeout, conn.subscribe(&name, sharded)).await {
                 Ok(()) => {
                     // Unsubscribed meanwhile: do not leave the renewed subscription behind.
                     if !router.channels.contains_key(&name) {
-                        let _ = with_timeout(timeout, conn.unsubscribe(&name)).await;
+                        let _ = with_timeout(timeout, conn.unsubscribe(&name, sharded)).await;
                     }
                 }
                 Err(err) => {
