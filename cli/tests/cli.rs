@@ -41,8 +41,9 @@ struct News {
     headline: String,
 }
 
-impl psrpc::NamedMessage for News {
-    const TYPE_NAME: &'static str = "demo.News";
+impl prost::Name for News {
+    const NAME: &'static str = "News";
+    const PACKAGE: &'static str = "demo";
 }
 
 const ECHO: MethodInfo = MethodInfo::unary("Echo");

@@ -33,7 +33,7 @@ fn any_duration() -> impl Strategy<Value = Duration> {
 }
 
 /// Errors a call may end with when its duration is too short to finish; never a panic.
-fn acceptable(code: &ErrorCode) -> bool {
+fn acceptable(code: ErrorCode) -> bool {
     matches!(code, ErrorCode::DeadlineExceeded | ErrorCode::Unavailable)
 }
 

@@ -56,7 +56,7 @@ async fn answers_beyond_the_reply_buffer_are_reported() {
     for report in reports {
         assert_eq!(report.server_id, "");
         let err = report.result.as_ref().unwrap_err();
-        assert_eq!(err.code(), &ErrorCode::ResourceExhausted);
+        assert_eq!(err.code(), ErrorCode::ResourceExhausted);
         assert!(err.message().contains("answers dropped"), "{err}");
         lost += report.dropped_answers().expect("a loss report");
     }

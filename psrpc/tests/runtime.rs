@@ -404,7 +404,7 @@ async fn topics_route_calls_and_deregistration_stops_them() {
         .register_unary(REGION, &["us"], |_ctx, r: String| async move { Ok(r) })
         .await
         .unwrap_err();
-    assert_eq!(err.code(), &ErrorCode::AlreadyExists);
+    assert_eq!(err.code(), ErrorCode::AlreadyExists);
 }
 
 #[tokio::test(start_paused = true)]
@@ -467,15 +467,12 @@ async fn errors_with_details_cross_the_wire() {
         value: b"\n\x0bdetail:boom".to_vec(),
     };
     let server = Server::new(SVC, bus.clone());
-    let d = detail.clone();
     server
-        .register_unary(ECHO, &[], move |_ctx, req: String| {
-            let d = d.clone();
-            async move {
-                Err::<String, _>(
-                    Error::new(ErrorCode::NotFound, format!("no such thing: {req}")).with_detail(d),
-                )
-            }
+        .register_unary(ECHO, &[], move |_ctx, req: String| async move {
+            Err::<String, _>(
+                Error::new(ErrorCode::NotFound, format!("no such thing: {req}"))
+                    .with_detail(format!("detail:{req}")),
+            )
         })
         .await
         .unwrap();
@@ -485,9 +482,11 @@ async fn errors_with_details_cross_the_wire() {
             .request::<_, String>(ECHO, &[], &s("boom"), CallOptions::new().direct(direct))
             .await
             .unwrap_err();
-        assert_eq!(err.code(), &ErrorCode::NotFound);
+        assert_eq!(err.code(), ErrorCode::NotFound);
         assert_eq!(err.message(), "no such thing: boom");
+        // Packed as Go's anypb.New packs a StringValue.
         assert_eq!(err.details(), std::slice::from_ref(&detail));
+        assert_eq!(err.detail::<String>(), Some(Ok("detail:boom".into())));
     }
 }
 
@@ -506,7 +505,7 @@ async fn unimplemented_and_unserved_methods() {
         .request::<_, String>(ECHO, &[], &s("x"), CallOptions::new())
         .await
         .unwrap_err();
-    assert_eq!(err.code(), &ErrorCode::Unimplemented);
+    assert_eq!(err.code(), ErrorCode::Unimplemented);
 
     const NOBODY: MethodInfo = MethodInfo::unary("Nobody");
     let err = client
@@ -528,7 +527,7 @@ async fn malformed_request_gets_malformed_request_on_both_paths() {
             .request::<_, String>(ECHO, &[], &42u64, CallOptions::new().direct(direct))
             .await
             .unwrap_err();
-        assert_eq!(err.code(), &ErrorCode::MalformedRequest, "direct={direct}");
+        assert_eq!(err.code(), ErrorCode::MalformedRequest, "direct={direct}");
         if !direct {
             // Kept until the claim window closes, in case another server claims.
             assert_eq!(started.elapsed(), Duration::from_secs(1));
@@ -548,7 +547,7 @@ async fn malformed_result_is_reported() {
         .request::<_, u64>(ECHO, &[], &s("x"), CallOptions::new())
         .await
         .unwrap_err();
-    assert_eq!(err.code(), &ErrorCode::MalformedResult);
+    assert_eq!(err.code(), ErrorCode::MalformedResult);
 }
 
 /// The call ended at its deadline, or a little before when the server's copy of the deadline
@@ -764,7 +763,7 @@ async fn kill_abandons_handlers_and_tells_callers() {
     let at = Instant::now();
     server.kill().await;
     let err = call.await.unwrap().unwrap_err();
-    assert_eq!(err.code(), &ErrorCode::Unavailable);
+    assert_eq!(err.code(), ErrorCode::Unavailable);
     assert_eq!(err.message(), "server killed");
     assert!(at.elapsed() < Duration::from_millis(1));
 }
@@ -877,7 +876,7 @@ async fn in_flight_limit_sheds_with_resource_exhausted() {
         .request::<_, String>(ECHO, &[], &s("2"), CallOptions::new())
         .await
         .unwrap_err();
-    assert_eq!(err.code(), &ErrorCode::ResourceExhausted);
+    assert_eq!(err.code(), ErrorCode::ResourceExhausted);
     release.notify_one();
     assert_eq!(first.await.unwrap().unwrap(), "1");
     assert_eq!(server.stats().shed, 1);
@@ -893,7 +892,7 @@ async fn oversized_payloads_get_a_clear_error() {
         .request::<_, String>(ECHO, &[], &"x".repeat(2000), CallOptions::new())
         .await
         .unwrap_err();
-    assert_eq!(err.code(), &ErrorCode::InvalidArgument);
+    assert_eq!(err.code(), ErrorCode::InvalidArgument);
     assert!(
         err.message()
             .contains("exceeds the bus limit of 1024 bytes"),
@@ -903,7 +902,7 @@ async fn oversized_payloads_get_a_clear_error() {
         .publish(EVENTS, &[], &"y".repeat(2000))
         .await
         .unwrap_err();
-    assert_eq!(err.code(), &ErrorCode::InvalidArgument);
+    assert_eq!(err.code(), ErrorCode::InvalidArgument);
     assert_eq!(client.stats().pending, 0);
     // A response that would be too large becomes an error response instead of silence.
     const BIG: MethodInfo = MethodInfo::unary("Big");
@@ -917,7 +916,7 @@ async fn oversized_payloads_get_a_clear_error() {
         .request::<_, String>(BIG, &[], &s("x"), CallOptions::new())
         .await
         .unwrap_err();
-    assert_eq!(err.code(), &ErrorCode::Internal);
+    assert_eq!(err.code(), ErrorCode::Internal);
     assert!(err.message().contains("exceeds the bus limit"), "{err}");
 }
 

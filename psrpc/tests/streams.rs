@@ -213,7 +213,7 @@ async fn handler_error_closes_the_stream_with_its_code() {
         .unwrap();
     stream.send(&s("soup")).await.unwrap();
     let err = stream.recv().await.unwrap().unwrap_err();
-    assert_eq!(err.code(), &ErrorCode::PermissionDenied);
+    assert_eq!(err.code(), ErrorCode::PermissionDenied);
     assert_eq!(err.message(), "no soup for you");
     assert!(stream.is_closed());
     assert_eq!(stream.send(&s("more")).await.unwrap_err(), err);
@@ -409,7 +409,7 @@ async fn unacknowledged_messages_fail_the_stream() {
     stream.closed().await;
     let err = stream.send(&s("again")).await.unwrap_err();
     assert!(
-        err.code() == &ErrorCode::DeadlineExceeded || err.code() == &ErrorCode::Unavailable,
+        err.code() == ErrorCode::DeadlineExceeded || err.code() == ErrorCode::Unavailable,
         "{err}"
     );
 }
@@ -638,7 +638,7 @@ async fn close_reports_a_failed_close_frame() {
         .unwrap();
     client_bus.failing();
     let err = stream.close(None).await.unwrap_err();
-    assert_eq!(err.code(), &ErrorCode::Canceled, "the bus error: {err}");
+    assert_eq!(err.code(), ErrorCode::Canceled, "the bus error: {err}");
     assert!(stream.is_closed());
 }
 

@@ -244,7 +244,7 @@ pub async fn queue_batch_failure_policy(h: &Harness) {
     for (i, r) in all.iter().enumerate() {
         match r {
             Err(ItemError::Failed(e)) if i % 5 == 3 => {
-                assert_eq!(e.code(), &ErrorCode::InvalidArgument)
+                assert_eq!(e.code(), ErrorCode::InvalidArgument)
             }
             Ok(v) if i % 5 != 3 => assert_eq!(*v, (i * i) as u64),
             other => panic!("task {i}: {other:?}"),
@@ -266,7 +266,7 @@ pub async fn queue_batch_failure_policy(h: &Harness) {
             index: 3,
             error: ItemError::Failed(e),
         } => {
-            assert_eq!(e.code(), &ErrorCode::InvalidArgument)
+            assert_eq!(e.code(), ErrorCode::InvalidArgument)
         }
         other => panic!("{other:?}"),
     }
@@ -470,7 +470,7 @@ pub async fn durable_batch_failure_policy(h: &DurableHarness) {
     for (i, r) in all.iter().enumerate() {
         match r {
             Err(ItemError::Failed(e)) if i % 5 == 3 => {
-                assert_eq!(e.code(), &ErrorCode::InvalidArgument)
+                assert_eq!(e.code(), ErrorCode::InvalidArgument)
             }
             Ok(v) if i % 5 != 3 => assert_eq!(*v, (i * i) as u64),
             other => panic!("task {i}: {other:?}"),

@@ -16,7 +16,7 @@ fn reported_lost(result: &MultiResult<String>) -> Option<u64> {
     let lost = result.dropped_answers()?;
     assert_eq!(result.server_id, "");
     let err = result.result.as_ref().err()?;
-    assert_eq!(err.code(), &ErrorCode::ResourceExhausted);
+    assert_eq!(err.code(), ErrorCode::ResourceExhausted);
     Some(lost)
 }
 

@@ -122,7 +122,7 @@ async fn in_flight_limit_sheds(kind: Kind) {
         .await
         .unwrap_err();
         assert_eq!(
-            *err.code(),
+            err.code(),
             ErrorCode::ResourceExhausted,
             "direct={direct}: {err}"
         );

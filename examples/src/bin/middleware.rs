@@ -212,7 +212,7 @@ async fn call(
         let outcome = plain
             .get(&ProfileRequest { name: "bob".into() }, CallOptions::new())
             .await;
-        if outcome.is_err_and(|err| err.code() == &ErrorCode::ResourceExhausted) {
+        if outcome.is_err_and(|err| err.code() == ErrorCode::ResourceExhausted) {
             limited += 1;
         }
     }

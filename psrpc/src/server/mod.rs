@@ -44,7 +44,7 @@ use crate::interceptor::{BoxResponse, Interceptors, ServerCall, ServerIntercepto
 use crate::stream::{Stream, StreamCore, StreamEnd, StreamOptions, StreamRegistry};
 use crate::trace::TraceContext;
 use crate::wire::{self, ClaimResponse, Request, Response, stream::Body};
-use crate::{Channel, Error, ErrorCode, MethodInfo, MethodKind, NamedMessage, Result};
+use crate::{Channel, Error, ErrorCode, MethodInfo, MethodKind, Result};
 
 /// Options of a [`Server`].
 #[derive(Clone, Debug)]
@@ -399,14 +399,14 @@ impl Server {
     /// # Cancel safety
     /// Dropped before it completes, the message may or may not have been published; the
     /// server is unaffected.
-    pub async fn publish<M: NamedMessage>(
+    pub async fn publish<M: prost::Name>(
         &self,
         method: MethodInfo,
         topics: &[&str],
         msg: &M,
     ) -> Result<()> {
         method.expect(method.is_subscription(), "publish")?;
-        let payload = wire::encode_envelope(&wire::type_url_for(M::TYPE_NAME), msg);
+        let payload = wire::encode_envelope(&wire::type_url_for(&M::full_name()), msg);
         crate::bus::check_payload_size(payload.len(), self.inner.bus.max_payload())?;
         let channel = Channel::request(
             self.inner.service.clone(),
@@ -825,7 +825,7 @@ impl Drop for Running<'_> {
 
 fn set_error(resp: &mut Response, err: &Error) {
     resp.error = err.message().to_owned();
-    resp.code = err.code().as_str().to_owned();
+    resp.code = err.wire_code().to_owned();
     resp.error_details = err.details().to_vec();
 }
 
