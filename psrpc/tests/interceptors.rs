@@ -606,16 +606,9 @@ async fn the_trace_continues_across_two_hops() {
         })
         .await
         .unwrap();
-    let caller = Client::with_options(
-        FRONT,
-        bus,
-        ClientOptions {
-            start_traces: true,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let caller = Client::with_options(FRONT, bus, ClientOptions::default().start_traces(true))
+        .await
+        .unwrap();
     let reply: String = caller
         .request(ECHO, &[], &"x".to_string(), CallOptions::new())
         .await

@@ -578,10 +578,7 @@ async fn timeouts_client_default_per_call_and_deadline() {
     let client = Client::with_options(
         SVC,
         bus.clone(),
-        ClientOptions {
-            timeout: Duration::from_millis(500),
-            ..Default::default()
-        },
+        ClientOptions::default().timeout(Duration::from_millis(500)),
     )
     .await
     .unwrap();
@@ -847,14 +844,7 @@ async fn dropping_a_call_cancels_the_handler() {
 async fn in_flight_limit_sheds_with_resource_exhausted() {
     let bus = LocalBus::new();
     let (started, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
-    let server = Server::with_options(
-        SVC,
-        bus.clone(),
-        ServerOptions {
-            max_in_flight: Some(1),
-            ..Default::default()
-        },
-    );
+    let server = Server::with_options(SVC, bus.clone(), ServerOptions::default().max_in_flight(1));
     let calls = Arc::new(AtomicUsize::new(0));
     let (s2, r2, c2) = (started.clone(), release.clone(), calls.clone());
     server
@@ -885,7 +875,7 @@ async fn in_flight_limit_sheds_with_resource_exhausted() {
 
 #[tokio::test(start_paused = true)]
 async fn oversized_payloads_get_a_clear_error() {
-    let bus = LocalBus::with_options(LocalBusOptions { max_payload: 1024 });
+    let bus = LocalBus::with_options(LocalBusOptions::default().max_payload(1024));
     let server = echo_server(&bus).await;
     let client = client(bus).await;
     let err = client

@@ -131,13 +131,7 @@ async fn a_slow_receiver_holds_the_sender_back_without_loss() {
     let server = Server::with_options(
         SVC,
         bus.clone(),
-        ServerOptions {
-            stream: StreamOptions {
-                window,
-                ..Default::default()
-            },
-            ..Default::default()
-        },
+        ServerOptions::default().stream(StreamOptions::default().window(window)),
     );
     let (release_tx, release_rx) = oneshot::channel::<()>();
     let release_rx = common::slot(release_rx);
@@ -359,14 +353,11 @@ async fn a_vanished_server_is_detected_by_the_client() {
     let client = Client::with_options(
         SVC,
         local,
-        ClientOptions {
-            stream: StreamOptions {
-                idle_timeout: Duration::from_secs(2),
-                keepalive_interval: Duration::from_millis(500),
-                ..Default::default()
-            },
-            ..Default::default()
-        },
+        ClientOptions::default().stream(
+            StreamOptions::default()
+                .idle_timeout(Duration::from_secs(2))
+                .keepalive_interval(Duration::from_millis(500)),
+        ),
     )
     .await
     .unwrap();
@@ -648,10 +639,7 @@ async fn close_reports_a_failed_close_frame() {
 async fn shutdown_cancels_handlers_past_the_drain_deadline() {
     const SLOW: MethodInfo = MethodInfo::unary("Slow");
     let bus = LocalBus::new();
-    let options = ServerOptions {
-        drain_timeout: Duration::from_secs(1),
-        ..Default::default()
-    };
+    let options = ServerOptions::default().drain_timeout(Duration::from_secs(1));
     let server = Server::with_options(SVC, bus.clone(), options);
     let (started_tx, started_rx) = oneshot::channel::<()>();
     let started = common::slot(started_tx);
@@ -775,13 +763,7 @@ async fn acks_are_batched_for_rust_peers_only() {
             .await
             .unwrap();
         let window = if go_like_client { 0 } else { 64 };
-        let options = ClientOptions {
-            stream: StreamOptions {
-                window,
-                ..Default::default()
-            },
-            ..Default::default()
-        };
+        let options = ClientOptions::default().stream(StreamOptions::default().window(window));
         let client = Client::with_options(SVC, local, options).await.unwrap();
         let stream = client
             .open_stream::<u32, u32>(CHAT, &[], CallOptions::new())

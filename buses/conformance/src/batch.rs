@@ -335,12 +335,10 @@ pub async fn queue_batch_bad_input(h: &Harness) {
 // ---- durable batches ----
 
 fn worker_options(concurrency: usize) -> WorkerOptions {
-    WorkerOptions {
-        concurrency,
-        queue: queue_config(VIS),
-        fetch_wait: Duration::from_millis(100),
-        ..Default::default()
-    }
+    WorkerOptions::default()
+        .concurrency(concurrency)
+        .queue(queue_config(VIS))
+        .fetch_wait(Duration::from_millis(100))
 }
 
 async fn workers(

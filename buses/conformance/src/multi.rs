@@ -43,10 +43,7 @@ pub async fn multi_call_reports_dropped_answers(h: &Harness) {
             .expect("register");
         servers.push(server);
     }
-    let options = ClientOptions {
-        subscription_capacity: 1,
-        ..ClientOptions::default()
-    };
+    let options = ClientOptions::default().subscription_capacity(1);
     let client = Client::with_options(SVC, h.bus().await, options)
         .await
         .expect("client");

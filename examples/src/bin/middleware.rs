@@ -159,12 +159,10 @@ async fn call(
 ) -> Result<(), Box<dyn std::error::Error>> {
     let caller = GreeterClient::with_options(
         bus.clone(),
-        ClientOptions {
+        ClientOptions::default()
             // Start a trace for each call made outside any traced request.
-            start_traces: true,
-            ..ClientOptions::default()
-        }
-        .interceptor(observe),
+            .start_traces(true)
+            .interceptor(observe),
     )
     .await?;
 

@@ -55,20 +55,17 @@ impl DurableHarness {
 
 /// Short timeouts, so redelivery cases finish quickly on real brokers.
 pub fn queue_config(visibility: Duration) -> QueueConfig {
-    QueueConfig {
-        visibility_timeout: visibility,
-        dedup_window: Duration::from_secs(60),
-        result_ttl: Duration::from_secs(600),
-    }
+    QueueConfig::default()
+        .visibility_timeout(visibility)
+        .dedup_window(Duration::from_secs(60))
+        .result_ttl(Duration::from_secs(600))
 }
 
 pub(crate) fn worker_options(visibility: Duration) -> WorkerOptions {
-    WorkerOptions {
-        concurrency: 4,
-        queue: queue_config(visibility),
-        fetch_wait: Duration::from_millis(200),
-        ..Default::default()
-    }
+    WorkerOptions::default()
+        .concurrency(4)
+        .queue(queue_config(visibility))
+        .fetch_wait(Duration::from_millis(200))
 }
 
 pub(crate) async fn client(h: &DurableHarness, visibility: Duration) -> DurableClient {
