@@ -1,7 +1,7 @@
 //! The batch suite: scatter/gather batches over queue calls (every bus) and over durable tasks
 //! (every carrier).
 //!
-//! A bus's test file expands [`batch_suite!`] with its [`Harness`]; a carrier's with
+//! A bus's test file expands [`batch_suite!`](crate::batch_suite!) with its [`Harness`]; a carrier's with
 //! `batch_suite!(durable …; harness)` and its [`DurableHarness`].
 
 use std::collections::HashSet;

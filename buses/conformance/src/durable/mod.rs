@@ -1,6 +1,6 @@
 //! The durable-call suite, run against every carrier (in-process, JetStream, Redis Streams).
 //!
-//! A carrier's test file builds a [`DurableHarness`] and expands [`durable_suite!`]; the
+//! A carrier's test file builds a [`DurableHarness`] and expands [`durable_suite!`](crate::durable_suite!); the
 //! in-process carrier runs it on tokio's paused clock (`durable_suite!(paused; …)`), brokers on
 //! the real clock with short configured timeouts.
 
