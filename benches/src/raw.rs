@@ -100,7 +100,7 @@ impl Link {
                     );
                 }
                 let sub = bus
-                    .subscribe(&channel, SubscribeOptions { capacity: 1 << 16 })
+                    .subscribe(&channel, SubscribeOptions::default().capacity(1 << 16))
                     .await?;
                 Ok((Link::Local(bus), sub.boxed()))
             }

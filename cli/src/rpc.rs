@@ -27,7 +27,7 @@ fn error_json(method: &Method, err: &psrpc::Error) -> Value {
         .iter()
         .map(|d| schema::detail_json(&method.pool, d))
         .collect();
-    json!({ "code": err.code().as_str(), "message": err.message(), "details": details })
+    json!({ "code": err.wire_code(), "message": err.message(), "details": details })
 }
 
 /// `psrpc call`: a unary or affinity call prints the answer; a multi call one line per server.
@@ -76,7 +76,7 @@ pub(crate) async fn call(args: CallArgs) -> Result<ExitCode, Fail> {
         let mut answers = client
             .request_multi::<Raw, Raw>(method.info, &topics, &request, opts)
             .await
-            .map_err(|err| format!("{}: {}", err.code().as_str(), err.message()))?;
+            .map_err(|err| format!("{}: {}", err.wire_code(), err.message()))?;
         if let Some(d) = &discovery {
             answers = answers.until(d.all_known(&method.service, method.info.name(), &topics));
         }
@@ -122,11 +122,7 @@ pub(crate) async fn call(args: CallArgs) -> Result<ExitCode, Fail> {
                 Some(d) if !d.is_empty() => format!(" details: {details}"),
                 _ => String::new(),
             };
-            Err(format!(
-                "{}: {}{details}",
-                err.code().as_str(),
-                err.message()
-            ))
+            Err(format!("{}: {}{details}", err.wire_code(), err.message()))
         }
     }
 }

@@ -41,8 +41,9 @@ struct News {
     headline: String,
 }
 
-impl psrpc::NamedMessage for News {
-    const TYPE_NAME: &'static str = "demo.News";
+impl prost::Name for News {
+    const NAME: &'static str = "News";
+    const PACKAGE: &'static str = "demo";
 }
 
 const ECHO: MethodInfo = MethodInfo::unary("Echo");
@@ -52,10 +53,7 @@ const NEWS: MethodInfo = MethodInfo::subscription("News");
 
 /// A demo server named `id`, in `region`.
 async fn demo_server(bus: std::sync::Arc<dyn psrpc::Bus>, id: &str, region: &str) -> Server {
-    let options = ServerOptions {
-        server_id: Some(id.to_owned()),
-        ..ServerOptions::default()
-    };
+    let options = ServerOptions::default().server_id(id.to_owned());
     let server = Server::with_options("Demo", bus, options);
     server
         .register_unary(ECHO, &[], |ctx, req: Text| async move {

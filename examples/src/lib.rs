@@ -110,10 +110,7 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Bus>, String> {
 /// Server options with a readable server ID, so the output names servers `node-a`, … instead
 /// of random IDs.
 pub fn named(server_id: &str) -> psrpc::ServerOptions {
-    psrpc::ServerOptions {
-        server_id: Some(server_id.to_owned()),
-        ..Default::default()
-    }
+    psrpc::ServerOptions::default().server_id(server_id.to_owned())
 }
 
 #[cfg(test)]

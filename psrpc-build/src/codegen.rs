@@ -1,11 +1,11 @@
 //! Code generation: typed psrpc clients and servers per service (through prost-build's
-//! service generator hook, so type paths match prost's), and `NamedMessage` impls per message.
+//! service generator hook, so type paths match prost's). Messages get their `prost::Name`
+//! impls from prost-build itself (`enable_type_names`).
 //!
 //! Code is built as tokens with `quote` and printed with `prettyplease`: tokens cannot produce
 //! unbalanced or mis-escaped code, and raw identifiers and doc strings are escaped for us.
 
 use std::cell::RefCell;
-use std::collections::HashSet;
 use std::rc::Rc;
 
 use proc_macro2::{Ident, TokenStream};
@@ -1038,68 +1038,6 @@ fn server_code(
             pub async fn kill(&self) {
                 self.server.kill().await
             }
-        }
-    }
-}
-
-/// `impl NamedMessage` for every message prost generated into a module: the messages of the
-/// package whose struct exists in the generated code (extern paths and map entries have none).
-pub(crate) fn named_messages(
-    pool: &prost_reflect::DescriptorPool,
-    package: &str,
-    generated: &str,
-) -> Result<String, Error> {
-    let file = syn::parse_file(generated)
-        .map_err(|e| Error::Generate(format!("prost output does not parse: {e}")))?;
-    let mut structs = HashSet::new();
-    collect_structs(&file.items, &mut Vec::new(), &mut structs);
-    let mut impls = Vec::new();
-    for msg in pool.all_messages() {
-        if msg.package_name() != package || msg.is_map_entry() {
-            continue;
-        }
-        let mut segments = vec![ident(&upper_camel(msg.name())).to_string()];
-        let mut parent = msg.parent_message();
-        while let Some(p) = parent {
-            segments.insert(0, ident(&snake(p.name())).to_string());
-            parent = p.parent_message();
-        }
-        if !structs.contains(&segments) {
-            continue;
-        }
-        let path = segments.iter().map(|s| {
-            let id: Ident = syn::parse_str(s).unwrap_or_else(|_| ident(s));
-            id
-        });
-        let name = msg.full_name();
-        impls.push(quote! {
-            impl ::psrpc::NamedMessage for #(#path)::* {
-                const TYPE_NAME: &'static str = #name;
-            }
-        });
-    }
-    if impls.is_empty() {
-        return Ok(String::new());
-    }
-    print(quote!(#(#impls)*))
-}
-
-fn collect_structs(items: &[syn::Item], path: &mut Vec<String>, out: &mut HashSet<Vec<String>>) {
-    for item in items {
-        match item {
-            syn::Item::Struct(s) => {
-                let mut full = path.clone();
-                full.push(s.ident.to_string());
-                out.insert(full);
-            }
-            syn::Item::Mod(m) => {
-                if let Some((_, content)) = &m.content {
-                    path.push(m.ident.to_string());
-                    collect_structs(content, path, out);
-                    path.pop();
-                }
-            }
-            _ => {}
         }
     }
 }

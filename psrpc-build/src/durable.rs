@@ -88,13 +88,10 @@ fn opt_tokens<T: quote::ToTokens>(
     value.map(apply).unwrap_or_default()
 }
 
-/// `Type { fields, ..Default::default() }`, or `Type::default()` without fields.
-fn struct_with_defaults(ty: TokenStream, fields: &[TokenStream]) -> TokenStream {
-    if fields.iter().all(TokenStream::is_empty) {
-        quote!(<#ty as ::core::default::Default>::default())
-    } else {
-        quote!(#ty { #(#fields)* ..::core::default::Default::default() })
-    }
+/// `Type::default()` followed by a setter call per field (options types are
+/// `#[non_exhaustive]`, so generated code cannot write them as struct literals).
+fn struct_with_defaults(ty: TokenStream, setters: &[TokenStream]) -> TokenStream {
+    quote!(<#ty as ::core::default::Default>::default() #(#setters)*)
 }
 
 /// The durable client, worker trait, queue settings and worker builder of one service.
@@ -121,11 +118,11 @@ pub(crate) fn durable_code(
     let config_fields = [
         opt_tokens(
             visibility,
-            |ms| quote!(visibility_timeout: ::core::time::Duration::from_millis(#ms),),
+            |ms| quote!(.visibility_timeout(::core::time::Duration::from_millis(#ms))),
         ),
         opt_tokens(
             ttl,
-            |ms| quote!(result_ttl: ::core::time::Duration::from_millis(#ms),),
+            |ms| quote!(.result_ttl(::core::time::Duration::from_millis(#ms))),
         ),
     ];
     let config_value = struct_with_defaults(quote!(#d::QueueConfig), &config_fields);
@@ -140,17 +137,17 @@ pub(crate) fn durable_code(
         let task = format_ident!("{}_task", m.model.snake);
         let dd = m.defaults;
         let fields = [
-            opt_tokens(dd.max_attempts, |v| quote!(max_attempts: #v,)),
+            opt_tokens(dd.max_attempts, |v| quote!(.max_attempts(#v))),
             opt_tokens(dd.backoff_initial_ms, |v| {
-                quote!(backoff_initial: ::core::time::Duration::from_millis(#v),)
+                quote!(.backoff_initial(::core::time::Duration::from_millis(#v)))
             }),
             opt_tokens(dd.backoff_max_ms, |v| {
-                quote!(backoff_max: ::core::time::Duration::from_millis(#v),)
+                quote!(.backoff_max(::core::time::Duration::from_millis(#v)))
             }),
             opt_tokens(dd.result_ttl_ms, |v| {
-                quote!(result_ttl: ::core::time::Duration::from_millis(#v),)
+                quote!(.result_ttl(::core::time::Duration::from_millis(#v)))
             }),
-            opt_tokens(dd.dead_letter, |v| quote!(dead_letter: #v,)),
+            opt_tokens(dd.dead_letter, |v| quote!(.dead_letter(#v))),
         ];
         let task_value = struct_with_defaults(quote!(#d::TaskOptions), &fields);
         let doc_enqueue = format!(" Enqueues a `{wire}` task with its declared defaults; resolves once the carrier persisted it.");
@@ -273,10 +270,7 @@ pub(crate) fn durable_code(
         #[doc = #worker_doc]
         pub fn #worker_fn<W: #worker_trait>(carrier: ::std::sync::Arc<dyn #d::Carrier>, imp: W) -> #d::Worker {
             let imp = ::std::sync::Arc::new(imp);
-            let options = #d::WorkerOptions {
-                queue: #config_fn(),
-                ..::core::default::Default::default()
-            };
+            let options = #d::WorkerOptions::default().queue(#config_fn());
             #d::Worker::new(carrier, #methods_mod::SERVICE)
                 .options(options)
                 #(#registrations)*

@@ -63,7 +63,8 @@
 //! Clients and servers stop working when their last handle is dropped, so they are
 //! `#[must_use]`.
 //!
-//! Every generated message implements `psrpc::NamedMessage`, which subscriptions need.
+//! Every generated message implements `prost::Name` (prost-build's `enable_type_names`, with
+//! Go's `type.googleapis.com/` type URLs), which subscriptions and typed error details need.
 //!
 //! The standard `option idempotency_level = IDEMPOTENT;` (or `NO_SIDE_EFFECTS`) on an rpc marks
 //! its `MethodInfo` idempotent, so `psrpc::interceptor::Retry` may retry it after a timeout.
@@ -85,7 +86,6 @@ mod names;
 mod resolve;
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -182,7 +182,8 @@ impl Builder {
 
     /// Uses existing Rust types for a proto package or message instead of generating them,
     /// as `prost_build::Config::extern_path` (for example `(".shared", "::shared_protos")`).
-    /// Such types need their own `psrpc::NamedMessage` impl to be used in subscriptions.
+    /// Such types need their own `prost::Name` impl to be used in subscriptions or as error
+    /// details.
     ///
     /// ```
     /// let builder = psrpc_build::configure().extern_path(".shared", "::shared_protos");
@@ -330,6 +331,10 @@ impl Builder {
         // prost or prost-types dependency.
         config.prost_path("::psrpc::prost");
         config.prost_types_path("::psrpc::prost_types");
+        // Subscriptions and error details need each message's name; Go's type URLs carry the
+        // `type.googleapis.com` host, so packed details read the same on both sides.
+        config.enable_type_names();
+        config.type_name_domain(["."], "type.googleapis.com");
         for (proto, rust) in &self.extern_paths {
             config.extern_path(proto, rust);
         }
@@ -356,19 +361,13 @@ impl Builder {
                 )
             })
             .collect();
-        let packages: HashMap<prost_build::Module, String> = requests
-            .iter()
-            .map(|(module, f)| (module.clone(), f.package().to_owned()))
-            .collect();
         let modules = config
             .generate(requests)
             .map_err(|e| Error::Generate(e.to_string()))?;
         if let Some(err) = errors.borrow_mut().drain(..).next() {
             return Err(err);
         }
-        for (module, mut content) in modules {
-            let package = packages.get(&module).map_or("", String::as_str);
-            content.push_str(&codegen::named_messages(&pool, package, &content)?);
+        for (module, content) in modules {
             let path = out_dir.join(module.to_file_name_or("_"));
             write_if_changed(&path, &content)?;
         }

@@ -95,7 +95,12 @@ service Svc {{
             files[0].1.contains(r#"MethodInfo::multi("All")"#),
             "{import}"
         );
-        assert!(files[0].1.contains("impl ::psrpc::NamedMessage for Req"));
+        assert!(files[0].1.contains("impl ::psrpc::prost::Name for Req"));
+        assert!(
+            files[0]
+                .1
+                .contains(r#""type.googleapis.com/demo.Req".into()"#)
+        );
     }
 }
 
@@ -296,8 +301,8 @@ service Things { rpc Get(shared.Thing) returns (Own); }
     let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, ["user.rs"]);
     let code = &files[0].1;
-    assert!(code.contains("impl ::psrpc::NamedMessage for Own"));
-    assert!(!code.contains("NamedMessage for ::shared_crate"));
+    assert!(code.contains("impl ::psrpc::prost::Name for Own"));
+    assert!(!code.contains("Name for ::shared_crate"));
     assert!(
         code.contains("request::<::shared_crate::Thing, Own>"),
         "{code}"

@@ -1,13 +1,17 @@
 //! Typed errors that cross the wire as `Response.code`, `error` and `error_details` (docs/wire.md §8).
 
 use std::fmt;
+
+use prost::Message;
 use std::str::FromStr;
 use std::sync::Arc;
 
 /// The error codes of psrpc, spelled on the wire as lowercase strings.
 ///
-/// Unknown strings received from peers are kept in [`ErrorCode::Other`] and sent back unchanged.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+/// `Copy`, like tonic's `Code`. A code string this version does not know parses as
+/// [`ErrorCode::Other`]; the [`Error`] carrying it keeps the string as received
+/// ([`Error::wire_code`]) and sends it back unchanged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorCode {
     /// `canceled`
@@ -54,8 +58,9 @@ pub enum ErrorCode {
     UpstreamServerError,
     /// `upstream_client_error`
     UpstreamClientError,
-    /// A code this version does not know, passed through as received.
-    Other(Arc<str>),
+    /// A code this version does not know. Its spelling lives in the [`Error`]
+    /// ([`Error::wire_code`]); on its own it reads as `unknown`.
+    Other,
 }
 
 const KNOWN: [(ErrorCode, &str, u16); 22] = [
@@ -84,28 +89,27 @@ const KNOWN: [(ErrorCode, &str, u16); 22] = [
 ];
 
 impl ErrorCode {
-    /// The wire spelling.
+    /// The wire spelling ([`ErrorCode::Other`] has none of its own and reads `unknown`; the
+    /// received spelling is [`Error::wire_code`]).
     ///
     /// ```
     /// assert_eq!(psrpc::ErrorCode::NotFound.as_str(), "not_found");
     /// ```
-    pub fn as_str(&self) -> &str {
-        match self {
-            ErrorCode::Other(s) => s,
-            known => KNOWN
-                .iter()
-                .find(|(c, _, _)| c == known)
-                .map_or("unknown", |(_, s, _)| s),
-        }
+    pub fn as_str(self) -> &'static str {
+        KNOWN
+            .iter()
+            .find(|(c, _, _)| *c == self)
+            .map_or("unknown", |(_, s, _)| s)
     }
 
-    /// Parses a wire code; the empty string means [`ErrorCode::Unknown`].
+    /// Parses a wire code; the empty string means [`ErrorCode::Unknown`], a string this
+    /// version does not know [`ErrorCode::Other`] (use [`Error::from_wire`] to keep it).
     ///
     /// ```
     /// use psrpc::ErrorCode;
     /// assert_eq!(ErrorCode::from_wire("not_found"), ErrorCode::NotFound);
     /// assert_eq!(ErrorCode::from_wire(""), ErrorCode::Unknown);
-    /// assert_eq!(ErrorCode::from_wire("teapot").as_str(), "teapot");
+    /// assert_eq!(ErrorCode::from_wire("teapot"), ErrorCode::Other);
     /// ```
     pub fn from_wire(code: &str) -> Self {
         if code.is_empty() {
@@ -114,14 +118,14 @@ impl ErrorCode {
         KNOWN
             .iter()
             .find(|(_, s, _)| *s == code)
-            .map_or_else(|| ErrorCode::Other(code.into()), |(c, _, _)| c.clone())
+            .map_or(ErrorCode::Other, |(c, _, _)| *c)
     }
 
     /// The HTTP status Go psrpc maps this code to (500 for unknown codes).
-    pub fn http_status(&self) -> u16 {
+    pub fn http_status(self) -> u16 {
         KNOWN
             .iter()
-            .find(|(c, _, _)| c == self)
+            .find(|(c, _, _)| *c == self)
             .map_or(500, |(_, _, status)| *status)
     }
 }
@@ -140,20 +144,29 @@ impl FromStr for ErrorCode {
     }
 }
 
-/// An RPC error: a code, a message and optional details, as carried by a `Response`.
+/// An RPC error: a code, a message and optional details, as carried by a `Response`; psrpc's
+/// counterpart of tonic's `Status`.
+///
+/// Details are protobuf messages packed as `google.protobuf.Any` under the type URL of their
+/// [`prost::Name`] (`psrpc-build` generates it with Go's `type.googleapis.com/` prefix), so Go
+/// peers read them with `anypb`:
 ///
 /// ```
 /// use psrpc::{Error, ErrorCode};
 ///
-/// let err = Error::new(ErrorCode::NotFound, "no such room")
-///     .with_detail(prost_types::Any { type_url: "t".into(), value: vec![1] });
-/// assert_eq!(err.code(), &ErrorCode::NotFound);
+/// let err = Error::new(ErrorCode::NotFound, "no such room").with_detail("lobby".to_string());
+/// assert_eq!(err.code(), ErrorCode::NotFound);
 /// assert_eq!(err.to_string(), "not_found: no such room");
+/// assert_eq!(err.details()[0].type_url, "type.googleapis.com/google.protobuf.StringValue");
+/// assert_eq!(err.detail::<String>(), Some(Ok("lobby".to_string())));
+/// assert_eq!(err.detail::<u64>(), None);
 /// ```
 #[derive(Clone, Debug, thiserror::Error)]
-#[error("{code}: {message}")]
+#[error("{}: {message}", self.wire_code())]
 pub struct Error {
     code: ErrorCode,
+    /// The spelling of an [`ErrorCode::Other`] code as received, sent back unchanged.
+    other_code: Option<Arc<str>>,
     message: String,
     details: Vec<prost_types::Any>,
     #[source]
@@ -162,7 +175,10 @@ pub struct Error {
 
 impl PartialEq for Error {
     fn eq(&self, other: &Self) -> bool {
-        self.code == other.code && self.message == other.message && self.details == other.details
+        self.code == other.code
+            && self.other_code == other.other_code
+            && self.message == other.message
+            && self.details == other.details
     }
 }
 
@@ -171,14 +187,30 @@ impl Error {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Error {
             code,
+            other_code: None,
             message: message.into(),
             details: Vec::new(),
             source: None,
         }
     }
 
-    /// Adds a detail (like a `google.rpc.Status` detail).
-    pub fn with_detail(mut self, detail: prost_types::Any) -> Self {
+    /// Adds a typed detail, packed as `google.protobuf.Any` under `M::type_url()` (an `Any`
+    /// is added as it is, not packed twice).
+    pub fn with_detail<M: prost::Name>(self, detail: M) -> Self {
+        let value = detail.encode_to_vec();
+        if M::full_name() == <prost_types::Any as prost::Name>::full_name()
+            && let Ok(any) = prost_types::Any::decode(value.as_slice())
+        {
+            return self.with_any_detail(any);
+        }
+        self.with_any_detail(prost_types::Any {
+            type_url: M::type_url(),
+            value,
+        })
+    }
+
+    /// Adds a detail already packed as `google.protobuf.Any`, kept byte for byte.
+    pub fn with_any_detail(mut self, detail: prost_types::Any) -> Self {
         self.details.push(detail);
         self
     }
@@ -190,8 +222,21 @@ impl Error {
     }
 
     /// The code.
-    pub fn code(&self) -> &ErrorCode {
-        &self.code
+    pub fn code(&self) -> ErrorCode {
+        self.code
+    }
+
+    /// The code as spelled on the wire: [`ErrorCode::as_str`], or for [`ErrorCode::Other`] the
+    /// string received from the peer.
+    ///
+    /// ```
+    /// use psrpc::{Error, ErrorCode};
+    /// let err = Error::from_wire("short and stout".into(), "teapot", Vec::new());
+    /// assert_eq!(err.code(), ErrorCode::Other);
+    /// assert_eq!(err.wire_code(), "teapot");
+    /// ```
+    pub fn wire_code(&self) -> &str {
+        self.other_code.as_deref().unwrap_or(self.code.as_str())
     }
 
     /// The message.
@@ -199,15 +244,28 @@ impl Error {
         &self.message
     }
 
-    /// The details.
+    /// The details, as packed on the wire.
     pub fn details(&self) -> &[prost_types::Any] {
         &self.details
     }
 
-    /// Rebuilds an error from the fields of a wire `Response`.
+    /// The first detail of type `M` (matched by full protobuf name, whatever the type URL's
+    /// host), decoded: `None` when there is none, `Some(Err)` when its bytes do not decode.
+    pub fn detail<M: prost::Name + Default>(&self) -> Option<Result<M, prost::DecodeError>> {
+        let name = M::full_name();
+        self.details
+            .iter()
+            .find(|d| d.type_url.rsplit('/').next() == Some(name.as_str()))
+            .map(|d| M::decode(d.value.as_slice()))
+    }
+
+    /// Rebuilds an error from the fields of a wire `Response`; an unknown code keeps its
+    /// spelling ([`Error::wire_code`]).
     pub fn from_wire(message: String, code: &str, details: Vec<prost_types::Any>) -> Self {
+        let parsed = ErrorCode::from_wire(code);
         Error {
-            code: ErrorCode::from_wire(code),
+            code: parsed,
+            other_code: (parsed == ErrorCode::Other).then(|| code.into()),
             message,
             details,
             source: None,
@@ -295,9 +353,61 @@ mod tests {
     fn every_code_round_trips_with_its_http_status() {
         for (code, s, status) in KNOWN.iter() {
             assert_eq!(code.as_str(), *s);
-            assert_eq!(&ErrorCode::from_wire(s), code);
+            assert_eq!(ErrorCode::from_wire(s), *code);
             assert_eq!(code.http_status(), *status);
+            let err = Error::from_wire("m".into(), s, Vec::new());
+            assert_eq!((err.code(), err.wire_code()), (*code, *s));
         }
         assert_eq!(ErrorCode::from_wire("weird").http_status(), 500);
+        assert_eq!(
+            Error::from_wire("m".into(), "", Vec::new()).wire_code(),
+            "unknown"
+        );
+    }
+
+    #[test]
+    fn unknown_codes_keep_their_spelling() {
+        let err = Error::from_wire("m".into(), "teapot", Vec::new());
+        assert_eq!(err.code(), ErrorCode::Other);
+        assert_eq!(err.wire_code(), "teapot");
+        assert_eq!(err.to_string(), "teapot: m");
+        assert_ne!(err, Error::from_wire("m".into(), "kettle", Vec::new()));
+        assert_eq!(Error::new(ErrorCode::Other, "m").wire_code(), "unknown");
+    }
+
+    #[test]
+    fn details_pack_and_unpack_by_name() {
+        let err = Error::new(ErrorCode::NotFound, "m")
+            .with_detail(7u32)
+            .with_detail("hint".to_string())
+            .with_any_detail(prost_types::Any {
+                type_url: "example.com/google.protobuf.BoolValue".into(),
+                value: vec![0xff],
+            });
+        // Bytes as Go's anypb.New writes a StringValue.
+        assert_eq!(
+            err.details()[1],
+            prost_types::Any {
+                type_url: "type.googleapis.com/google.protobuf.StringValue".into(),
+                value: b"\n\x04hint".to_vec(),
+            }
+        );
+        assert_eq!(err.detail::<u32>(), Some(Ok(7)));
+        assert_eq!(err.detail::<String>(), Some(Ok("hint".into())));
+        assert!(
+            matches!(err.detail::<bool>(), Some(Err(_))),
+            "malformed, not absent"
+        );
+        assert_eq!(err.detail::<i64>(), None);
+    }
+
+    #[test]
+    fn an_any_detail_is_not_packed_twice() {
+        let any = prost_types::Any {
+            type_url: "type.googleapis.com/demo.Hint".into(),
+            value: vec![1, 2],
+        };
+        let err = Error::new(ErrorCode::Internal, "m").with_detail(any.clone());
+        assert_eq!(err.details(), std::slice::from_ref(&any));
     }
 }

@@ -10,8 +10,7 @@
 //! ```
 //! use psrpc::{Error, ErrorCode};
 //!
-//! let err = Error::new(ErrorCode::NotFound, "no such room")
-//!     .with_detail(prost_types::Any { type_url: "type.googleapis.com/demo.Hint".into(), value: vec![1, 2] });
+//! let err = Error::new(ErrorCode::NotFound, "no such room").with_detail("lobby".to_string());
 //! let status = tonic::Status::from(err.clone());
 //! assert_eq!(status.code(), tonic::Code::NotFound);
 //! assert_eq!(status.message(), "no such room");
@@ -41,9 +40,9 @@ const PSRPC_CODE_TYPE_URL: &str = "type.googleapis.com/google.protobuf.StringVal
 ///
 /// ```
 /// use psrpc::{ErrorCode, grpc::grpc_code};
-/// assert_eq!(grpc_code(&ErrorCode::MalformedRequest), tonic::Code::InvalidArgument);
+/// assert_eq!(grpc_code(ErrorCode::MalformedRequest), tonic::Code::InvalidArgument);
 /// ```
-pub fn grpc_code(code: &ErrorCode) -> Code {
+pub fn grpc_code(code: ErrorCode) -> Code {
     match code {
         ErrorCode::Canceled => Code::Cancelled,
         ErrorCode::DeadlineExceeded => Code::DeadlineExceeded,
@@ -94,10 +93,10 @@ impl From<Error> for tonic::Status {
         let code = grpc_code(err.code());
         let mut details = err.details().to_vec();
         // A psrpc code gRPC cannot say rides along, so converting back restores it.
-        if psrpc_code(code) != *err.code() {
+        if psrpc_code(code) != ErrorCode::from_wire(err.wire_code()) {
             details.push(prost_types::Any {
                 type_url: PSRPC_CODE_TYPE_URL.into(),
-                value: err.code().as_str().to_owned().encode_to_vec(),
+                value: err.wire_code().to_owned().encode_to_vec(),
             });
         }
         let status = RpcStatus {
@@ -111,19 +110,23 @@ impl From<Error> for tonic::Status {
 
 impl From<tonic::Status> for Error {
     fn from(status: tonic::Status) -> Self {
-        let mut code = psrpc_code(status.code());
+        let code = psrpc_code(status.code());
+        let mut wire_code = code.as_str().to_owned();
         let mut details = RpcStatus::decode(status.details())
             .map(|s| s.details)
             .unwrap_or_default();
-        if let Some(at) = details
-            .iter()
-            .rposition(|d| d.type_url == PSRPC_CODE_TYPE_URL)
-            && let Ok(original) = String::decode(details[at].value.as_slice())
+        // The code rides last, and only when gRPC's code could not say it: a user's own
+        // `StringValue` detail is not mistaken for it.
+        if let Some(last) = details.last()
+            && last.type_url == PSRPC_CODE_TYPE_URL
+            && let Ok(original) = String::decode(last.value.as_slice())
+            && ErrorCode::from_wire(&original) != code
+            && grpc_code(ErrorCode::from_wire(&original)) == status.code()
         {
-            code = ErrorCode::from_wire(&original);
-            details.remove(at);
+            wire_code = original;
+            details.pop();
         }
-        Error::from_wire(status.message().to_owned(), code.as_str(), details)
+        Error::from_wire(status.message().to_owned(), &wire_code, details)
     }
 }
 
@@ -172,7 +175,19 @@ mod tests {
             assert_eq!(rpc.details[0].type_url, "type.googleapis.com/demo.Detail");
             let back = Error::from(status);
             assert_eq!(back, err, "{code}");
-            assert_eq!(back.code().as_str(), code);
+            assert_eq!(back.wire_code(), code);
+        }
+    }
+
+    #[test]
+    fn a_users_string_detail_is_not_taken_for_the_code() {
+        for (code, text) in [
+            (ErrorCode::NotFound, "lobby"),
+            (ErrorCode::MalformedRequest, "lobby"),
+            (ErrorCode::NotFound, "malformed_request"),
+        ] {
+            let err = Error::new(code, "m").with_detail(text.to_string());
+            assert_eq!(Error::from(tonic::Status::from(err.clone())), err);
         }
     }
 
@@ -181,6 +196,6 @@ mod tests {
         let err = Error::from(tonic::Status::not_found("gone"));
         assert_eq!(err, Error::new(ErrorCode::NotFound, "gone"));
         let err = Error::from(tonic::Status::new(Code::Ok, "odd"));
-        assert_eq!(err.code(), &ErrorCode::Unknown);
+        assert_eq!(err.code(), ErrorCode::Unknown);
     }
 }

@@ -37,7 +37,6 @@ pub mod grpc;
 pub mod id;
 mod info;
 pub mod interceptor;
-mod message;
 #[cfg(feature = "metrics")]
 pub mod metrics;
 pub mod options;
@@ -58,7 +57,6 @@ pub use channel::Channel;
 pub use client::{CallOptions, Client, ClientOptions, SelectionOptions};
 pub use error::{Error, ErrorCode, Result};
 pub use info::{Dispatch, MethodInfo, MethodKind};
-pub use message::NamedMessage;
 pub use server::{RequestContext, Server, ServerOptions};
 
 /// Caller metadata carried with each request (trace context lives here too).

@@ -73,8 +73,13 @@ impl Options {
     }
 }
 
-impl crate::NamedMessage for Options {
-    const TYPE_NAME: &'static str = "psrpc.Options";
+impl prost::Name for Options {
+    const NAME: &'static str = "Options";
+    const PACKAGE: &'static str = "psrpc";
+
+    fn type_url() -> String {
+        crate::wire::type_url_for(&Self::full_name())
+    }
 }
 
 /// The oneof `routing` of [`Options`]: deprecated spellings of `type`.
@@ -108,8 +113,13 @@ pub struct TopicParamOptions {
     pub single_server: bool,
 }
 
-impl crate::NamedMessage for TopicParamOptions {
-    const TYPE_NAME: &'static str = "psrpc.TopicParamOptions";
+impl prost::Name for TopicParamOptions {
+    const NAME: &'static str = "TopicParamOptions";
+    const PACKAGE: &'static str = "psrpc";
+
+    fn type_url() -> String {
+        crate::wire::type_url_for(&Self::full_name())
+    }
 }
 
 #[cfg(test)]

@@ -33,17 +33,15 @@ fn any_duration() -> impl Strategy<Value = Duration> {
 }
 
 /// Errors a call may end with when its duration is too short to finish; never a panic.
-fn acceptable(code: &ErrorCode) -> bool {
+fn acceptable(code: ErrorCode) -> bool {
     matches!(code, ErrorCode::DeadlineExceeded | ErrorCode::Unavailable)
 }
 
 fn stream_options(d: Duration) -> StreamOptions {
-    StreamOptions {
-        ack_timeout: d,
-        keepalive_interval: d,
-        idle_timeout: d,
-        ..StreamOptions::default()
-    }
+    StreamOptions::default()
+        .ack_timeout(d)
+        .keepalive_interval(d)
+        .idle_timeout(d)
 }
 
 /// Every kind of call with `d` wherever a duration goes; long durations must succeed.
@@ -52,11 +50,9 @@ async fn exercise(d: Duration) {
     let server = Server::with_options(
         SVC,
         bus.clone(),
-        ServerOptions {
-            stream: stream_options(d),
-            drain_timeout: d,
-            ..ServerOptions::default()
-        },
+        ServerOptions::default()
+            .stream(stream_options(d))
+            .drain_timeout(d),
     );
     server
         .register_unary(ECHO, &[], |_ctx, req: String| async move { Ok(req) })
@@ -86,11 +82,9 @@ async fn exercise(d: Duration) {
     let client = Client::with_options(
         SVC,
         bus,
-        ClientOptions {
-            timeout: d,
-            stream: stream_options(d),
-            ..ClientOptions::default()
-        },
+        ClientOptions::default()
+            .timeout(d)
+            .stream(stream_options(d)),
     )
     .await
     .unwrap();

@@ -158,7 +158,7 @@ async fn interceptors_short_circuit_with_an_error() {
         .request::<_, String>(ECHO, &[], &String::new(), CallOptions::new())
         .await
         .unwrap_err();
-    assert_eq!(err.code(), &ErrorCode::Unauthenticated);
+    assert_eq!(err.code(), ErrorCode::Unauthenticated);
     assert!(log.lock().unwrap().is_empty(), "the handler never ran");
     let ok: String = client
         .request(
@@ -184,7 +184,7 @@ async fn interceptors_short_circuit_with_an_error() {
         .request::<_, String>(ECHO, &[], &String::new(), CallOptions::new())
         .await
         .unwrap_err();
-    assert_eq!(err.code(), &ErrorCode::FailedPrecondition);
+    assert_eq!(err.code(), ErrorCode::FailedPrecondition);
     assert!(recording.kinds().is_empty());
 }
 
@@ -328,7 +328,7 @@ async fn a_panicking_handler_becomes_internal_and_the_server_keeps_serving() {
         .request::<_, String>(ECHO, &[], &"boom".to_string(), CallOptions::new())
         .await
         .unwrap_err();
-    assert_eq!(err.code(), &ErrorCode::Internal);
+    assert_eq!(err.code(), ErrorCode::Internal);
     assert!(
         started.elapsed() < Duration::from_millis(1),
         "answered, not timed out"
@@ -349,7 +349,6 @@ async fn flaky_server(bus: &LocalBus, failures: usize, code: ErrorCode) -> Arc<A
     server
         .register_unary(ECHO, &[], move |_ctx, req: String| {
             let n = counter.fetch_add(1, Ordering::SeqCst);
-            let code = code.clone();
             async move {
                 if n < failures {
                     Err(Error::new(code, "try again"))
@@ -395,7 +394,7 @@ async fn retries_retryable_errors_with_bounded_attempts() {
         .request::<_, String>(ECHO, &[], &"x".to_string(), CallOptions::new())
         .await
         .unwrap_err();
-    assert_eq!(err.code(), &ErrorCode::Unavailable);
+    assert_eq!(err.code(), ErrorCode::Unavailable);
     assert_eq!(calls.load(Ordering::SeqCst), 3, "at most three attempts");
 
     let bus = LocalBus::new();
@@ -405,7 +404,7 @@ async fn retries_retryable_errors_with_bounded_attempts() {
         .request::<_, String>(ECHO, &[], &"x".to_string(), CallOptions::new())
         .await
         .unwrap_err();
-    assert_eq!(err.code(), &ErrorCode::InvalidArgument);
+    assert_eq!(err.code(), ErrorCode::InvalidArgument);
     assert_eq!(
         calls.load(Ordering::SeqCst),
         1,
@@ -432,14 +431,14 @@ async fn rate_limit_sheds_past_the_burst_and_refills() {
     assert!(call().await.is_ok());
     assert_eq!(
         call().await.unwrap_err().code(),
-        &ErrorCode::ResourceExhausted
+        ErrorCode::ResourceExhausted
     );
     // One token comes back every 100 ms.
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(call().await.is_ok());
     assert_eq!(
         call().await.unwrap_err().code(),
-        &ErrorCode::ResourceExhausted
+        ErrorCode::ResourceExhausted
     );
 }
 
@@ -489,13 +488,13 @@ async fn tower_middleware_limits_concurrency_and_times_out() {
         .unwrap_err();
     assert_eq!(
         err.code(),
-        &ErrorCode::ResourceExhausted,
+        ErrorCode::ResourceExhausted,
         "shed while the only slot is taken"
     );
     // The held call outlives tower's 300 ms timeout.
     assert_eq!(
         held.await.unwrap().unwrap_err().code(),
-        &ErrorCode::DeadlineExceeded
+        ErrorCode::DeadlineExceeded
     );
     let ok: String = client
         .request(ECHO, &[], &"x".to_string(), CallOptions::new())
@@ -607,16 +606,9 @@ async fn the_trace_continues_across_two_hops() {
         })
         .await
         .unwrap();
-    let caller = Client::with_options(
-        FRONT,
-        bus,
-        ClientOptions {
-            start_traces: true,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let caller = Client::with_options(FRONT, bus, ClientOptions::default().start_traces(true))
+        .await
+        .unwrap();
     let reply: String = caller
         .request(ECHO, &[], &"x".to_string(), CallOptions::new())
         .await

@@ -66,11 +66,11 @@ async fn queue_delivery_is_round_robin_among_live_members() {
 async fn full_buffers_drop_new_messages_and_count_them() {
     let bus = LocalBus::new();
     let mut slow = bus
-        .subscribe(&fanout(), SubscribeOptions { capacity: 2 })
+        .subscribe(&fanout(), SubscribeOptions::default().capacity(2))
         .await
         .unwrap();
     let mut fast = bus
-        .subscribe(&fanout(), SubscribeOptions { capacity: 16 })
+        .subscribe(&fanout(), SubscribeOptions::default().capacity(16))
         .await
         .unwrap();
     for i in 0..5 {
@@ -90,11 +90,11 @@ async fn full_buffers_drop_new_messages_and_count_them() {
 async fn a_full_queue_member_is_skipped_for_a_free_one() {
     let bus = LocalBus::new();
     let mut tiny = bus
-        .subscribe(&queue(), SubscribeOptions { capacity: 1 })
+        .subscribe(&queue(), SubscribeOptions::default().capacity(1))
         .await
         .unwrap();
     let mut roomy = bus
-        .subscribe(&queue(), SubscribeOptions { capacity: 16 })
+        .subscribe(&queue(), SubscribeOptions::default().capacity(16))
         .await
         .unwrap();
     for i in 0..6 {

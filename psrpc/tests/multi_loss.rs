@@ -33,10 +33,7 @@ async fn answers_beyond_the_reply_buffer_are_reported() {
             .unwrap();
         servers.push(server);
     }
-    let options = ClientOptions {
-        subscription_capacity: 1,
-        ..ClientOptions::default()
-    };
+    let options = ClientOptions::default().subscription_capacity(1);
     let client = Client::with_options(SVC, bus, options).await.unwrap();
     let results = client
         .request_multi::<_, String>(
@@ -56,7 +53,7 @@ async fn answers_beyond_the_reply_buffer_are_reported() {
     for report in reports {
         assert_eq!(report.server_id, "");
         let err = report.result.as_ref().unwrap_err();
-        assert_eq!(err.code(), &ErrorCode::ResourceExhausted);
+        assert_eq!(err.code(), ErrorCode::ResourceExhausted);
         assert!(err.message().contains("answers dropped"), "{err}");
         lost += report.dropped_answers().expect("a loss report");
     }

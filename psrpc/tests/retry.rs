@@ -27,7 +27,6 @@ async fn server(
     server
         .register_unary(method, &[], move |_ctx, req: String| {
             let n = counter.fetch_add(1, Ordering::SeqCst);
-            let code = code.clone();
             async move {
                 tokio::time::sleep(delay).await;
                 if n < failures {
@@ -105,7 +104,7 @@ async fn deadline_exceeded_is_retried_only_for_idempotent_calls() {
         .request::<_, String>(ECHO, &[], &"x".to_string(), CallOptions::new())
         .await
         .unwrap_err();
-    assert_eq!(err.code(), &ErrorCode::DeadlineExceeded);
+    assert_eq!(err.code(), ErrorCode::DeadlineExceeded);
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 
     // Idempotent for this call.
@@ -198,7 +197,7 @@ async fn extreme_backoffs_neither_panic_nor_outlive_the_deadline() {
         )
         .await
         .unwrap_err();
-    assert_eq!(err.code(), &ErrorCode::Unavailable);
+    assert_eq!(err.code(), ErrorCode::Unavailable);
     assert!(started.elapsed() <= timeout);
     assert_eq!(
         calls.load(Ordering::SeqCst),

@@ -404,7 +404,7 @@ async fn topics_route_calls_and_deregistration_stops_them() {
         .register_unary(REGION, &["us"], |_ctx, r: String| async move { Ok(r) })
         .await
         .unwrap_err();
-    assert_eq!(err.code(), &ErrorCode::AlreadyExists);
+    assert_eq!(err.code(), ErrorCode::AlreadyExists);
 }
 
 #[tokio::test(start_paused = true)]
@@ -467,15 +467,12 @@ async fn errors_with_details_cross_the_wire() {
         value: b"\n\x0bdetail:boom".to_vec(),
     };
     let server = Server::new(SVC, bus.clone());
-    let d = detail.clone();
     server
-        .register_unary(ECHO, &[], move |_ctx, req: String| {
-            let d = d.clone();
-            async move {
-                Err::<String, _>(
-                    Error::new(ErrorCode::NotFound, format!("no such thing: {req}")).with_detail(d),
-                )
-            }
+        .register_unary(ECHO, &[], move |_ctx, req: String| async move {
+            Err::<String, _>(
+                Error::new(ErrorCode::NotFound, format!("no such thing: {req}"))
+                    .with_detail(format!("detail:{req}")),
+            )
         })
         .await
         .unwrap();
@@ -485,9 +482,11 @@ async fn errors_with_details_cross_the_wire() {
             .request::<_, String>(ECHO, &[], &s("boom"), CallOptions::new().direct(direct))
             .await
             .unwrap_err();
-        assert_eq!(err.code(), &ErrorCode::NotFound);
+        assert_eq!(err.code(), ErrorCode::NotFound);
         assert_eq!(err.message(), "no such thing: boom");
+        // Packed as Go's anypb.New packs a StringValue.
         assert_eq!(err.details(), std::slice::from_ref(&detail));
+        assert_eq!(err.detail::<String>(), Some(Ok("detail:boom".into())));
     }
 }
 
@@ -506,7 +505,7 @@ async fn unimplemented_and_unserved_methods() {
         .request::<_, String>(ECHO, &[], &s("x"), CallOptions::new())
         .await
         .unwrap_err();
-    assert_eq!(err.code(), &ErrorCode::Unimplemented);
+    assert_eq!(err.code(), ErrorCode::Unimplemented);
 
     const NOBODY: MethodInfo = MethodInfo::unary("Nobody");
     let err = client
@@ -528,7 +527,7 @@ async fn malformed_request_gets_malformed_request_on_both_paths() {
             .request::<_, String>(ECHO, &[], &42u64, CallOptions::new().direct(direct))
             .await
             .unwrap_err();
-        assert_eq!(err.code(), &ErrorCode::MalformedRequest, "direct={direct}");
+        assert_eq!(err.code(), ErrorCode::MalformedRequest, "direct={direct}");
         if !direct {
             // Kept until the claim window closes, in case another server claims.
             assert_eq!(started.elapsed(), Duration::from_secs(1));
@@ -548,7 +547,7 @@ async fn malformed_result_is_reported() {
         .request::<_, u64>(ECHO, &[], &s("x"), CallOptions::new())
         .await
         .unwrap_err();
-    assert_eq!(err.code(), &ErrorCode::MalformedResult);
+    assert_eq!(err.code(), ErrorCode::MalformedResult);
 }
 
 /// The call ended at its deadline, or a little before when the server's copy of the deadline
@@ -579,10 +578,7 @@ async fn timeouts_client_default_per_call_and_deadline() {
     let client = Client::with_options(
         SVC,
         bus.clone(),
-        ClientOptions {
-            timeout: Duration::from_millis(500),
-            ..Default::default()
-        },
+        ClientOptions::default().timeout(Duration::from_millis(500)),
     )
     .await
     .unwrap();
@@ -764,7 +760,7 @@ async fn kill_abandons_handlers_and_tells_callers() {
     let at = Instant::now();
     server.kill().await;
     let err = call.await.unwrap().unwrap_err();
-    assert_eq!(err.code(), &ErrorCode::Unavailable);
+    assert_eq!(err.code(), ErrorCode::Unavailable);
     assert_eq!(err.message(), "server killed");
     assert!(at.elapsed() < Duration::from_millis(1));
 }
@@ -848,14 +844,7 @@ async fn dropping_a_call_cancels_the_handler() {
 async fn in_flight_limit_sheds_with_resource_exhausted() {
     let bus = LocalBus::new();
     let (started, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
-    let server = Server::with_options(
-        SVC,
-        bus.clone(),
-        ServerOptions {
-            max_in_flight: Some(1),
-            ..Default::default()
-        },
-    );
+    let server = Server::with_options(SVC, bus.clone(), ServerOptions::default().max_in_flight(1));
     let calls = Arc::new(AtomicUsize::new(0));
     let (s2, r2, c2) = (started.clone(), release.clone(), calls.clone());
     server
@@ -877,7 +866,7 @@ async fn in_flight_limit_sheds_with_resource_exhausted() {
         .request::<_, String>(ECHO, &[], &s("2"), CallOptions::new())
         .await
         .unwrap_err();
-    assert_eq!(err.code(), &ErrorCode::ResourceExhausted);
+    assert_eq!(err.code(), ErrorCode::ResourceExhausted);
     release.notify_one();
     assert_eq!(first.await.unwrap().unwrap(), "1");
     assert_eq!(server.stats().shed, 1);
@@ -886,14 +875,14 @@ async fn in_flight_limit_sheds_with_resource_exhausted() {
 
 #[tokio::test(start_paused = true)]
 async fn oversized_payloads_get_a_clear_error() {
-    let bus = LocalBus::with_options(LocalBusOptions { max_payload: 1024 });
+    let bus = LocalBus::with_options(LocalBusOptions::default().max_payload(1024));
     let server = echo_server(&bus).await;
     let client = client(bus).await;
     let err = client
         .request::<_, String>(ECHO, &[], &"x".repeat(2000), CallOptions::new())
         .await
         .unwrap_err();
-    assert_eq!(err.code(), &ErrorCode::InvalidArgument);
+    assert_eq!(err.code(), ErrorCode::InvalidArgument);
     assert!(
         err.message()
             .contains("exceeds the bus limit of 1024 bytes"),
@@ -903,7 +892,7 @@ async fn oversized_payloads_get_a_clear_error() {
         .publish(EVENTS, &[], &"y".repeat(2000))
         .await
         .unwrap_err();
-    assert_eq!(err.code(), &ErrorCode::InvalidArgument);
+    assert_eq!(err.code(), ErrorCode::InvalidArgument);
     assert_eq!(client.stats().pending, 0);
     // A response that would be too large becomes an error response instead of silence.
     const BIG: MethodInfo = MethodInfo::unary("Big");
@@ -917,7 +906,7 @@ async fn oversized_payloads_get_a_clear_error() {
         .request::<_, String>(BIG, &[], &s("x"), CallOptions::new())
         .await
         .unwrap_err();
-    assert_eq!(err.code(), &ErrorCode::Internal);
+    assert_eq!(err.code(), ErrorCode::Internal);
     assert!(err.message().contains("exceeds the bus limit"), "{err}");
 }
 

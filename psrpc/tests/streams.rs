@@ -131,13 +131,7 @@ async fn a_slow_receiver_holds_the_sender_back_without_loss() {
     let server = Server::with_options(
         SVC,
         bus.clone(),
-        ServerOptions {
-            stream: StreamOptions {
-                window,
-                ..Default::default()
-            },
-            ..Default::default()
-        },
+        ServerOptions::default().stream(StreamOptions::default().window(window)),
     );
     let (release_tx, release_rx) = oneshot::channel::<()>();
     let release_rx = common::slot(release_rx);
@@ -213,7 +207,7 @@ async fn handler_error_closes_the_stream_with_its_code() {
         .unwrap();
     stream.send(&s("soup")).await.unwrap();
     let err = stream.recv().await.unwrap().unwrap_err();
-    assert_eq!(err.code(), &ErrorCode::PermissionDenied);
+    assert_eq!(err.code(), ErrorCode::PermissionDenied);
     assert_eq!(err.message(), "no soup for you");
     assert!(stream.is_closed());
     assert_eq!(stream.send(&s("more")).await.unwrap_err(), err);
@@ -359,14 +353,11 @@ async fn a_vanished_server_is_detected_by_the_client() {
     let client = Client::with_options(
         SVC,
         local,
-        ClientOptions {
-            stream: StreamOptions {
-                idle_timeout: Duration::from_secs(2),
-                keepalive_interval: Duration::from_millis(500),
-                ..Default::default()
-            },
-            ..Default::default()
-        },
+        ClientOptions::default().stream(
+            StreamOptions::default()
+                .idle_timeout(Duration::from_secs(2))
+                .keepalive_interval(Duration::from_millis(500)),
+        ),
     )
     .await
     .unwrap();
@@ -409,7 +400,7 @@ async fn unacknowledged_messages_fail_the_stream() {
     stream.closed().await;
     let err = stream.send(&s("again")).await.unwrap_err();
     assert!(
-        err.code() == &ErrorCode::DeadlineExceeded || err.code() == &ErrorCode::Unavailable,
+        err.code() == ErrorCode::DeadlineExceeded || err.code() == ErrorCode::Unavailable,
         "{err}"
     );
 }
@@ -638,7 +629,7 @@ async fn close_reports_a_failed_close_frame() {
         .unwrap();
     client_bus.failing();
     let err = stream.close(None).await.unwrap_err();
-    assert_eq!(err.code(), &ErrorCode::Canceled, "the bus error: {err}");
+    assert_eq!(err.code(), ErrorCode::Canceled, "the bus error: {err}");
     assert!(stream.is_closed());
 }
 
@@ -648,10 +639,7 @@ async fn close_reports_a_failed_close_frame() {
 async fn shutdown_cancels_handlers_past_the_drain_deadline() {
     const SLOW: MethodInfo = MethodInfo::unary("Slow");
     let bus = LocalBus::new();
-    let options = ServerOptions {
-        drain_timeout: Duration::from_secs(1),
-        ..Default::default()
-    };
+    let options = ServerOptions::default().drain_timeout(Duration::from_secs(1));
     let server = Server::with_options(SVC, bus.clone(), options);
     let (started_tx, started_rx) = oneshot::channel::<()>();
     let started = common::slot(started_tx);
@@ -775,13 +763,7 @@ async fn acks_are_batched_for_rust_peers_only() {
             .await
             .unwrap();
         let window = if go_like_client { 0 } else { 64 };
-        let options = ClientOptions {
-            stream: StreamOptions {
-                window,
-                ..Default::default()
-            },
-            ..Default::default()
-        };
+        let options = ClientOptions::default().stream(StreamOptions::default().window(window));
         let client = Client::with_options(SVC, local, options).await.unwrap();
         let stream = client
             .open_stream::<u32, u32>(CHAT, &[], CallOptions::new())

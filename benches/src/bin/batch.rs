@@ -200,19 +200,16 @@ async fn durable_side(
 ) -> Result<(), BoxError> {
     // A queue per fleet size, so nothing of the previous run is left in it.
     let queue = format!("BatchBench{workers}");
-    let config = QueueConfig {
-        visibility_timeout: Duration::from_secs(30),
-        ..Default::default()
-    };
+    let config = QueueConfig::default().visibility_timeout(Duration::from_secs(30));
     let mut fleet = Vec::new();
     for _ in 0..workers {
         let worker = Worker::new(net.carrier(local).await?, queue.as_str())
-            .options(WorkerOptions {
-                concurrency: IN_FLIGHT,
-                queue: config.clone(),
-                fetch_wait: Duration::from_millis(100),
-                ..Default::default()
-            })
+            .options(
+                WorkerOptions::default()
+                    .concurrency(IN_FLIGHT)
+                    .queue(config.clone())
+                    .fetch_wait(Duration::from_millis(100)),
+            )
             .handle("Square", |_ctx, n: u64| async move { Ok(n * n) })
             .start()
             .await?;

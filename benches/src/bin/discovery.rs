@@ -91,13 +91,7 @@ fn median(values: &mut [f64]) -> f64 {
 
 /// A server of `service` answering ECHO and GATHER with its ID.
 async fn server(broker: &Broker, service: &str, announce: bool) -> Result<Server, BoxError> {
-    let options = ServerOptions {
-        discovery: DiscoveryOptions {
-            enabled: announce,
-            ..DiscoveryOptions::default()
-        },
-        ..ServerOptions::default()
-    };
+    let options = ServerOptions::default().discovery(DiscoveryOptions::default().enabled(announce));
     let server = Server::with_options(service.to_owned(), broker.bus().await?, options);
     for method in [ECHO, GATHER] {
         server
@@ -143,9 +137,7 @@ async fn multi(broker: &Broker, sizes: &Sizes) -> Result<(), BoxError> {
     let bus = broker.name();
     let view = Discovery::with_options(
         broker.bus().await?,
-        WatchOptions {
-            liveness_timeout: Some(Duration::from_secs(60)),
-        },
+        WatchOptions::default().liveness_timeout(Duration::from_secs(60)),
     )
     .await?;
     let mut servers = Vec::new();

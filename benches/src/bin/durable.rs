@@ -80,10 +80,7 @@ fn report(bus: &str, case: &str, rate: f64, lat: &[Duration]) {
 }
 
 fn config() -> QueueConfig {
-    QueueConfig {
-        visibility_timeout: Duration::from_secs(30),
-        ..Default::default()
-    }
+    QueueConfig::default().visibility_timeout(Duration::from_secs(30))
 }
 
 async fn durable_side(
@@ -110,12 +107,12 @@ async fn durable_side(
     report(bus, "durable_enqueue", enq, &lat);
     // Drain the enqueued tasks before measuring calls.
     let worker = Worker::new(carrier, "Bench")
-        .options(WorkerOptions {
-            concurrency: 128,
-            queue: config(),
-            fetch_wait: Duration::from_millis(100),
-            ..Default::default()
-        })
+        .options(
+            WorkerOptions::default()
+                .concurrency(128)
+                .queue(config())
+                .fetch_wait(Duration::from_millis(100)),
+        )
         .handle("Echo", |_ctx, s: String| async move { Ok(s) })
         .start()
         .await?;

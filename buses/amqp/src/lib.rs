@@ -97,10 +97,11 @@ pub fn exchange_name(channel: &Channel) -> String {
 /// Options of an [`AmqpBus`].
 ///
 /// ```
-/// let options = psrpc_amqp::AmqpBusOptions { confirms: true, ..Default::default() };
+/// let options = psrpc_amqp::AmqpBusOptions::default().confirms(true);
 /// # let _ = options;
 /// ```
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct AmqpBusOptions {
     /// The largest payload accepted, in bytes (default [`RABBITMQ_DEFAULT_MAX_MESSAGE`]);
     /// keep it at or below the broker's `max_message_size`. Larger publishes fail with
@@ -122,6 +123,51 @@ pub struct AmqpBusOptions {
     /// the platform's roots, no client certificate).
     #[cfg(feature = "tls")]
     pub tls: AmqpTls,
+}
+
+impl AmqpBusOptions {
+    /// Sets [`max_payload`](Self::max_payload).
+    pub fn max_payload(mut self, max_payload: usize) -> Self {
+        self.max_payload = max_payload;
+        self
+    }
+
+    /// Sets [`confirms`](Self::confirms).
+    pub fn confirms(mut self, confirms: bool) -> Self {
+        self.confirms = confirms;
+        self
+    }
+
+    /// Sets [`operation_timeout`](Self::operation_timeout).
+    pub fn operation_timeout(mut self, operation_timeout: Duration) -> Self {
+        self.operation_timeout = operation_timeout;
+        self
+    }
+
+    /// Sets [`connection_timeout`](Self::connection_timeout).
+    pub fn connection_timeout(mut self, connection_timeout: Duration) -> Self {
+        self.connection_timeout = connection_timeout;
+        self
+    }
+
+    /// Sets [`min_reconnect_delay`](Self::min_reconnect_delay).
+    pub fn min_reconnect_delay(mut self, min_reconnect_delay: Duration) -> Self {
+        self.min_reconnect_delay = min_reconnect_delay;
+        self
+    }
+
+    /// Sets [`max_reconnect_delay`](Self::max_reconnect_delay).
+    pub fn max_reconnect_delay(mut self, max_reconnect_delay: Duration) -> Self {
+        self.max_reconnect_delay = max_reconnect_delay;
+        self
+    }
+
+    /// Sets [`tls`](Self::tls).
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: AmqpTls) -> Self {
+        self.tls = tls;
+        self
+    }
 }
 
 impl Default for AmqpBusOptions {

@@ -18,10 +18,7 @@ const DEADLINE_SLACK: Duration = Duration::from_secs(3);
 const PATIENCE: Duration = Duration::from_secs(60);
 
 async fn bus(url: &str) -> AmqpBus {
-    let options = AmqpBusOptions {
-        operation_timeout: Duration::from_secs(1),
-        ..Default::default()
-    };
+    let options = AmqpBusOptions::default().operation_timeout(Duration::from_secs(1));
     AmqpBus::with_options(url, options).await.expect("amqp bus")
 }
 

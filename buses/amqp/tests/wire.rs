@@ -260,10 +260,7 @@ async fn fan_out_subscribers_bind_private_queues_and_payloads_are_bare_envelopes
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unrouted_publishes_are_reported_and_do_not_break_the_bus() {
     let url = fresh_url();
-    let options = AmqpBusOptions {
-        confirms: true,
-        ..Default::default()
-    };
+    let options = AmqpBusOptions::default().confirms(true);
     let bus = AmqpBus::with_options(&url, options).await.unwrap();
     let nobody = Channel::request("Wire", "Nobody", ["x"], false);
     for _ in 0..3 {
@@ -303,15 +300,9 @@ async fn wrong_credentials_fail_and_oversized_payloads_are_refused() {
     let url = fresh_url();
     let wrong = url.replace("psrpc:psrpc@", "psrpc:wrong@");
     assert!(AmqpBus::connect(&wrong).await.is_err());
-    let bus = AmqpBus::with_options(
-        &url,
-        AmqpBusOptions {
-            max_payload: 1000,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let bus = AmqpBus::with_options(&url, AmqpBusOptions::default().max_payload(1000))
+        .await
+        .unwrap();
     let ch = Channel::request("Wire", "Big", ["x"], false);
     let err = bus
         .publish(&ch, Bytes::from(vec![0u8; 1001]))
@@ -380,10 +371,7 @@ mod tls {
     }
 
     fn options(tls: AmqpTls) -> AmqpBusOptions {
-        AmqpBusOptions {
-            tls,
-            ..Default::default()
-        }
+        AmqpBusOptions::default().tls(tls)
     }
 
     /// A message round trip over `bus`.

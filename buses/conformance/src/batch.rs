@@ -1,7 +1,7 @@
 //! The batch suite: scatter/gather batches over queue calls (every bus) and over durable tasks
 //! (every carrier).
 //!
-//! A bus's test file expands [`batch_suite!`] with its [`Harness`]; a carrier's with
+//! A bus's test file expands [`batch_suite!`](crate::batch_suite!) with its [`Harness`]; a carrier's with
 //! `batch_suite!(durable …; harness)` and its [`DurableHarness`].
 
 use std::collections::HashSet;
@@ -244,7 +244,7 @@ pub async fn queue_batch_failure_policy(h: &Harness) {
     for (i, r) in all.iter().enumerate() {
         match r {
             Err(ItemError::Failed(e)) if i % 5 == 3 => {
-                assert_eq!(e.code(), &ErrorCode::InvalidArgument)
+                assert_eq!(e.code(), ErrorCode::InvalidArgument)
             }
             Ok(v) if i % 5 != 3 => assert_eq!(*v, (i * i) as u64),
             other => panic!("task {i}: {other:?}"),
@@ -266,7 +266,7 @@ pub async fn queue_batch_failure_policy(h: &Harness) {
             index: 3,
             error: ItemError::Failed(e),
         } => {
-            assert_eq!(e.code(), &ErrorCode::InvalidArgument)
+            assert_eq!(e.code(), ErrorCode::InvalidArgument)
         }
         other => panic!("{other:?}"),
     }
@@ -335,12 +335,10 @@ pub async fn queue_batch_bad_input(h: &Harness) {
 // ---- durable batches ----
 
 fn worker_options(concurrency: usize) -> WorkerOptions {
-    WorkerOptions {
-        concurrency,
-        queue: queue_config(VIS),
-        fetch_wait: Duration::from_millis(100),
-        ..Default::default()
-    }
+    WorkerOptions::default()
+        .concurrency(concurrency)
+        .queue(queue_config(VIS))
+        .fetch_wait(Duration::from_millis(100))
 }
 
 async fn workers(
@@ -470,7 +468,7 @@ pub async fn durable_batch_failure_policy(h: &DurableHarness) {
     for (i, r) in all.iter().enumerate() {
         match r {
             Err(ItemError::Failed(e)) if i % 5 == 3 => {
-                assert_eq!(e.code(), &ErrorCode::InvalidArgument)
+                assert_eq!(e.code(), ErrorCode::InvalidArgument)
             }
             Ok(v) if i % 5 != 3 => assert_eq!(*v, (i * i) as u64),
             other => panic!("task {i}: {other:?}"),

@@ -391,15 +391,12 @@ pub async fn errors_with_details_cross_the_bus(h: &Harness) {
         value: b"\n\x0bdetail:boom".to_vec(),
     };
     let server = server(h).await;
-    let d = detail.clone();
     server
-        .register_unary(ECHO, &[], move |_ctx, req: String| {
-            let d = d.clone();
-            async move {
-                Err::<String, _>(
-                    Error::new(ErrorCode::NotFound, format!("no such thing: {req}")).with_detail(d),
-                )
-            }
+        .register_unary(ECHO, &[], move |_ctx, req: String| async move {
+            Err::<String, _>(
+                Error::new(ErrorCode::NotFound, format!("no such thing: {req}"))
+                    .with_detail(format!("detail:{req}")),
+            )
         })
         .await
         .unwrap();
@@ -416,9 +413,11 @@ pub async fn errors_with_details_cross_the_bus(h: &Harness) {
         )
         .await
         .unwrap_err();
-        assert_eq!(err.code(), &ErrorCode::NotFound);
+        assert_eq!(err.code(), ErrorCode::NotFound);
         assert_eq!(err.message(), "no such thing: boom");
+        // Packed as Go's anypb.New packs a StringValue.
         assert_eq!(err.details(), std::slice::from_ref(&detail));
+        assert_eq!(err.detail::<String>(), Some(Ok("detail:boom".into())));
     }
 }
 
@@ -554,13 +553,13 @@ pub async fn large_payloads_and_the_broker_limit(h: &Harness) {
         .request::<_, String>(ECHO, &[], &too_big, CallOptions::new())
         .await
         .unwrap_err();
-    assert_eq!(err.code(), &ErrorCode::InvalidArgument);
+    assert_eq!(err.code(), ErrorCode::InvalidArgument);
     assert!(
         err.message().contains(&format!("limit of {limit} bytes")),
         "{err}"
     );
     let err = server.publish(EVENTS, &[], &too_big).await.unwrap_err();
-    assert_eq!(err.code(), &ErrorCode::InvalidArgument);
+    assert_eq!(err.code(), ErrorCode::InvalidArgument);
 }
 
 /// Issue 10.3: what a server published before its shutdown reaches subscribers even when the

@@ -17,14 +17,12 @@ const GATHER: MethodInfo = MethodInfo::multi("Gather");
 const FAST_HEARTBEAT: Duration = Duration::from_millis(100);
 
 fn options(announce: bool) -> ServerOptions {
-    ServerOptions {
-        discovery: DiscoveryOptions {
-            enabled: announce,
-            heartbeat: FAST_HEARTBEAT,
-            version: "1.2.3".into(),
-        },
-        ..ServerOptions::default()
-    }
+    ServerOptions::default().discovery(
+        DiscoveryOptions::default()
+            .enabled(announce)
+            .heartbeat(FAST_HEARTBEAT)
+            .version("1.2.3"),
+    )
 }
 
 /// A server of `svc` answering ECHO, PICK and GATHER (on topic `eu`) with its ID.
@@ -52,9 +50,7 @@ async fn register_id_methods(server: &Server) {
 }
 
 async fn watch(h: &Harness, liveness: Duration) -> Discovery {
-    let options = WatchOptions {
-        liveness_timeout: Some(liveness),
-    };
+    let options = WatchOptions::default().liveness_timeout(liveness);
     Discovery::with_options(h.bus().await, options)
         .await
         .expect("discovery")

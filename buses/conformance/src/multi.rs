@@ -16,7 +16,7 @@ fn reported_lost(result: &MultiResult<String>) -> Option<u64> {
     let lost = result.dropped_answers()?;
     assert_eq!(result.server_id, "");
     let err = result.result.as_ref().err()?;
-    assert_eq!(err.code(), &ErrorCode::ResourceExhausted);
+    assert_eq!(err.code(), ErrorCode::ResourceExhausted);
     Some(lost)
 }
 
@@ -43,10 +43,7 @@ pub async fn multi_call_reports_dropped_answers(h: &Harness) {
             .expect("register");
         servers.push(server);
     }
-    let options = ClientOptions {
-        subscription_capacity: 1,
-        ..ClientOptions::default()
-    };
+    let options = ClientOptions::default().subscription_capacity(1);
     let client = Client::with_options(SVC, h.bus().await, options)
         .await
         .expect("client");

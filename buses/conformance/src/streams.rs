@@ -229,13 +229,8 @@ pub async fn stream_vanished_peer_is_detected(h: &Harness) {
     let flag = partitioned.clone();
     // A client whose network can go away: its publishes vanish once the flag is set.
     let bus = Tap::new(h.bus().await, move |_, _| !flag.load(Ordering::SeqCst));
-    let options = ClientOptions {
-        stream: StreamOptions {
-            keepalive_interval: Duration::from_millis(200),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
+    let options = ClientOptions::default()
+        .stream(StreamOptions::default().keepalive_interval(Duration::from_millis(200)));
     let client = Client::with_options(SVC, bus, options).await.unwrap();
     let stream = client
         .open_stream::<String, String>(CHAT, &[], CallOptions::new())
@@ -357,10 +352,7 @@ pub async fn shutdown_closes_streams_of_silent_peers(h: &Harness) {
     let server = Server::with_options(
         SVC,
         h.bus().await,
-        psrpc::ServerOptions {
-            drain_timeout: Duration::from_millis(300),
-            ..Default::default()
-        },
+        psrpc::ServerOptions::default().drain_timeout(Duration::from_millis(300)),
     );
     let (opened_tx, opened_rx) = oneshot::channel::<()>();
     let opened = slot(opened_tx);

@@ -16,10 +16,7 @@ fn harness() -> Harness {
         let url = url.clone();
         async move {
             // A 1 MiB limit keeps the large-payload case quick.
-            let options = AmqpBusOptions {
-                max_payload: 1 << 20,
-                ..Default::default()
-            };
+            let options = AmqpBusOptions::default().max_payload(1 << 20);
             let bus = AmqpBus::with_options(&url, options)
                 .await
                 .expect("amqp bus");

@@ -6,9 +6,7 @@ use psrpc::bus::{LocalBus, LocalBusOptions};
 use psrpc_conformance::{Harness, conformance_suite};
 
 fn harness() -> Harness {
-    let bus = LocalBus::with_options(LocalBusOptions {
-        max_payload: 1 << 20,
-    });
+    let bus = LocalBus::with_options(LocalBusOptions::default().max_payload(1 << 20));
     // In process every "connection" is a handle to the same bus.
     Harness::new("local", (), move || {
         let bus = bus.clone();

@@ -13,10 +13,7 @@ fn harness() -> Harness {
         let url = url.clone();
         async move {
             // A 1 MiB limit keeps the large-payload case quick.
-            let options = MqttBusOptions {
-                max_payload: 1 << 20,
-                ..Default::default()
-            };
+            let options = MqttBusOptions::default().max_payload(1 << 20);
             let bus = MqttBus::connect_with(&url, options)
                 .await
                 .expect("mqtt bus");

@@ -14,10 +14,7 @@ fn harness() -> Harness {
         async move {
             let client = redis::Client::open(url).expect("redis url");
             // A 1 MiB limit keeps the large-payload case quick.
-            let options = RedisBusOptions {
-                max_payload: 1 << 20,
-                ..Default::default()
-            };
+            let options = RedisBusOptions::default().max_payload(1 << 20);
             let bus = RedisBus::with_options(client, options)
                 .await
                 .expect("redis bus");

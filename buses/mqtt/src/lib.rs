@@ -189,14 +189,13 @@ pub enum MqttProtocol {
 ///
 /// ```
 /// use std::time::Duration;
-/// let options = psrpc_mqtt::MqttBusOptions {
-///     max_payload: 8 << 20,
-///     operation_timeout: Duration::from_secs(10),
-///     ..Default::default()
-/// };
+/// let options = psrpc_mqtt::MqttBusOptions::default()
+///     .max_payload(8 << 20)
+///     .operation_timeout(Duration::from_secs(10));
 /// # let _ = options;
 /// ```
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct MqttBusOptions {
     /// The largest payload accepted, in bytes (default and cap [`MQTT_MAX_PAYLOAD`]; the
     /// broker's Maximum Packet Size lowers it further). Set it to the broker's
@@ -223,6 +222,63 @@ pub struct MqttBusOptions {
     /// certificates, no client certificate).
     #[cfg(feature = "tls")]
     pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+}
+
+impl MqttBusOptions {
+    /// Sets [`max_payload`](Self::max_payload).
+    pub fn max_payload(mut self, max_payload: usize) -> Self {
+        self.max_payload = max_payload;
+        self
+    }
+
+    /// Sets [`keep_alive`](Self::keep_alive).
+    pub fn keep_alive(mut self, keep_alive: Duration) -> Self {
+        self.keep_alive = keep_alive;
+        self
+    }
+
+    /// Sets [`connect_timeout`](Self::connect_timeout).
+    pub fn connect_timeout(mut self, connect_timeout: Duration) -> Self {
+        self.connect_timeout = connect_timeout;
+        self
+    }
+
+    /// Sets [`operation_timeout`](Self::operation_timeout).
+    pub fn operation_timeout(mut self, operation_timeout: Duration) -> Self {
+        self.operation_timeout = operation_timeout;
+        self
+    }
+
+    /// Sets [`max_reconnect_delay`](Self::max_reconnect_delay).
+    pub fn max_reconnect_delay(mut self, max_reconnect_delay: Duration) -> Self {
+        self.max_reconnect_delay = max_reconnect_delay;
+        self
+    }
+
+    /// Sets [`watch_unserved`](Self::watch_unserved).
+    pub fn watch_unserved(mut self, watch_unserved: bool) -> Self {
+        self.watch_unserved = watch_unserved;
+        self
+    }
+
+    /// Sets [`request_capacity`](Self::request_capacity).
+    pub fn request_capacity(mut self, request_capacity: usize) -> Self {
+        self.request_capacity = request_capacity;
+        self
+    }
+
+    /// Sets [`protocol`](Self::protocol).
+    pub fn protocol(mut self, protocol: MqttProtocol) -> Self {
+        self.protocol = protocol;
+        self
+    }
+
+    /// Sets [`tls`](Self::tls).
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: std::sync::Arc<rustls::ClientConfig>) -> Self {
+        self.tls = Some(tls);
+        self
+    }
 }
 
 impl Default for MqttBusOptions {

@@ -152,14 +152,7 @@ async fn payload_limit_follows_the_broker_maximum_packet_size() {
         "{err}"
     );
     // The option lowers it further; the connection is still fine.
-    let small = bus_with(
-        &server,
-        MqttBusOptions {
-            max_payload: 1000,
-            ..Default::default()
-        },
-    )
-    .await;
+    let small = bus_with(&server, MqttBusOptions::default().max_payload(1000)).await;
     assert_eq!(small.max_payload(), 1000);
     assert!(matches!(
         small.publish(&fanout(), Bytes::from(vec![0; 1001])).await,
@@ -177,7 +170,7 @@ async fn slow_subscriber_drops_are_counted_and_others_unaffected() {
     let server = server();
     let a = bus(&server).await;
     let mut slow = a
-        .subscribe(&fanout(), SubscribeOptions { capacity: 2 })
+        .subscribe(&fanout(), SubscribeOptions::default().capacity(2))
         .await
         .unwrap();
     let mut fast = a.subscribe(&fanout(), opts()).await.unwrap();

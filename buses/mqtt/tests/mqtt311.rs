@@ -14,12 +14,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 fn v311() -> MqttBusOptions {
-    MqttBusOptions {
-        protocol: MqttProtocol::V311,
+    MqttBusOptions::default()
+        .protocol(MqttProtocol::V311)
         // A 1 MiB limit keeps the large-payload case quick.
-        max_payload: 1 << 20,
-        ..Default::default()
-    }
+        .max_payload(1 << 20)
 }
 
 fn harness() -> Harness {
@@ -124,15 +122,9 @@ async fn auto_falls_back_to_mqtt311_when_the_broker_refuses_mqtt5() {
     let url = format!("mqtt://127.0.0.1:{front}");
 
     // Told to speak MQTT 5 only, the bus fails with the broker's refusal.
-    let err = MqttBus::connect_with(
-        &url,
-        MqttBusOptions {
-            protocol: MqttProtocol::V5,
-            ..Default::default()
-        },
-    )
-    .await
-    .expect_err("MQTT 5 refused");
+    let err = MqttBus::connect_with(&url, MqttBusOptions::default().protocol(MqttProtocol::V5))
+        .await
+        .expect_err("MQTT 5 refused");
     assert!(matches!(err, psrpc_mqtt::MqttBusError::Connect(_)), "{err}");
 
     let bus = MqttBus::connect(&url).await.expect("fallback to 3.1.1");

@@ -35,10 +35,7 @@ async fn tls_with_a_trusted_certificate_and_credentials() {
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let options = MqttBusOptions {
-        tls: Some(Arc::new(config)),
-        ..Default::default()
-    };
+    let options = MqttBusOptions::default().tls(Arc::new(config));
     let bus = MqttBus::connect_with(&server.url(), options).await.unwrap();
     let ch = Channel::request("Svc", "Secure", ["x"], false);
     let mut sub = bus

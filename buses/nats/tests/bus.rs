@@ -302,7 +302,7 @@ async fn a_slow_subscriber_does_not_stall_its_subject() {
     let elsewhere_ch = Channel::request("Other", "Fast", NO_TOPICS, false);
     // Never read, room for one message.
     let slow = a
-        .subscribe(&slow_ch, SubscribeOptions { capacity: 1 })
+        .subscribe(&slow_ch, SubscribeOptions::default().capacity(1))
         .await
         .unwrap();
     let mut fast = a.subscribe(&fast_ch, opts()).await.unwrap();

@@ -62,7 +62,7 @@ async fn load(client: Arc<Client>, stop: Arc<AtomicBool>, record: Arc<Record>) {
             )
             .await;
         let elapsed = start.elapsed();
-        let result = result.map(drop).map_err(|e| e.code().clone());
+        let result = result.map(drop).map_err(|e| e.code());
         let failed = result.is_err();
         record.calls.lock().unwrap().push((start, elapsed, result));
         record.changed.notify_waiters();

@@ -9,14 +9,13 @@ pub const REDIS_MAX_PAYLOAD: usize = 512 << 20;
 ///
 /// ```
 /// use std::time::Duration;
-/// let options = psrpc_redis::RedisBusOptions {
-///     max_payload: 8 << 20,
-///     response_timeout: Some(Duration::from_secs(10)),
-///     ..Default::default()
-/// };
+/// let options = psrpc_redis::RedisBusOptions::default()
+///     .max_payload(8 << 20)
+///     .response_timeout(Some(Duration::from_secs(10)));
 /// # let _ = options;
 /// ```
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct RedisBusOptions {
     /// The largest payload accepted, in bytes (default 64 MiB, capped at
     /// [`REDIS_MAX_PAYLOAD`]). Larger publishes fail with [`BusError::PayloadTooLarge`](psrpc::bus::BusError::PayloadTooLarge).
@@ -65,6 +64,62 @@ pub struct RedisBusOptions {
     /// meets a Go peer, nor a Rust bus without it. Turn it on for a whole deployment at once.
     /// See docs/scaling.md.
     pub sharded_pubsub: bool,
+}
+
+impl RedisBusOptions {
+    /// Sets [`max_payload`](Self::max_payload).
+    pub fn max_payload(mut self, max_payload: usize) -> Self {
+        self.max_payload = max_payload;
+        self
+    }
+
+    /// Sets [`response_timeout`](Self::response_timeout).
+    pub fn response_timeout(mut self, response_timeout: Option<Duration>) -> Self {
+        self.response_timeout = response_timeout;
+        self
+    }
+
+    /// Sets [`connection_timeout`](Self::connection_timeout).
+    pub fn connection_timeout(mut self, connection_timeout: Option<Duration>) -> Self {
+        self.connection_timeout = connection_timeout;
+        self
+    }
+
+    /// Sets [`max_reconnect_delay`](Self::max_reconnect_delay).
+    pub fn max_reconnect_delay(mut self, max_reconnect_delay: Duration) -> Self {
+        self.max_reconnect_delay = max_reconnect_delay;
+        self
+    }
+
+    /// Sets [`health_check_interval`](Self::health_check_interval).
+    pub fn health_check_interval(mut self, health_check_interval: Option<Duration>) -> Self {
+        self.health_check_interval = health_check_interval;
+        self
+    }
+
+    /// Sets [`max_concurrent_locks`](Self::max_concurrent_locks).
+    pub fn max_concurrent_locks(mut self, max_concurrent_locks: usize) -> Self {
+        self.max_concurrent_locks = max_concurrent_locks;
+        self
+    }
+
+    /// Sets [`max_pending_locks`](Self::max_pending_locks).
+    pub fn max_pending_locks(mut self, max_pending_locks: usize) -> Self {
+        self.max_pending_locks = max_pending_locks;
+        self
+    }
+
+    /// Sets [`publish_queue`](Self::publish_queue).
+    pub fn publish_queue(mut self, publish_queue: usize) -> Self {
+        self.publish_queue = publish_queue;
+        self
+    }
+
+    /// Sets [`max_batch`](Self::max_batch).
+    pub fn max_batch(mut self, max_batch: usize) -> Self {
+        self.max_batch = max_batch;
+        self
+    }
 }
 
 impl Default for RedisBusOptions {

@@ -224,15 +224,9 @@ async fn quick_unsubscribe_resubscribe_churn_stays_consistent() {
 async fn payload_limit_is_enforced_and_large_payloads_work() {
     let server = server();
     let client = redis::Client::open(server.url()).unwrap();
-    let small = RedisBus::with_options(
-        client,
-        RedisBusOptions {
-            max_payload: 1024,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let small = RedisBus::with_options(client, RedisBusOptions::default().max_payload(1024))
+        .await
+        .unwrap();
     assert_eq!(small.max_payload(), 1024);
     let err = small
         .publish(&fanout(), Bytes::from(vec![0u8; 1025]))
@@ -272,11 +266,11 @@ async fn slow_subscriber_does_not_stall_others() {
     let bus = bus(&server).await;
     let slow_ch = Channel::request("Svc", "Slow", ["x"], false);
     let mut slow = bus
-        .subscribe(&slow_ch, SubscribeOptions { capacity: 1 })
+        .subscribe(&slow_ch, SubscribeOptions::default().capacity(1))
         .await
         .unwrap();
     let mut fast_same = bus
-        .subscribe(&slow_ch, SubscribeOptions { capacity: 64 })
+        .subscribe(&slow_ch, SubscribeOptions::default().capacity(64))
         .await
         .unwrap();
     let mut fast = bus.subscribe(&fanout(), opts()).await.unwrap();
@@ -375,12 +369,10 @@ async fn errors_are_reported_not_swallowed() {
     let client = redis::Client::open(server.url()).unwrap();
     let bus = RedisBus::with_options(
         client,
-        RedisBusOptions {
-            response_timeout: Some(std::time::Duration::from_millis(300)),
-            connection_timeout: Some(std::time::Duration::from_millis(300)),
-            health_check_interval: None,
-            ..Default::default()
-        },
+        RedisBusOptions::default()
+            .response_timeout(Some(std::time::Duration::from_millis(300)))
+            .connection_timeout(Some(std::time::Duration::from_millis(300)))
+            .health_check_interval(None),
     )
     .await
     .unwrap();
@@ -409,16 +401,14 @@ async fn lock_backlog_is_bounded_and_accounted() {
     let client = redis::Client::open(server.url()).unwrap();
     let bus = RedisBus::with_options(
         client,
-        RedisBusOptions {
-            max_concurrent_locks: 1,
-            max_pending_locks: 1,
-            ..Default::default()
-        },
+        RedisBusOptions::default()
+            .max_concurrent_locks(1)
+            .max_pending_locks(1),
     )
     .await
     .unwrap();
     let mut sub = bus
-        .subscribe(&queue(), SubscribeOptions { capacity: 1000 })
+        .subscribe(&queue(), SubscribeOptions::default().capacity(1000))
         .await
         .unwrap();
     let mut conn = raw(&server).await;

@@ -28,7 +28,7 @@ fn denied() -> Channel {
 }
 
 fn big_buffer() -> SubscribeOptions {
-    SubscribeOptions { capacity: 1 << 14 }
+    SubscribeOptions::default().capacity(1 << 14)
 }
 
 /// Receives `n` messages, failing the test when one does not come.
@@ -61,10 +61,7 @@ async fn concurrent_publishes_each_get_their_own_result() {
     let url = format!("redis://limited:pw@127.0.0.1:{}/", server.port());
     let publisher = RedisBus::with_options(
         redis::Client::open(url).unwrap(),
-        RedisBusOptions {
-            max_payload: 1024,
-            ..Default::default()
-        },
+        RedisBusOptions::default().max_payload(1024),
     )
     .await
     .unwrap();
@@ -199,13 +196,11 @@ async fn broker_killed_mid_batch_fails_pending_publishes() {
     let mut server = server();
     let publisher = RedisBus::with_options(
         redis::Client::open(server.url()).unwrap(),
-        RedisBusOptions {
+        RedisBusOptions::default()
             // No deadline: only the lost connection can end the pending publishes.
-            response_timeout: None,
-            connection_timeout: Some(Duration::from_millis(300)),
-            health_check_interval: None,
-            ..Default::default()
-        },
+            .response_timeout(None)
+            .connection_timeout(Some(Duration::from_millis(300)))
+            .health_check_interval(None),
     )
     .await
     .unwrap();

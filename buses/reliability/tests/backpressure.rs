@@ -69,10 +69,7 @@ async fn in_flight_limit_sheds(kind: Kind) {
     let busy = Server::with_options(
         SVC,
         broker.bus().await.arc(),
-        ServerOptions {
-            max_in_flight: Some(1),
-            ..Default::default()
-        },
+        ServerOptions::default().max_in_flight(1),
     );
     let (started_tx, mut started) = mpsc::unbounded_channel();
     let release = Arc::new(Semaphore::new(0));
@@ -122,7 +119,7 @@ async fn in_flight_limit_sheds(kind: Kind) {
         .await
         .unwrap_err();
         assert_eq!(
-            *err.code(),
+            err.code(),
             ErrorCode::ResourceExhausted,
             "direct={direct}: {err}"
         );
@@ -212,10 +209,7 @@ async fn slow_subscriber_is_bounded(kind: Kind) {
     let slow_client = Client::with_options(
         SVC,
         shared.arc(),
-        ClientOptions {
-            subscription_capacity: CAPACITY,
-            ..Default::default()
-        },
+        ClientOptions::default().subscription_capacity(CAPACITY),
     )
     .await
     .unwrap();

@@ -24,11 +24,10 @@ use tokio::time::Instant;
 const QUEUE: &str = "Crash";
 
 fn queue_config() -> QueueConfig {
-    QueueConfig {
-        visibility_timeout: Duration::from_secs(2),
-        dedup_window: Duration::from_secs(300),
-        result_ttl: Duration::from_secs(3600),
-    }
+    QueueConfig::default()
+        .visibility_timeout(Duration::from_secs(2))
+        .dedup_window(Duration::from_secs(300))
+        .result_ttl(Duration::from_secs(3600))
 }
 
 /// Worker processes, killed on drop.

@@ -82,7 +82,7 @@ async fn unserved_calls_fail_fast(kind: Kind) {
         .unwrap_err();
         let sibling = start.elapsed();
         assert!(
-            *err.code() == ErrorCode::Unavailable || *err.code() == ErrorCode::DeadlineExceeded,
+            err.code() == ErrorCode::Unavailable || err.code() == ErrorCode::DeadlineExceeded,
             "{err}"
         );
         assert!(sibling < short + Duration::from_millis(750), "{sibling:?}");

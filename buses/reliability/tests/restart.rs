@@ -115,7 +115,7 @@ fn spawn_caller(
                 method: method.name(),
                 start,
                 end,
-                code: result.err().map(|e| e.code().clone()),
+                code: result.err().map(|e| e.code()),
             });
             // Pace the loop so fast failures do not spin; successes run back to back.
             if failed {

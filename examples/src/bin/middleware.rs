@@ -159,12 +159,10 @@ async fn call(
 ) -> Result<(), Box<dyn std::error::Error>> {
     let caller = GreeterClient::with_options(
         bus.clone(),
-        ClientOptions {
+        ClientOptions::default()
             // Start a trace for each call made outside any traced request.
-            start_traces: true,
-            ..ClientOptions::default()
-        }
-        .interceptor(observe),
+            .start_traces(true)
+            .interceptor(observe),
     )
     .await?;
 
@@ -212,7 +210,7 @@ async fn call(
         let outcome = plain
             .get(&ProfileRequest { name: "bob".into() }, CallOptions::new())
             .await;
-        if outcome.is_err_and(|err| err.code() == &ErrorCode::ResourceExhausted) {
+        if outcome.is_err_and(|err| err.code() == ErrorCode::ResourceExhausted) {
             limited += 1;
         }
     }

@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use psrpc::bus::LocalBus;
-use psrpc::{CallOptions, ErrorCode, MethodInfo, NamedMessage, RequestContext};
+use psrpc::prost::Name;
+use psrpc::{CallOptions, ErrorCode, MethodInfo, RequestContext};
 use psrpc_build_e2e::drawing::{
     Canvas, DrawClient, DrawServer, DrawServerImpl, SnakeServiceClient, SnakeServiceServer,
     SnakeServiceServerImpl, draw_methods, snake_service_methods,
@@ -55,7 +56,7 @@ async fn imports_across_packages_and_well_known_types() {
     );
     // Not served: no server takes the call (the default stubs are never registered).
     let err = client.clear(&(), CallOptions::new()).await.unwrap_err();
-    assert_eq!(*err.code(), ErrorCode::Unavailable);
+    assert_eq!(err.code(), ErrorCode::Unavailable);
     let answers = client
         .name(
             &"n".to_owned(),
@@ -69,8 +70,8 @@ async fn imports_across_packages_and_well_known_types() {
 
     assert_eq!(draw_methods::SERVICE, "Draw");
     assert_eq!(draw_methods::DRAW, MethodInfo::unary("Draw"));
-    assert_eq!(Canvas::TYPE_NAME, "drawing.Canvas");
-    assert_eq!(Point::TYPE_NAME, "shapes.Point");
+    assert_eq!(Canvas::full_name(), "drawing.Canvas");
+    assert_eq!(Point::full_name(), "shapes.Point");
 }
 
 struct Snake;
@@ -107,7 +108,7 @@ async fn snake_case_and_keyword_names() {
     let swapped = client.r#type("t", &p, CallOptions::new()).await.unwrap();
     assert_eq!((swapped.x, swapped.y), (2, 1));
     let err = client.private(&p, CallOptions::new()).await.unwrap_err();
-    assert_eq!(*err.code(), ErrorCode::Unavailable);
+    assert_eq!(err.code(), ErrorCode::Unavailable);
 }
 
 struct Nothing;

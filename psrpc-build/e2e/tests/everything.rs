@@ -5,8 +5,9 @@ use std::time::Duration;
 use futures::StreamExt;
 use psrpc::batch::{BatchEnd, BatchError, BatchOptions};
 use psrpc::bus::LocalBus;
+use psrpc::prost::Name;
 use psrpc::stream::Stream;
-use psrpc::{CallOptions, ErrorCode, NamedMessage, RequestContext};
+use psrpc::{CallOptions, Error, ErrorCode, RequestContext};
 use psrpc_build_e2e::everything::{
     EchoReply, EchoRequest, EverythingClient, EverythingServer, EverythingServerImpl, Update,
     everything_methods, update,
@@ -150,7 +151,7 @@ async fn unary_call_and_default_unimplemented() {
         .missing(&req("x"), CallOptions::new())
         .await
         .unwrap_err();
-    assert_eq!(*err.code(), ErrorCode::Unimplemented);
+    assert_eq!(err.code(), ErrorCode::Unimplemented);
 }
 
 #[tokio::test]
@@ -237,7 +238,7 @@ async fn topic_group_registers_all_its_methods() {
     );
     // A second registration fails as a whole and leaves the first in place.
     assert_eq!(
-        *a.register_all_region_topics("eu").await.unwrap_err().code(),
+        a.register_all_region_topics("eu").await.unwrap_err().code(),
         ErrorCode::AlreadyExists
     );
     assert!(
@@ -397,9 +398,22 @@ async fn method_infos_follow_the_options() {
 
 #[tokio::test]
 async fn generated_messages_know_their_names() {
-    assert_eq!(EchoRequest::TYPE_NAME, "everything.EchoRequest");
-    assert_eq!(Update::TYPE_NAME, "everything.Update");
-    assert_eq!(update::Detail::TYPE_NAME, "everything.Update.Detail");
+    assert_eq!(EchoRequest::full_name(), "everything.EchoRequest");
+    assert_eq!(Update::full_name(), "everything.Update");
+    assert_eq!(update::Detail::full_name(), "everything.Update.Detail");
+    // Go's anypb type URLs, so details packed here read the same in Go.
+    assert_eq!(
+        update::Detail::type_url(),
+        "type.googleapis.com/everything.Update.Detail"
+    );
+    let detail = update::Detail { n: 7 };
+    let err = Error::new(ErrorCode::NotFound, "gone").with_detail(detail);
+    assert_eq!(
+        err.details()[0].type_url,
+        "type.googleapis.com/everything.Update.Detail"
+    );
+    assert_eq!(err.detail::<update::Detail>(), Some(Ok(detail)));
+    assert_eq!(err.detail::<Update>(), None);
 }
 
 #[tokio::test]
@@ -411,7 +425,7 @@ async fn shutdown_and_kill_stop_serving() {
     a.shutdown().await;
     assert!(client.echo(&req("x"), short()).await.is_err());
     assert_eq!(
-        *a.register_region_echo_topic("eu").await.unwrap_err().code(),
+        a.register_region_echo_topic("eu").await.unwrap_err().code(),
         ErrorCode::Unavailable
     );
 

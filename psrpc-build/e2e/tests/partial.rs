@@ -85,7 +85,7 @@ async fn two_partial_servers(server_bus: Arc<dyn Bus>, client_bus: Arc<dyn Bus>)
         .register_region_echo_topic("eu")
         .await
         .expect_err("RegionEcho is not served by the reporter");
-    assert_eq!(err.code(), &ErrorCode::Unimplemented);
+    assert_eq!(err.code(), ErrorCode::Unimplemented);
     echoer.shutdown().await;
     reporter.shutdown().await;
 }
@@ -137,7 +137,7 @@ async fn served_lists_naming_no_handler_are_refused() {
             .map(drop)
             .unwrap_err(),
     ] {
-        assert_eq!(err.code(), &ErrorCode::InvalidArgument, "{err}");
+        assert_eq!(err.code(), ErrorCode::InvalidArgument, "{err}");
         assert!(err.message().contains("SplitServerImpl::SERVED"), "{err}");
     }
     // Nothing was registered by the refused servers.

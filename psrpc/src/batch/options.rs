@@ -17,6 +17,7 @@ pub enum FailurePolicy {
 
 /// Settings of one batch.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct BatchOptions {
     /// The most tasks of this batch submitted and not yet finished at once (at least 1), so
     /// one batch does not flood the queue.
@@ -41,6 +42,14 @@ pub struct BatchOptions {
     /// Durable batches: how long the coordinator waits on one result before checking the
     /// deadline and the carrier again.
     pub poll: Duration,
+}
+
+impl BatchOptions {
+    /// Sets [`poll`](Self::poll).
+    pub fn poll(mut self, poll: Duration) -> Self {
+        self.poll = poll;
+        self
+    }
 }
 
 /// The longest batch ID accepted: with the task index it must fit an idempotency key.

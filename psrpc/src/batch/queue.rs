@@ -115,7 +115,7 @@ impl<Resp: Message + Default + 'static, K: Send + 'static> Batch<Resp, K> {
                         .request::<Req, Resp>(method, topics, &requests[index], call)
                         .await
                         .map_err(|e| {
-                            if e.code() == &ErrorCode::MalformedResult {
+                            if e.code() == ErrorCode::MalformedResult {
                                 ItemError::Undecodable(e.message().to_owned())
                             } else {
                                 ItemError::Failed(e)

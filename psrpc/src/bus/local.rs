@@ -12,9 +12,18 @@ use crate::Channel;
 
 /// Options of [`LocalBus`].
 #[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
 pub struct LocalBusOptions {
     /// The largest payload accepted, in bytes (default 64 MiB).
     pub max_payload: usize,
+}
+
+impl LocalBusOptions {
+    /// Sets [`max_payload`](Self::max_payload).
+    pub fn max_payload(mut self, max_payload: usize) -> Self {
+        self.max_payload = max_payload;
+        self
+    }
 }
 
 impl Default for LocalBusOptions {

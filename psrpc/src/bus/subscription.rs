@@ -14,9 +14,18 @@ pub const DEFAULT_SUBSCRIPTION_CAPACITY: usize = 1024;
 
 /// Options of [`super::Bus::subscribe`].
 #[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
 pub struct SubscribeOptions {
     /// Messages buffered for this subscriber; past it, new messages are dropped and counted.
     pub capacity: usize,
+}
+
+impl SubscribeOptions {
+    /// Sets [`capacity`](Self::capacity).
+    pub fn capacity(mut self, capacity: usize) -> Self {
+        self.capacity = capacity;
+        self
+    }
 }
 
 impl Default for SubscribeOptions {

@@ -55,7 +55,7 @@ impl<T> MultiResult<T> {
     /// several calls in flight some may have been answers to the others.
     pub fn dropped_answers(&self) -> Option<u64> {
         let err = self.result.as_ref().err()?;
-        if !self.server_id.is_empty() || err.code() != &ErrorCode::ResourceExhausted {
+        if !self.server_id.is_empty() || err.code() != ErrorCode::ResourceExhausted {
             return None;
         }
         let (count, _) = err.message().split_once(DROPPED)?;

@@ -11,8 +11,19 @@ use crate::interceptor::{ClientInterceptor, Interceptors};
 /// Default time a call waits for its answer (docs/wire.md §9).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Options of a [`super::Client`].
+/// Options of a [`super::Client`]: `Default` plus a setter per field.
+///
+/// ```
+/// use std::time::Duration;
+/// use psrpc::ClientOptions;
+///
+/// let opts = ClientOptions::default()
+///     .client_id("CLI_edge")
+///     .timeout(Duration::from_secs(1));
+/// assert_eq!(opts.client_id.as_deref(), Some("CLI_edge"));
+/// ```
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct ClientOptions {
     /// The client ID; a fresh `CLI_…` when `None`.
     pub client_id: Option<String>,
@@ -32,6 +43,44 @@ pub struct ClientOptions {
     /// Start a new trace (a `traceparent` in the metadata) for calls made outside any traced
     /// request. Calls made while serving a traced request always continue its trace.
     pub start_traces: bool,
+}
+
+impl ClientOptions {
+    /// Sets [`client_id`](Self::client_id).
+    pub fn client_id(mut self, client_id: impl Into<String>) -> Self {
+        self.client_id = Some(client_id.into());
+        self
+    }
+
+    /// Sets [`timeout`](Self::timeout).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sets [`direct_queue_calls`](Self::direct_queue_calls).
+    pub fn direct_queue_calls(mut self, direct_queue_calls: bool) -> Self {
+        self.direct_queue_calls = direct_queue_calls;
+        self
+    }
+
+    /// Sets [`subscription_capacity`](Self::subscription_capacity).
+    pub fn subscription_capacity(mut self, subscription_capacity: usize) -> Self {
+        self.subscription_capacity = subscription_capacity;
+        self
+    }
+
+    /// Sets [`stream`](Self::stream).
+    pub fn stream(mut self, stream: crate::stream::StreamOptions) -> Self {
+        self.stream = stream;
+        self
+    }
+
+    /// Sets [`start_traces`](Self::start_traces).
+    pub fn start_traces(mut self, start_traces: bool) -> Self {
+        self.start_traces = start_traces;
+        self
+    }
 }
 
 impl ClientOptions {
@@ -68,6 +117,7 @@ impl Default for ClientOptions {
 /// assert_eq!(opts.metadata.get("user").map(String::as_str), Some("alice"));
 /// ```
 #[derive(Clone, Debug, Default)]
+#[non_exhaustive]
 pub struct CallOptions {
     /// How long to wait; the client's default when `None`.
     pub timeout: Option<Duration>,

@@ -35,6 +35,7 @@ pub type SelectionFn = Arc<dyn Fn(&[Claim]) -> Result<String, Error> + Send + Sy
 /// assert!(!opts.accept_first_available);
 /// ```
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct SelectionOptions {
     /// Claims below this affinity are ignored (when > 0).
     pub minimum_affinity: f32,

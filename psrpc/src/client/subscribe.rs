@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures::Stream;
 
 use crate::bus::{Subscription, SubscriptionStats};
-use crate::{NamedMessage, wire};
+use crate::wire;
 
 /// A live subscription yielding typed messages.
 ///
@@ -34,11 +34,11 @@ impl<T> std::fmt::Debug for TypedSubscription<T> {
     }
 }
 
-impl<T: NamedMessage> TypedSubscription<T> {
+impl<T: prost::Name + Default> TypedSubscription<T> {
     pub(crate) fn new(sub: Subscription) -> Self {
         TypedSubscription {
             sub,
-            type_url: wire::type_url_for(T::TYPE_NAME).into(),
+            type_url: wire::type_url_for(&T::full_name()).into(),
             malformed: AtomicU64::new(0),
             _type: PhantomData,
         }
@@ -86,7 +86,7 @@ impl<T: NamedMessage> TypedSubscription<T> {
     }
 }
 
-impl<T: NamedMessage> Stream for TypedSubscription<T> {
+impl<T: prost::Name + Default> Stream for TypedSubscription<T> {
     type Item = T;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {

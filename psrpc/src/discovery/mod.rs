@@ -46,6 +46,7 @@ pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
 
 /// How a server announces itself.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct DiscoveryOptions {
     /// Announce this server (default on). Off, the server is invisible to [`Discovery`]; its
     /// health still gates its calls.
@@ -55,6 +56,26 @@ pub struct DiscoveryOptions {
     pub heartbeat: Duration,
     /// The application's version, shown by `psrpc ls` (empty by default).
     pub version: String,
+}
+
+impl DiscoveryOptions {
+    /// Sets [`enabled`](Self::enabled).
+    pub fn enabled(mut self, enabled: bool) -> Self {
+        self.enabled = enabled;
+        self
+    }
+
+    /// Sets [`heartbeat`](Self::heartbeat).
+    pub fn heartbeat(mut self, heartbeat: Duration) -> Self {
+        self.heartbeat = heartbeat;
+        self
+    }
+
+    /// Sets [`version`](Self::version).
+    pub fn version(mut self, version: impl Into<String>) -> Self {
+        self.version = version.into();
+        self
+    }
 }
 
 impl Default for DiscoveryOptions {

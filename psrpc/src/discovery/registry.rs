@@ -21,10 +21,19 @@ use crate::{Result, wire};
 
 /// Options of a [`Discovery`].
 #[derive(Clone, Debug, Default)]
+#[non_exhaustive]
 pub struct WatchOptions {
     /// A server not heard from for this long is dropped from the view. `None`: three of the
     /// heartbeat periods the server announced.
     pub liveness_timeout: Option<Duration>,
+}
+
+impl WatchOptions {
+    /// Sets [`liveness_timeout`](Self::liveness_timeout).
+    pub fn liveness_timeout(mut self, liveness_timeout: Duration) -> Self {
+        self.liveness_timeout = Some(liveness_timeout);
+        self
+    }
 }
 
 /// How many heartbeats a server may miss before it is dropped (by default).

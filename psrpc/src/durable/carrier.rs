@@ -1,23 +1,4 @@
-//! The carrier trait: what a broker must provide for durable calls.
-//!
-//! A carrier stores tasks, hands them to workers with a visibility timeout, takes them back on
-//! ack, retry or hand-back, stores results with a time to live and keeps dead letters. Tasks,
-//! results and dead letters are opaque bytes to it (the records of [`super::task`]), so a
-//! carrier never fails on bad input: it moves bytes.
-//!
-//! The trait is object safe (`Arc<dyn Carrier>`); a third party implements it for another
-//! broker and passes it to [`DurableClient`](super::DurableClient) and
-//! [`Worker`](super::Worker). Its contract:
-//!
-//! - `enqueue` resolves only once the task is persisted;
-//! - a fetched task is invisible to other fetches until acked, retried, released or
-//!   dead-lettered, or until the visibility timeout passes without a heartbeat; then it is
-//!   delivered again with a higher [`Delivery::attempt`];
-//! - `put_result` before `ack` is how workers avoid running a task twice; results expire
-//!   after their TTL;
-//! - `record_effect` (optional: the default says the carrier has none) is an atomic
-//!   create-if-absent, so two attempts of one task never both record the same effect (see
-//!   [`TaskContext::record_effect`](super::TaskContext::record_effect)).
+//! The carrier trait: what a broker must provide for durable calls (the contract is on [`Carrier`]).
 
 use std::any::Any;
 use std::sync::Arc;
@@ -34,6 +15,7 @@ pub type CarrierFuture<'a, T> = BoxFuture<'a, Result<T, CarrierError>>;
 
 /// Per-queue settings, applied when a client or worker opens the queue.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct QueueConfig {
     /// How long a fetched task stays invisible without a heartbeat before it is redelivered.
     pub visibility_timeout: Duration,
@@ -41,6 +23,26 @@ pub struct QueueConfig {
     pub dedup_window: Duration,
     /// The longest result TTL (carriers that keep results per bucket use it for the bucket).
     pub result_ttl: Duration,
+}
+
+impl QueueConfig {
+    /// Sets [`visibility_timeout`](Self::visibility_timeout).
+    pub fn visibility_timeout(mut self, visibility_timeout: Duration) -> Self {
+        self.visibility_timeout = visibility_timeout;
+        self
+    }
+
+    /// Sets [`dedup_window`](Self::dedup_window).
+    pub fn dedup_window(mut self, dedup_window: Duration) -> Self {
+        self.dedup_window = dedup_window;
+        self
+    }
+
+    /// Sets [`result_ttl`](Self::result_ttl).
+    pub fn result_ttl(mut self, result_ttl: Duration) -> Self {
+        self.result_ttl = result_ttl;
+        self
+    }
 }
 
 impl Default for QueueConfig {
@@ -118,7 +120,27 @@ pub struct StoredDeadLetter {
     pub body: Bytes,
 }
 
-/// A broker that stores durable tasks. See the [module docs](self) for the contract.
+/// A broker that stores durable tasks.
+///
+/// A carrier stores tasks, hands them to workers with a visibility timeout, takes them back on
+/// ack, retry or hand-back, stores results with a time to live and keeps dead letters. Tasks,
+/// results and dead letters are opaque bytes to it (encoded [`TaskEnvelope`](super::TaskEnvelope),
+/// [`TaskResult`](super::TaskResult) and [`DeadLetter`](super::DeadLetter) records), so a
+/// carrier never fails on bad input: it moves bytes.
+///
+/// The trait is object safe (`Arc<dyn Carrier>`); a third party implements it for another
+/// broker and passes it to [`DurableClient`](super::DurableClient) and
+/// [`Worker`](super::Worker). Its contract:
+///
+/// - `enqueue` resolves only once the task is persisted;
+/// - a fetched task is invisible to other fetches until acked, retried, released or
+///   dead-lettered, or until the visibility timeout passes without a heartbeat; then it is
+///   delivered again with a higher [`Delivery::attempt`];
+/// - `put_result` before `ack` is how workers avoid running a task twice; results expire
+///   after their TTL;
+/// - `record_effect` (optional: the default says the carrier has none) is an atomic
+///   create-if-absent, so two attempts of one task never both record the same effect (see
+///   [`TaskContext::record_effect`](super::TaskContext::record_effect)).
 ///
 /// # Cancel safety
 /// Dropping an operation's future may leave it done or not done (as with any request to a

@@ -17,6 +17,7 @@ use crate::trace::TraceContext;
 /// Per-enqueue settings: the task options (a method's defaults unless changed), a deadline,
 /// an idempotency key and metadata.
 #[derive(Clone, Debug, Default)]
+#[non_exhaustive]
 pub struct EnqueueOptions {
     /// Retry, result and dead-letter settings.
     pub task: TaskOptions,
@@ -64,6 +65,12 @@ impl EnqueueOptions {
     pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
         self.task.backoff_initial = initial;
         self.task.backoff_max = max;
+        self
+    }
+
+    /// Adds one [`metadata`](Self::metadata) entry.
+    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metadata.insert(key.into(), value.into());
         self
     }
 }

@@ -1,25 +1,4 @@
-//! Effect fences: side effects applied once per task, even when a task runs twice.
-//!
-//! Delivery is at least once: a worker killed after its handler's side effect but before the
-//! task's result is stored leaves the task to be redelivered, and the next attempt runs the
-//! handler again. The result check stops every rerun after the result is stored, but not this
-//! one. What closes the gap depends on where the effect lives:
-//!
-//! - **On the carrier's broker** (a ledger entry, a counter, a record other services read):
-//!   make the effect *a record keyed by the task*, written with
-//!   [`TaskContext::record_effect`]. The carrier writes it with an atomic create-if-absent
-//!   (JetStream KV create, Redis `SET NX`), so of all the attempts of a task exactly one records
-//!   it, and a later one is told [`Effect::AlreadyApplied`] with the first value. The effect and
-//!   its fence are one write: there is no moment where one exists without the other. Readers
-//!   find it with [`DurableClient::effect`](super::DurableClient::effect).
-//! - **Elsewhere** (a payment provider, an email service, another database): pass
-//!   [`TaskContext::idempotency_key`] (the task ID and the effect's name) to that system's own
-//!   idempotency mechanism (an `Idempotency-Key` header, a unique constraint, an upsert).
-//!   Writing a fence record on the carrier *before* or *after* an external effect cannot make
-//!   it exactly-once: a crash between the two either loses the effect or repeats it.
-//!
-//! Effect records live as long as the task's result (its result TTL) and survive a replay from
-//! the dead-letter queue: a replayed task does not re-apply an effect an earlier run recorded.
+//! Effect fences: side effects applied once per task, even when a task runs twice (the design is on [`Effect`]).
 
 use bytes::Bytes;
 
@@ -27,6 +6,27 @@ use super::error::DurableError;
 use super::worker::TaskContext;
 
 /// What [`TaskContext::record_effect`] found.
+///
+/// Delivery is at least once: a worker killed after its handler's side effect but before the
+/// task's result is stored leaves the task to be redelivered, and the next attempt runs the
+/// handler again. The result check stops every rerun after the result is stored, but not this
+/// one. What closes the gap depends on where the effect lives:
+///
+/// - **On the carrier's broker** (a ledger entry, a counter, a record other services read):
+///   make the effect *a record keyed by the task*, written with
+///   [`TaskContext::record_effect`]. The carrier writes it with an atomic create-if-absent
+///   (JetStream KV create, Redis `SET NX`), so of all the attempts of a task exactly one records
+///   it, and a later one is told [`Effect::AlreadyApplied`] with the first value. The effect and
+///   its fence are one write: there is no moment where one exists without the other. Readers
+///   find it with [`DurableClient::effect`](super::DurableClient::effect).
+/// - **Elsewhere** (a payment provider, an email service, another database): pass
+///   [`TaskContext::idempotency_key`] (the task ID and the effect's name) to that system's own
+///   idempotency mechanism (an `Idempotency-Key` header, a unique constraint, an upsert).
+///   Writing a fence record on the carrier *before* or *after* an external effect cannot make
+///   it exactly-once: a crash between the two either loses the effect or repeats it.
+///
+/// Effect records live as long as the task's result (its result TTL) and survive a replay from
+/// the dead-letter queue: a replayed task does not re-apply an effect an earlier run recorded.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Effect {
     /// This attempt recorded the effect: it is applied now, by this call.
@@ -63,7 +63,7 @@ pub(crate) fn check_effect_name(name: &str) -> Result<(), DurableError> {
 
 impl TaskContext {
     /// Applies the side effect `name` of this task by recording `value` on the carrier, unless
-    /// an earlier attempt of the task recorded it (see the [module docs](self)).
+    /// an earlier attempt of the task recorded it (see [`Effect`]).
     ///
     /// Returns [`Effect::Applied`] when this call recorded it, or [`Effect::AlreadyApplied`]
     /// with the first attempt's value, which the handler can use to answer as that attempt

@@ -22,7 +22,7 @@
 //! - a side effect that must not be applied twice when a task runs twice (a worker killed
 //!   after the effect, before the result) is recorded with [`TaskContext::record_effect`], an
 //!   atomic create-if-absent on the carrier, or passed to an external system with
-//!   [`TaskContext::idempotency_key`] (see [`Effect`]'s module docs in `effect.rs`).
+//!   [`TaskContext::idempotency_key`] (see [`Effect`]).
 //!
 //! Carriers implement the object-safe [`Carrier`] trait; a third party can add one. Durable
 //! queues are a Rust-only extension: their channels, streams and envelopes ([`TaskEnvelope`],

@@ -224,7 +224,7 @@ async fn try_process(shared: &Shared, delivery: &Delivery) -> Result<(), Carrier
             (DeadLetterReason::PermanentError, err)
         }
         HandlerFailure::Failed(err)
-            if *err.code() == ErrorCode::DeadlineExceeded
+            if err.code() == ErrorCode::DeadlineExceeded
                 && deadline.is_some_and(|d| d <= SystemTime::now()) =>
         {
             (DeadLetterReason::DeadlineExceeded, err)
@@ -302,7 +302,7 @@ async fn finish_failed(
     let result = TaskResult {
         task_id: envelope.task_id.clone(),
         response: None,
-        error_code: err.code().as_str().to_owned(),
+        error_code: err.wire_code().to_owned(),
         error_message: err.message().to_owned(),
         attempts: delivery.attempt,
         finished_at: crate::time::now_unix_nanos(),
@@ -341,7 +341,7 @@ async fn write_letter(
         method: envelope.method.clone(),
         task: delivery.body.clone(),
         reason: reason.as_str().to_owned(),
-        error_code: err.code().as_str().to_owned(),
+        error_code: err.wire_code().to_owned(),
         error_message: err.message().to_owned(),
         attempts,
         dead_at: crate::time::now_unix_nanos(),
@@ -366,7 +366,7 @@ async fn dead_letter_raw(
     let letter = DeadLetter {
         task: delivery.body.clone(),
         reason: reason.as_str().to_owned(),
-        error_code: err.code().as_str().to_owned(),
+        error_code: err.wire_code().to_owned(),
         error_message: err.message().to_owned(),
         attempts: delivery.attempt,
         dead_at: crate::time::now_unix_nanos(),

@@ -239,6 +239,7 @@ impl DeadLetterReason {
 /// Retry, result and dead-letter settings of a task (a durable method's defaults, overridable
 /// per enqueue).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TaskOptions {
     /// Attempts before the task is dead-lettered (at least 1).
     pub max_attempts: u32,
@@ -250,6 +251,38 @@ pub struct TaskOptions {
     pub result_ttl: Duration,
     /// Dead-letter failed tasks (true) or only store their error result (false).
     pub dead_letter: bool,
+}
+
+impl TaskOptions {
+    /// Sets [`max_attempts`](Self::max_attempts).
+    pub fn max_attempts(mut self, max_attempts: u32) -> Self {
+        self.max_attempts = max_attempts;
+        self
+    }
+
+    /// Sets [`backoff_initial`](Self::backoff_initial).
+    pub fn backoff_initial(mut self, backoff_initial: Duration) -> Self {
+        self.backoff_initial = backoff_initial;
+        self
+    }
+
+    /// Sets [`backoff_max`](Self::backoff_max).
+    pub fn backoff_max(mut self, backoff_max: Duration) -> Self {
+        self.backoff_max = backoff_max;
+        self
+    }
+
+    /// Sets [`result_ttl`](Self::result_ttl).
+    pub fn result_ttl(mut self, result_ttl: Duration) -> Self {
+        self.result_ttl = result_ttl;
+        self
+    }
+
+    /// Sets [`dead_letter`](Self::dead_letter).
+    pub fn dead_letter(mut self, dead_letter: bool) -> Self {
+        self.dead_letter = dead_letter;
+        self
+    }
 }
 
 impl Default for TaskOptions {

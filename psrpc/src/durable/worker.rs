@@ -65,6 +65,7 @@ pub(crate) type Handler = Arc<
 
 /// Worker settings.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct WorkerOptions {
     /// Handler runs at once (and so the most tasks fetched ahead).
     pub concurrency: usize,
@@ -78,6 +79,44 @@ pub struct WorkerOptions {
     pub fetch_wait: Duration,
     /// At shutdown, how long in-flight handlers may finish before their tasks are handed back.
     pub shutdown_grace: Duration,
+}
+
+impl WorkerOptions {
+    /// Sets [`concurrency`](Self::concurrency).
+    pub fn concurrency(mut self, concurrency: usize) -> Self {
+        self.concurrency = concurrency;
+        self
+    }
+
+    /// Sets [`queue`](Self::queue).
+    pub fn queue(mut self, queue: QueueConfig) -> Self {
+        self.queue = queue;
+        self
+    }
+
+    /// Sets [`heartbeat`](Self::heartbeat).
+    pub fn heartbeat(mut self, heartbeat: Duration) -> Self {
+        self.heartbeat = Some(heartbeat);
+        self
+    }
+
+    /// Sets [`no_heartbeats`](Self::no_heartbeats).
+    pub fn no_heartbeats(mut self, no_heartbeats: bool) -> Self {
+        self.no_heartbeats = no_heartbeats;
+        self
+    }
+
+    /// Sets [`fetch_wait`](Self::fetch_wait).
+    pub fn fetch_wait(mut self, fetch_wait: Duration) -> Self {
+        self.fetch_wait = fetch_wait;
+        self
+    }
+
+    /// Sets [`shutdown_grace`](Self::shutdown_grace).
+    pub fn shutdown_grace(mut self, shutdown_grace: Duration) -> Self {
+        self.shutdown_grace = shutdown_grace;
+        self
+    }
 }
 
 impl Default for WorkerOptions {

@@ -162,7 +162,7 @@ impl Retry {
             return false;
         }
         // The handler may have run: only an idempotent call can run again.
-        *err.code() != ErrorCode::DeadlineExceeded
+        err.code() != ErrorCode::DeadlineExceeded
             || call
                 .options
                 .idempotent
@@ -366,7 +366,7 @@ pub struct CallEvent<'a> {
     /// Size of the encoded response (0 on error).
     pub response_bytes: usize,
     /// The error code, if the call failed.
-    pub error: Option<&'a ErrorCode>,
+    pub error: Option<ErrorCode>,
 }
 
 /// Receives an event per finished call, e.g. to record metrics.
@@ -412,7 +412,7 @@ impl Observe {
     }
 }
 
-fn outcome_sizes(outcome: &Result<Bytes>) -> (usize, Option<&ErrorCode>) {
+fn outcome_sizes(outcome: &Result<Bytes>) -> (usize, Option<ErrorCode>) {
     match outcome {
         Ok(bytes) => (bytes.len(), None),
         Err(err) => (0, Some(err.code())),

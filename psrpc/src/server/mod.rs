@@ -44,10 +44,21 @@ use crate::interceptor::{BoxResponse, Interceptors, ServerCall, ServerIntercepto
 use crate::stream::{Stream, StreamCore, StreamEnd, StreamOptions, StreamRegistry};
 use crate::trace::TraceContext;
 use crate::wire::{self, ClaimResponse, Request, Response, stream::Body};
-use crate::{Channel, Error, ErrorCode, MethodInfo, MethodKind, NamedMessage, Result};
+use crate::{Channel, Error, ErrorCode, MethodInfo, MethodKind, Result};
 
-/// Options of a [`Server`].
+/// Options of a [`Server`]: `Default` plus a setter per field.
+///
+/// ```
+/// use std::time::Duration;
+/// use psrpc::ServerOptions;
+///
+/// let opts = ServerOptions::default()
+///     .max_in_flight(64)
+///     .drain_timeout(Duration::from_secs(2));
+/// assert_eq!(opts.max_in_flight, Some(64));
+/// ```
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct ServerOptions {
     /// The server ID; a fresh `SRV_…` when `None`.
     pub server_id: Option<String>,
@@ -66,6 +77,44 @@ pub struct ServerOptions {
     pub drain_timeout: std::time::Duration,
     /// How the server announces itself to [`crate::discovery::Discovery`] (on by default).
     pub discovery: crate::discovery::DiscoveryOptions,
+}
+
+impl ServerOptions {
+    /// Sets [`server_id`](Self::server_id).
+    pub fn server_id(mut self, server_id: impl Into<String>) -> Self {
+        self.server_id = Some(server_id.into());
+        self
+    }
+
+    /// Sets [`max_in_flight`](Self::max_in_flight).
+    pub fn max_in_flight(mut self, max_in_flight: usize) -> Self {
+        self.max_in_flight = Some(max_in_flight);
+        self
+    }
+
+    /// Sets [`subscription_capacity`](Self::subscription_capacity).
+    pub fn subscription_capacity(mut self, subscription_capacity: usize) -> Self {
+        self.subscription_capacity = subscription_capacity;
+        self
+    }
+
+    /// Sets [`stream`](Self::stream).
+    pub fn stream(mut self, stream: StreamOptions) -> Self {
+        self.stream = stream;
+        self
+    }
+
+    /// Sets [`drain_timeout`](Self::drain_timeout).
+    pub fn drain_timeout(mut self, drain_timeout: std::time::Duration) -> Self {
+        self.drain_timeout = drain_timeout;
+        self
+    }
+
+    /// Sets [`discovery`](Self::discovery).
+    pub fn discovery(mut self, discovery: crate::discovery::DiscoveryOptions) -> Self {
+        self.discovery = discovery;
+        self
+    }
 }
 
 impl ServerOptions {
@@ -399,14 +448,14 @@ impl Server {
     /// # Cancel safety
     /// Dropped before it completes, the message may or may not have been published; the
     /// server is unaffected.
-    pub async fn publish<M: NamedMessage>(
+    pub async fn publish<M: prost::Name>(
         &self,
         method: MethodInfo,
         topics: &[&str],
         msg: &M,
     ) -> Result<()> {
         method.expect(method.is_subscription(), "publish")?;
-        let payload = wire::encode_envelope(&wire::type_url_for(M::TYPE_NAME), msg);
+        let payload = wire::encode_envelope(&wire::type_url_for(&M::full_name()), msg);
         crate::bus::check_payload_size(payload.len(), self.inner.bus.max_payload())?;
         let channel = Channel::request(
             self.inner.service.clone(),
@@ -825,7 +874,7 @@ impl Drop for Running<'_> {
 
 fn set_error(resp: &mut Response, err: &Error) {
     resp.error = err.message().to_owned();
-    resp.code = err.code().as_str().to_owned();
+    resp.code = err.wire_code().to_owned();
     resp.error_details = err.details().to_vec();
 }
 

@@ -390,7 +390,7 @@ impl StreamCore {
             },
             Some(err) => StreamClose {
                 error: err.message().into(),
-                code: err.code().as_str().into(),
+                code: err.wire_code().into(),
             },
         };
         let sent_at = crate::time::now_unix_nanos();

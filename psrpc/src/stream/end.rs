@@ -11,7 +11,7 @@ use crate::{Error, ErrorCode};
 /// assert!(StreamEnd::PeerClosed.error().is_none());
 /// assert_eq!(
 ///     StreamEnd::PeerVanished.error().unwrap().code(),
-///     &psrpc::ErrorCode::Unavailable
+///     psrpc::ErrorCode::Unavailable
 /// );
 /// ```
 #[derive(Clone, Debug, PartialEq)]

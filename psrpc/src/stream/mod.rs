@@ -43,6 +43,7 @@ use crate::{Error, Result};
 
 /// Tuning of streams, per client or server.
 #[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
 pub struct StreamOptions {
     /// Messages this side accepts unacknowledged; announced to Rust peers (default 64).
     pub window: u32,
@@ -56,6 +57,38 @@ pub struct StreamOptions {
     /// is closed with [`StreamEnd::IdleTimeout`]. `None` (the default) waits forever, as Go
     /// does; a server's shutdown still ends such streams at its drain deadline.
     pub silent_peer_timeout: Option<Duration>,
+}
+
+impl StreamOptions {
+    /// Sets [`window`](Self::window).
+    pub fn window(mut self, window: u32) -> Self {
+        self.window = window;
+        self
+    }
+
+    /// Sets [`ack_timeout`](Self::ack_timeout).
+    pub fn ack_timeout(mut self, ack_timeout: Duration) -> Self {
+        self.ack_timeout = ack_timeout;
+        self
+    }
+
+    /// Sets [`keepalive_interval`](Self::keepalive_interval).
+    pub fn keepalive_interval(mut self, keepalive_interval: Duration) -> Self {
+        self.keepalive_interval = keepalive_interval;
+        self
+    }
+
+    /// Sets [`idle_timeout`](Self::idle_timeout).
+    pub fn idle_timeout(mut self, idle_timeout: Duration) -> Self {
+        self.idle_timeout = idle_timeout;
+        self
+    }
+
+    /// Sets [`silent_peer_timeout`](Self::silent_peer_timeout).
+    pub fn silent_peer_timeout(mut self, silent_peer_timeout: Duration) -> Self {
+        self.silent_peer_timeout = Some(silent_peer_timeout);
+        self
+    }
 }
 
 impl Default for StreamOptions {

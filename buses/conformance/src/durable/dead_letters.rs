@@ -100,11 +100,11 @@ pub async fn bad_input_is_dead_lettered_at_once(h: &DurableHarness) {
     ));
     let worker = echo_worker(h, VIS).await;
     match client.handle::<String>(bad_payload).wait(PATIENCE).await {
-        Err(DurableError::Task(err)) => assert_eq!(err.code(), &ErrorCode::MalformedRequest),
+        Err(DurableError::Task(err)) => assert_eq!(err.code(), ErrorCode::MalformedRequest),
         other => panic!("expected malformed_request, got {other:?}"),
     }
     match unknown.wait(PATIENCE).await {
-        Err(DurableError::Task(err)) => assert_eq!(err.code(), &ErrorCode::Unimplemented),
+        Err(DurableError::Task(err)) => assert_eq!(err.code(), ErrorCode::Unimplemented),
         other => panic!("expected unimplemented, got {other:?}"),
     }
     let letters = dead_letters_of(h, 3).await;

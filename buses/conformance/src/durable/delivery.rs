@@ -87,7 +87,7 @@ pub async fn retry_then_dead_letter(h: &DurableHarness) {
         .expect("enqueue");
     match task.wait(PATIENCE).await {
         Err(DurableError::Task(err)) => {
-            assert_eq!(err.code(), &ErrorCode::Unavailable);
+            assert_eq!(err.code(), ErrorCode::Unavailable);
             assert_eq!(err.message(), "failure 3");
         }
         other => panic!("expected the task's error, got {other:?}"),
@@ -258,7 +258,7 @@ pub async fn expired_deadline_is_dead_lettered(h: &DurableHarness) {
         .await
         .expect("enqueue");
     match task.wait(PATIENCE).await {
-        Err(DurableError::Task(err)) => assert_eq!(err.code(), &ErrorCode::DeadlineExceeded),
+        Err(DurableError::Task(err)) => assert_eq!(err.code(), ErrorCode::DeadlineExceeded),
         other => panic!("expected deadline_exceeded, got {other:?}"),
     }
     let letters = dead_letters_of(h, 1).await;

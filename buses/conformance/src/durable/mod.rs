@@ -1,6 +1,6 @@
 //! The durable-call suite, run against every carrier (in-process, JetStream, Redis Streams).
 //!
-//! A carrier's test file builds a [`DurableHarness`] and expands [`durable_suite!`]; the
+//! A carrier's test file builds a [`DurableHarness`] and expands [`durable_suite!`](crate::durable_suite!); the
 //! in-process carrier runs it on tokio's paused clock (`durable_suite!(paused; …)`), brokers on
 //! the real clock with short configured timeouts.
 
@@ -55,20 +55,17 @@ impl DurableHarness {
 
 /// Short timeouts, so redelivery cases finish quickly on real brokers.
 pub fn queue_config(visibility: Duration) -> QueueConfig {
-    QueueConfig {
-        visibility_timeout: visibility,
-        dedup_window: Duration::from_secs(60),
-        result_ttl: Duration::from_secs(600),
-    }
+    QueueConfig::default()
+        .visibility_timeout(visibility)
+        .dedup_window(Duration::from_secs(60))
+        .result_ttl(Duration::from_secs(600))
 }
 
 pub(crate) fn worker_options(visibility: Duration) -> WorkerOptions {
-    WorkerOptions {
-        concurrency: 4,
-        queue: queue_config(visibility),
-        fetch_wait: Duration::from_millis(200),
-        ..Default::default()
-    }
+    WorkerOptions::default()
+        .concurrency(4)
+        .queue(queue_config(visibility))
+        .fetch_wait(Duration::from_millis(200))
 }
 
 pub(crate) async fn client(h: &DurableHarness, visibility: Duration) -> DurableClient {

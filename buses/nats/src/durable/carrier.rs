@@ -15,12 +15,27 @@ use psrpc::durable::{
 
 /// Settings of a [`JetStreamCarrier`].
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct JetStreamOptions {
     /// Room kept for headers and the envelope when comparing tasks with the server's
     /// `max_payload`.
     pub header_room: usize,
     /// Stream replicas (1 for a single server).
     pub replicas: usize,
+}
+
+impl JetStreamOptions {
+    /// Sets [`header_room`](Self::header_room).
+    pub fn header_room(mut self, header_room: usize) -> Self {
+        self.header_room = header_room;
+        self
+    }
+
+    /// Sets [`replicas`](Self::replicas).
+    pub fn replicas(mut self, replicas: usize) -> Self {
+        self.replicas = replicas;
+        self
+    }
 }
 
 impl Default for JetStreamOptions {

@@ -26,9 +26,18 @@ const GROUP: &str = "workers";
 
 /// Settings of a [`RedisStreamsCarrier`].
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct RedisStreamsOptions {
     /// The largest encoded task accepted.
     pub max_task_bytes: usize,
+}
+
+impl RedisStreamsOptions {
+    /// Sets [`max_task_bytes`](Self::max_task_bytes).
+    pub fn max_task_bytes(mut self, max_task_bytes: usize) -> Self {
+        self.max_task_bytes = max_task_bytes;
+        self
+    }
 }
 
 impl Default for RedisStreamsOptions {

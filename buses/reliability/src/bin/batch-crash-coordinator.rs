@@ -15,11 +15,10 @@ use psrpc::batch::{Batch, BatchEnd, BatchError, BatchOptions};
 use psrpc::durable::{Carrier, DurableClient, QueueConfig};
 
 fn queue_config() -> QueueConfig {
-    QueueConfig {
-        visibility_timeout: Duration::from_secs(2),
-        dedup_window: Duration::from_secs(300),
-        result_ttl: Duration::from_secs(3600),
-    }
+    QueueConfig::default()
+        .visibility_timeout(Duration::from_secs(2))
+        .dedup_window(Duration::from_secs(300))
+        .result_ttl(Duration::from_secs(3600))
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

@@ -22,11 +22,10 @@ fn append(ledger: &std::sync::Mutex<std::fs::File>, line: &str) -> psrpc::Result
 
 /// The queue settings shared by the crash test and its workers.
 fn queue_config() -> QueueConfig {
-    QueueConfig {
-        visibility_timeout: Duration::from_secs(2),
-        dedup_window: Duration::from_secs(300),
-        result_ttl: Duration::from_secs(3600),
-    }
+    QueueConfig::default()
+        .visibility_timeout(Duration::from_secs(2))
+        .dedup_window(Duration::from_secs(300))
+        .result_ttl(Duration::from_secs(3600))
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -47,12 +46,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .open(ledger)?,
     ));
     let worker = Worker::new(carrier, "Crash")
-        .options(WorkerOptions {
-            concurrency: 32,
-            queue: queue_config(),
-            fetch_wait: Duration::from_millis(200),
-            ..Default::default()
-        })
+        .options(
+            WorkerOptions::default()
+                .concurrency(32)
+                .queue(queue_config())
+                .fetch_wait(Duration::from_millis(200)),
+        )
         .handle("Work", move |ctx: TaskContext, req: String| {
             let ledger = ledger.clone();
             async move {
