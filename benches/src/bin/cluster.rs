@@ -315,10 +315,7 @@ async fn psrpc_redis(
     span: Duration,
 ) -> Result<f64, BoxError> {
     let bus = |url: String| async move {
-        let options = RedisBusOptions {
-            sharded_pubsub: matches!(mode, RedisMode::Sharded),
-            ..Default::default()
-        };
+        let options = RedisBusOptions::default().sharded_pubsub(matches!(mode, RedisMode::Sharded));
         let bus = match mode {
             RedisMode::Single => RedisBus::with_options(redis::Client::open(url)?, options).await?,
             RedisMode::Cluster | RedisMode::Sharded => {

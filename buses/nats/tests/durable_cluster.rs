@@ -25,10 +25,7 @@ async fn carrier(urls: &[String]) -> Arc<dyn Carrier> {
         .connect(urls)
         .await
         .expect("connect to the cluster");
-    let options = JetStreamOptions {
-        replicas: 3,
-        ..Default::default()
-    };
+    let options = JetStreamOptions::default().replicas(3);
     Arc::new(JetStreamCarrier::with_options(client, options))
 }
 
@@ -67,11 +64,8 @@ async fn durable_tasks_survive_the_loss_of_a_node() {
     .expect("nats-server cluster");
     let urls = cluster.urls();
     let client_carrier = carrier(&urls).await;
-    let queue_config = QueueConfig {
-        // A task whose ack was lost with the node comes back soon.
-        visibility_timeout: Duration::from_secs(3),
-        ..Default::default()
-    };
+    let queue_config = // A task whose ack was lost with the node comes back soon.
+    QueueConfig::default().visibility_timeout(Duration::from_secs(3));
     let mut retries = 0;
     let client = retrying("open the queue", &mut retries, || {
         DurableClient::with_config(client_carrier.clone(), QUEUE, &queue_config)
@@ -111,11 +105,11 @@ async fn durable_tasks_survive_the_loss_of_a_node() {
     let first_run = Arc::new(tokio::sync::Notify::new());
     let worker_runs = (runs.clone(), first_run.clone());
     let worker = Worker::new(carrier(&urls).await, QUEUE)
-        .options(WorkerOptions {
-            concurrency: 4,
-            queue: queue_config.clone(),
-            ..Default::default()
-        })
+        .options(
+            WorkerOptions::default()
+                .concurrency(4)
+                .queue(queue_config.clone()),
+        )
         .handle("Work", move |_ctx, req: String| {
             let (runs, first_run) = worker_runs.clone();
             async move {

@@ -120,6 +120,12 @@ impl RedisBusOptions {
         self.max_batch = max_batch;
         self
     }
+
+    /// Sets [`sharded_pubsub`](Self::sharded_pubsub).
+    pub fn sharded_pubsub(mut self, sharded_pubsub: bool) -> Self {
+        self.sharded_pubsub = sharded_pubsub;
+        self
+    }
 }
 
 impl Default for RedisBusOptions {

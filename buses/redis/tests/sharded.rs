@@ -22,10 +22,7 @@ const QUEUE_EVENTS: MethodInfo = MethodInfo::queue_subscription("QueueEvents");
 const PATIENCE: Duration = Duration::from_secs(20);
 
 async fn bus(seed: &str, sharded: bool) -> RedisBus {
-    let options = RedisBusOptions {
-        sharded_pubsub: sharded,
-        ..Default::default()
-    };
+    let options = RedisBusOptions::default().sharded_pubsub(sharded);
     RedisBus::connect_cluster(&[seed], options)
         .await
         .expect("connect to the cluster")
@@ -196,7 +193,7 @@ async fn every_rpc_kind_over_sharded_pubsub() {
     )
     .await
     .unwrap_err();
-    assert_eq!(*err.code(), ErrorCode::Unavailable, "{err:?}");
+    assert_eq!(err.code(), ErrorCode::Unavailable, "{err:?}");
 
     // Sharded and classic channels never meet: a classic subscriber (as Go peers are) is not
     // a receiver of a sharded publish, and the other way round.
