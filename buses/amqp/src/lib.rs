@@ -11,10 +11,14 @@
 //! - A fan-out subscriber binds an exclusive, auto-delete, server-named queue of its own to it;
 //!   a queue subscriber binds the shared, non-exclusive, auto-delete queue named like the
 //!   exchange, so the broker hands each message to one consumer across processes.
-//! - Consumers use automatic acknowledgements.
+//! - Fan-out consumers use automatic acknowledgements.
 //!
 //! # Beyond Go (invisible to Go peers)
 //!
+//! - **Queue members acknowledge explicitly** (Go's use automatic acks): each message is acked
+//!   once in the subscription's buffer, and what the broker pushed to a member that stopped
+//!   reading (a server leaving its request channels to drain) goes back to the shared queue
+//!   for another member instead of being lost. Only the broker sees the difference.
 //! - **Publisher confirms** ([`AmqpBusOptions::confirms`]): a publish resolves once the broker
 //!   has the message.
 //! - **Fast failure of unserved calls**: [`Bus::publish_watched`] publishes `mandatory` with a

@@ -1,16 +1,30 @@
 //! One subscription's broker side: its queue, binding and consumer (on a channel shared with
 //! other subscriptions), made again on every new connection.
+//!
+//! Acknowledgements: a fan-out subscriber consumes with automatic acks, as Go does (what its
+//! private queue holds is nobody else's). A queue subscriber acks explicitly, right after
+//! the message is in its buffer: the broker pushes messages to a consumer ahead of time, so
+//! between the moment a subscription stops reading and the broker's `basic.cancel-ok`, a
+//! shared queue can still hand it messages; with automatic acks those were lost (a call during
+//! a server's drain went unanswered), with explicit ones they go back to the queue
+//! (`basic.reject`, requeue) and another member takes them. Only the broker sees the
+//! difference: publishers and Go members of the queue see the same messages and names.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
 use lapin::options::{
-    BasicCancelOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicRejectOptions, QueueBindOptions,
+    QueueDeclareOptions,
 };
 use lapin::types::{FieldTable, ShortString};
-use lapin::{Consumer, ExchangeKind};
+use lapin::{Acker, Consumer, ExchangeKind};
 use psrpc::bus::{Delivery, SubscriptionSink};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -37,25 +51,45 @@ struct Attached {
     consumer: Option<JoinHandle<()>>,
 }
 
+/// How long a cancelled queue consumer may take to hand back what the broker had already
+/// pushed to it before its task is stopped anyway (the broker answers a cancel at once; this
+/// only bounds a channel that stopped answering).
+const HAND_BACK_BOUND: Duration = Duration::from_secs(5);
+
 impl Attached {
-    fn tear_down(&mut self) {
+    /// Ends the consumer. `hand_back`: the consumer's task keeps running until the broker
+    /// confirmed the cancel, returning to the queue what arrives meanwhile (queue subscribers
+    /// leaving a live channel); otherwise the task stops at once (a channel or connection that
+    /// is gone already returned its unacknowledged messages to their queues).
+    fn tear_down(&mut self, hand_back: bool) {
         self.generation = 0;
-        if let Some(task) = self.consumer.take() {
-            task.abort();
-        }
+        let mut task = self.consumer.take();
         if let Some(shared) = self.channel.take() {
             shared.release();
             if shared.channel.status().connected() {
                 // The broker deletes the auto-delete queue once its last consumer is
                 // cancelled.
                 let tag = std::mem::take(&mut self.tag);
+                let draining = if hand_back { task.take() } else { None };
                 tokio::spawn(async move {
                     let _ = shared
                         .channel
                         .basic_cancel(tag, BasicCancelOptions::default())
                         .await;
+                    // After `cancel-ok` the consumer's stream ends by itself, once what was
+                    // delivered before it went back to the queue.
+                    if let Some(mut task) = draining
+                        && tokio::time::timeout(HAND_BACK_BOUND, &mut task)
+                            .await
+                            .is_err()
+                    {
+                        task.abort();
+                    }
                 });
             }
+        }
+        if let Some(task) = task {
+            task.abort();
         }
     }
 }
@@ -93,7 +127,8 @@ impl SubState {
         if attached.generation == link.generation && healthy {
             return Ok(());
         }
-        attached.tear_down();
+        // The old channel or connection is gone (or the consumer ended): nothing to hand back.
+        attached.tear_down(false);
         // A shared queue or an exchange can vanish between two steps when another member
         // leaves (both are auto-delete): the broker then closes the channel; start over.
         let mut attempt = 0;
@@ -180,7 +215,8 @@ impl SubState {
                 queue.name().clone(),
                 tag,
                 BasicConsumeOptions {
-                    no_ack: true,
+                    // Go's automatic acks, but for queue members (see the module docs).
+                    no_ack: !self.queue,
                     ..BasicConsumeOptions::default()
                 },
                 FieldTable::default(),
@@ -188,34 +224,78 @@ impl SubState {
             .await
     }
 
-    /// Stops for good: the consumer and its channel go.
+    /// Stops for good: the consumer goes (a queue member's after handing back what the broker
+    /// had already pushed to it).
     pub(crate) async fn close(&self) {
         self.closed.store(true, Ordering::Release);
-        self.attached.lock().await.tear_down();
+        self.attached.lock().await.tear_down(self.queue);
     }
 }
 
+/// An acknowledgement under way.
+type Settling = Pin<Box<dyn Future<Output = lapin::Result<bool>> + Send>>;
+
 /// Moves deliveries into the subscription's buffer; when the consumer ends while the
 /// subscription lives (channel closed by the broker, connection lost), asks for a new one.
+///
+/// A queue member acks each message it buffered (or dropped, counted, on a full buffer) and
+/// rejects with requeue each one that arrives after its subscriber stopped reading; it then
+/// runs on until the broker confirms the cancel, so nothing pushed to it is lost.
 async fn consume(
     sub: Arc<SubState>,
     mut consumer: Consumer,
     control: mpsc::UnboundedSender<Control>,
 ) {
-    while let Some(delivery) = consumer.next().await {
-        match delivery {
-            Ok(delivery) => {
-                if sub.sink.deliver(Bytes::from(delivery.data)) == Delivery::Closed {
-                    return;
-                }
-            }
+    let mut settling: FuturesUnordered<Settling> = FuturesUnordered::new();
+    let mut handed_back = 0u64;
+    loop {
+        let delivery = tokio::select! {
+            biased;
+            // Completions only: each acknowledgement was sent when it was made.
+            Some(_) = settling.next(), if !settling.is_empty() => continue,
+            delivery = consumer.next() => delivery,
+        };
+        let Some(delivery) = delivery else { break };
+        let delivery = match delivery {
+            Ok(delivery) => delivery,
             Err(err) => {
                 tracing::debug!(exchange = %sub.exchange, %err, "amqp consumer failed");
                 break;
             }
+        };
+        let outcome = sub.sink.deliver(Bytes::from(delivery.data));
+        if !sub.queue {
+            if outcome == Delivery::Closed {
+                return;
+            }
+            continue;
         }
+        if outcome == Delivery::Closed {
+            handed_back += 1;
+        }
+        settle(&mut settling, delivery.acker, outcome);
     }
+    if handed_back > 0 {
+        tracing::debug!(exchange = %sub.exchange, handed_back, "amqp: returned messages a closed queue subscription could not take");
+    }
+    // Let the last acknowledgements reach the connection (they fail at once on a dead one).
+    while settling.next().await.is_some() {}
     if !sub.closed.load(Ordering::Acquire) {
         let _ = control.send(Control::Reattach(sub.id));
+    }
+}
+
+/// Acks a message the subscription took (a full buffer's drop is counted by the sink, as on
+/// every bus), or rejects it back to its queue when the subscriber is gone. The frame is
+/// queued on the connection now, in delivery order; `settling` keeps its completion.
+fn settle(settling: &mut FuturesUnordered<Settling>, acker: Acker, outcome: Delivery) {
+    let mut settle: Settling = if outcome == Delivery::Closed {
+        Box::pin(async move { acker.reject(BasicRejectOptions { requeue: true }).await })
+    } else {
+        Box::pin(async move { acker.ack(BasicAckOptions::default()).await })
+    };
+    // The first poll hands the frame to the connection; most complete later.
+    if (&mut settle).now_or_never().is_none() {
+        settling.push(settle);
     }
 }

@@ -92,20 +92,7 @@ pub async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
 /// Declares one test per conformance case, each running on a fresh harness from `$harness`.
 #[macro_export]
 macro_rules! conformance_suite {
-    // Every case but the drain guarantee, for AMQP: there the case timed out once under load (a
-    // call during the drain never answered). Suspected cause, not yet confirmed: queue consumers
-    // use automatic acks (as Go's wire has it), so a message already pushed to the consumer being
-    // cancelled is lost. Until that is settled the bus keeps the drain only at most once.
-    (at_most_once_drain $harness:expr) => {
-        $crate::conformance_suite!(@base $harness);
-    };
     ($harness:expr) => {
-        $crate::conformance_suite!(@base $harness);
-        $crate::conformance_suite!(@discovery $harness;
-            health_flips_on_shutdown_and_draining_server_takes_no_new_call,
-        );
-    };
-    (@base $harness:expr) => {
         $crate::conformance_suite!(@cases $harness;
             fan_out_reaches_every_subscriber,
             queue_delivers_each_message_to_exactly_one_member,
@@ -150,6 +137,7 @@ macro_rules! conformance_suite {
             discovery_server_appears_and_stops_cleanly,
             discovery_crashed_server_drops_out,
             discovery_query_returns_stats,
+            health_flips_on_shutdown_and_draining_server_takes_no_new_call,
             early_multi_completion_with_one_and_four_servers,
             non_announcing_server_still_answers_within_timeout,
         );

@@ -25,8 +25,7 @@ fn harness() -> Harness {
     })
 }
 
-// Automatic acks (Go's AMQP wire): see the `at_most_once_drain` arm.
-conformance_suite!(at_most_once_drain harness());
+conformance_suite!(harness());
 
 // Scatter/gather batches over queue calls.
 psrpc_conformance::batch_suite!(harness());
