@@ -26,7 +26,7 @@ async fn a_leaving_queue_member_hands_back_what_it_did_not_take() {
     let (leaving_bus, staying_bus, publisher) = (connect().await, connect().await, connect().await);
     let channel = Channel::request("Handover", "Work", Vec::<String>::new(), true);
     // Buffers that never fill: a drop would be counted, not lost, and is not what this tests.
-    let options = SubscribeOptions { capacity: MESSAGES };
+    let options = SubscribeOptions::default().capacity(MESSAGES);
     let mut leaving = leaving_bus
         .subscribe(&channel, options)
         .await

@@ -64,8 +64,8 @@ async fn durable_tasks_survive_the_loss_of_a_node() {
     .expect("nats-server cluster");
     let urls = cluster.urls();
     let client_carrier = carrier(&urls).await;
-    let queue_config = // A task whose ack was lost with the node comes back soon.
-    QueueConfig::default().visibility_timeout(Duration::from_secs(3));
+    // A task whose ack was lost with the node comes back soon.
+    let queue_config = QueueConfig::default().visibility_timeout(Duration::from_secs(3));
     let mut retries = 0;
     let client = retrying("open the queue", &mut retries, || {
         DurableClient::with_config(client_carrier.clone(), QUEUE, &queue_config)
