@@ -42,6 +42,7 @@ pub mod metrics;
 pub mod options;
 pub mod server;
 pub mod stream;
+mod sync;
 pub mod time;
 pub mod trace;
 pub mod wire;

@@ -58,7 +58,7 @@ impl Shared {
     }
 
     pub(crate) fn set_end(&self, end: BatchEnd) {
-        *self.end.lock().unwrap_or_else(|e| e.into_inner()) = Some(end);
+        *crate::sync::lock(&self.end) = Some(end);
     }
 }
 
@@ -115,7 +115,7 @@ impl<Resp, K> Batch<Resp, K> {
 
     /// Why the batch ended; `None` while it runs.
     pub fn end(&self) -> Option<BatchEnd> {
-        *self.shared.end.lock().unwrap_or_else(|e| e.into_inner())
+        *crate::sync::lock(&self.shared.end)
     }
 
     /// The next finished task, or `None` when the batch has ended.

@@ -5,6 +5,7 @@
 //! change, and says goodbye when the server stops. A server whose runtime dies says nothing;
 //! clients drop it when its heartbeats stop.
 
+use crate::sync::lock;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -167,12 +168,6 @@ impl Presence {
             let _ = tokio::time::timeout(GOODBYE_BOUND, self.shared.finished.wait()).await;
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The task announcing one server.

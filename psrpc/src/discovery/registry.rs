@@ -1,5 +1,6 @@
 //! The client side of discovery: a live view of the servers on a bus.
 
+use crate::sync::lock;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -342,12 +343,6 @@ fn health_of(view: &View, service: &str) -> HealthStatus {
     } else {
         HealthStatus::Unknown
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn decode_announcement(payload: bytes::Bytes) -> Option<Announcement> {

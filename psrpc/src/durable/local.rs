@@ -107,7 +107,7 @@ impl LocalCarrier {
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Queue>> {
         // A panic while holding the lock leaves consistent maps (no multi-step updates span
         // a panic point), so a poisoned lock is still usable.
-        self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.inner.state)
     }
 }
 

@@ -224,7 +224,7 @@ impl RateLimit {
     }
 
     fn take(&self) -> bool {
-        let mut bucket = self.bucket.lock().unwrap_or_else(|p| p.into_inner());
+        let mut bucket = crate::sync::lock(&self.bucket);
         let now = Instant::now();
         let refill = now.duration_since(bucket.1).as_secs_f64() * self.per_second;
         bucket.0 = (bucket.0 + refill).min(self.burst);

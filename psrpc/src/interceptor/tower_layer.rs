@@ -83,11 +83,7 @@ where
     S::Future: Send + 'static,
 {
     fn intercept(&self, call: ServerCall, next: ServerNext) -> BoxResponse {
-        let service = self
-            .service
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone();
+        let service = crate::sync::lock(&self.service).clone();
         Box::pin(async move {
             service
                 .oneshot(TowerCall { call, next })

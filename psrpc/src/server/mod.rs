@@ -29,6 +29,7 @@ mod process;
 mod register;
 mod stats;
 
+use crate::sync::lock;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -320,11 +321,4 @@ impl Server {
         inner.presence.goodbye().await;
         inner.flush().await;
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding the lock cannot leave the map half-updated: recover it.
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
