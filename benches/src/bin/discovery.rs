@@ -290,9 +290,9 @@ async fn call_path(broker: &Broker, sizes: &Sizes) -> Result<(), BoxError> {
     }
     // The spread of each side over its rounds: a difference inside it is noise.
     let spread = |v: &[f64]| {
-        let (lo, hi) = v
-            .iter()
-            .fold((f64::INFINITY, 0.0_f64), |(lo, hi), x| (lo.min(*x), hi.max(*x)));
+        let (lo, hi) = v.iter().fold((f64::INFINITY, 0.0_f64), |(lo, hi), x| {
+            (lo.min(*x), hi.max(*x))
+        });
         format!("[{lo:.0},{hi:.0}]")
     };
     let (off_range, on_range) = (spread(&off_rate), spread(&on_rate));
@@ -353,7 +353,10 @@ async fn main() -> Result<(), BoxError> {
             }
             "redis" => {
                 let server = psrpc_testkit::RedisServer::start()?;
-                (Broker::Remote("redis", server.url()), Some(Box::new(server)))
+                (
+                    Broker::Remote("redis", server.url()),
+                    Some(Box::new(server)),
+                )
             }
             "mqtt" => {
                 let server = psrpc_testkit::MosquittoServer::start()?;

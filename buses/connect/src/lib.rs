@@ -104,7 +104,8 @@ mod tests {
             let err = connect(url).await.err().expect("refused");
             assert!(matches!(err, ConnectError::Unsupported { .. }), "{url}");
             assert!(
-                err.to_string().starts_with(&format!("unsupported bus URL {url}: use nats://")),
+                err.to_string()
+                    .starts_with(&format!("unsupported bus URL {url}: use nats://")),
                 "{err}"
             );
         }
