@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use psrpc::bus::{Bus, LocalBus};
+use psrpc::bus::Bus;
 
 pub mod args;
 
@@ -53,8 +53,7 @@ pub async fn carrier(url: Option<&str>) -> Result<Arc<dyn psrpc::durable::Carrie
     let Some(url) = url else {
         return Ok(Arc::new(psrpc::durable::LocalCarrier::new()));
     };
-    let scheme = url.split_once("://").map_or(url, |(scheme, _)| scheme);
-    match scheme {
+    match psrpc_connect::scheme(url) {
         "local" => Ok(Arc::new(psrpc::durable::LocalCarrier::new())),
         "nats" => psrpc_nats::durable::JetStreamCarrier::connect(url)
             .await
@@ -71,40 +70,16 @@ pub async fn carrier(url: Option<&str>) -> Result<Arc<dyn psrpc::durable::Carrie
     }
 }
 
-/// Connects to the bus at `url`: `nats://…` for NATS, `redis://…` or `rediss://…` for Redis
-/// (TLS needs a TLS feature of the `redis` crate, off in this workspace),
-/// `mqtt://[user:pass@]…` for MQTT (`mqtts://` needs the `tls` feature of `psrpc-mqtt`),
-/// `amqp://…` or `amqps://…` for RabbitMQ (`amqp://user:pass@HOST:5672/%2f`), `local` for an
-/// in-process bus.
+/// Connects to the bus at `url` (see [`psrpc_connect::connect`]: `nats://…`, `redis://…`,
+/// `mqtt://…`, `amqp://…`, or `local` for an in-process bus).
 ///
 /// # Errors
-/// A message for an unknown scheme or a broker that cannot be reached.
+/// The message of a [`psrpc_connect::ConnectError`]: an unknown scheme or a broker that
+/// cannot be reached.
 pub async fn connect(url: &str) -> Result<Arc<dyn Bus>, String> {
-    let scheme = url.split_once("://").map_or(url, |(scheme, _)| scheme);
-    match scheme {
-        "local" => Ok(Arc::new(LocalBus::new())),
-        "nats" => psrpc_nats::NatsBus::connect(url)
-            .await
-            .map(|bus| Arc::new(bus) as Arc<dyn Bus>)
-            .map_err(|err| format!("cannot connect to NATS at {url}: {err}")),
-        "redis" | "rediss" => psrpc_redis::RedisBus::connect(url)
-            .await
-            .map(|bus| Arc::new(bus) as Arc<dyn Bus>)
-            .map_err(|err| format!("cannot connect to Redis at {url}: {err}")),
-        "mqtt" | "mqtts" => psrpc_mqtt::MqttBus::connect(url)
-            .await
-            .map(|bus| Arc::new(bus) as Arc<dyn Bus>)
-            .map_err(|err| format!("cannot connect to MQTT at {url}: {err}")),
-        "amqp" | "amqps" => psrpc_amqp::AmqpBus::connect(url)
-            .await
-            .map(|bus| Arc::new(bus) as Arc<dyn Bus>)
-            .map_err(|err| format!("cannot connect to AMQP at {url}: {err}")),
-        _ => Err(format!(
-            "unsupported bus URL {url}: use nats://HOST:PORT, redis://HOST:PORT (or \
-             rediss://), mqtt://[USER:PASS@]HOST:PORT, amqp://USER:PASS@HOST:PORT/VHOST (or \
-             amqps://), or leave --bus out for the in-process bus"
-        )),
-    }
+    psrpc_connect::connect(url)
+        .await
+        .map_err(|err| err.to_string())
 }
 
 /// Server options with a readable server ID, so the output names servers `node-a`, … instead

@@ -1,15 +1,16 @@
 //! Discovery: early multi completion, and what announcing costs the call path.
 //!
 //! ```text
-//! cargo run --release -p psrpc-benches --bin discovery -- [--quick]
+//! cargo run --release -p psrpc-benches --bin discovery -- [--quick] [--bus local,nats,redis,mqtt,amqp]
 //! ```
 //!
-//! Per bus (in-process, and NATS and Redis started through `psrpc-testkit` on free ports):
+//! Per bus (in-process, and NATS, Redis, MQTT and RabbitMQ started through `psrpc-testkit` on
+//! free ports; `--bus` picks some):
 //!
-//! - multi call to 4 Rust servers from one caller, one call at a time: p50 of a call that ends
-//!   once every server a [`Discovery`] view knows answered (`until(all_known)`) and of a plain
-//!   one that collects until its 500 ms timeout, each against the p50 of a unary call to the
-//!   same servers in the same run (the baseline);
+//! - multi call to 1 and to 4 Rust servers from one caller, one call at a time: p50 of a call
+//!   that ends once every server a [`Discovery`] view knows answered (`until(all_known)`) and of
+//!   a plain one that collects until its 500 ms timeout, each against the p50 of a unary call to
+//!   the same servers in the same run (the baseline);
 //! - call-path cost: unary throughput and p50 with 64 callers against one server with
 //!   discovery off (`DiscoveryOptions::enabled = false`, the baseline) and on (the default),
 //!   interleaved over a few rounds, medians reported.
@@ -24,14 +25,11 @@ use psrpc::bus::LocalBus;
 use psrpc::client::MultiResult;
 use psrpc::discovery::{Discovery, DiscoveryOptions, WatchOptions};
 use psrpc::{Bus, CallOptions, Client, MethodInfo, Server, ServerOptions};
-use psrpc_nats::NatsBus;
-use psrpc_redis::RedisBus;
 use tokio::time::Instant;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 const CALLERS: usize = 64;
-const SERVERS: usize = 4;
 const ECHO: MethodInfo = MethodInfo::unary("Echo");
 const GATHER: MethodInfo = MethodInfo::multi("Gather");
 /// The timeout a plain multi call collects until.
@@ -54,16 +52,15 @@ struct Sizes {
 /// Where each side connects.
 enum Broker {
     Local(LocalBus),
-    Nats(String),
-    Redis(String),
+    /// A broker's name and URL.
+    Remote(&'static str, String),
 }
 
 impl Broker {
     fn name(&self) -> &'static str {
         match self {
             Broker::Local(_) => "local",
-            Broker::Nats(_) => "nats",
-            Broker::Redis(_) => "redis",
+            Broker::Remote(name, _) => name,
         }
     }
 
@@ -72,8 +69,7 @@ impl Broker {
     async fn bus(&self) -> Result<Arc<dyn Bus>, BoxError> {
         Ok(match self {
             Broker::Local(bus) => Arc::new(bus.clone()),
-            Broker::Nats(url) => Arc::new(NatsBus::connect(url.as_str()).await?),
-            Broker::Redis(url) => Arc::new(RedisBus::connect(url).await?),
+            Broker::Remote(_, url) => psrpc_connect::connect(url).await?,
         })
     }
 }
@@ -103,13 +99,13 @@ async fn server(broker: &Broker, service: &str, announce: bool) -> Result<Server
     Ok(server)
 }
 
-/// An error unless every server answered.
-fn all_answered(results: &[MultiResult<String>]) -> Result<(), BoxError> {
+/// An error unless every one of `servers` answered.
+fn all_answered(servers: usize, results: &[MultiResult<String>]) -> Result<(), BoxError> {
     let n = results.iter().filter(|r| r.result.is_ok()).count();
-    if n == SERVERS {
+    if n == servers {
         Ok(())
     } else {
-        Err(format!("{n} of {SERVERS} servers answered: {results:?}").into())
+        Err(format!("{n} of {servers} servers answered: {results:?}").into())
     }
 }
 
@@ -131,24 +127,26 @@ where
     Ok(lat)
 }
 
-/// Multi call to four servers, early and at the timeout, against one unary call.
-async fn multi(broker: &Broker, sizes: &Sizes) -> Result<(), BoxError> {
-    const SVC: &str = "BenchDiscoveryMulti";
+/// Multi call to `servers` servers, early and at the timeout, against one unary call.
+async fn multi(broker: &Broker, servers: usize, sizes: &Sizes) -> Result<(), BoxError> {
+    let service = format!("BenchDiscoveryMulti{servers}");
+    let svc = service.as_str();
     let bus = broker.name();
+    let count = servers;
     let view = Discovery::with_options(
         broker.bus().await?,
         WatchOptions::default().liveness_timeout(Duration::from_secs(60)),
     )
     .await?;
     let mut servers = Vec::new();
-    for _ in 0..SERVERS {
-        servers.push(server(broker, SVC, true).await?);
+    for _ in 0..count {
+        servers.push(server(broker, svc, true).await?);
     }
     view.wait_for(Duration::from_secs(10), |d| {
-        d.serving(SVC, "Gather", &[]).len() == SERVERS
+        d.serving(svc, "Gather", &[]).len() == count
     })
     .await?;
-    let client = Client::new(SVC, broker.bus().await?).await?;
+    let client = Client::new(svc, broker.bus().await?).await?;
     let ping = "ping".to_string();
     // References, so that each timed future can copy them.
     let (client, ping, view) = (&client, &ping, &view);
@@ -164,10 +162,10 @@ async fn multi(broker: &Broker, sizes: &Sizes) -> Result<(), BoxError> {
         let results = client
             .request_multi::<_, String>(GATHER, &[], ping, CallOptions::new().timeout(EARLY_BOUND))
             .await?
-            .until(view.all_known(SVC, "Gather", &[]))
+            .until(view.all_known(svc, "Gather", &[]))
             .collect_all()
             .await;
-        all_answered(&results)
+        all_answered(count, &results)
     })
     .await?;
 
@@ -182,26 +180,26 @@ async fn multi(broker: &Broker, sizes: &Sizes) -> Result<(), BoxError> {
             .await?
             .collect_all()
             .await;
-        all_answered(&results)
+        all_answered(count, &results)
     })
     .await?;
 
     let (single, early, full) = (p50_us(&mut single), p50_us(&mut early), p50_us(&mut full));
     println!(
-        "{{\"bus\":\"{bus}\",\"case\":\"unary_single\",\"calls\":{},\"p50_us\":{single:.0}}}",
+        "{{\"bus\":\"{bus}\",\"case\":\"unary_single\",\"servers\":{count},\"calls\":{},\"p50_us\":{single:.0}}}",
         sizes.calls
     );
     println!(
-        "{{\"bus\":\"{bus}\",\"case\":\"multi_early_all_known\",\"servers\":{SERVERS},\"calls\":{},\"p50_us\":{early:.0}}}",
+        "{{\"bus\":\"{bus}\",\"case\":\"multi_early_all_known\",\"servers\":{count},\"calls\":{},\"p50_us\":{early:.0}}}",
         sizes.calls
     );
     println!(
-        "{{\"bus\":\"{bus}\",\"case\":\"multi_until_timeout\",\"servers\":{SERVERS},\"timeout_ms\":{},\"calls\":{},\"p50_us\":{full:.0}}}",
+        "{{\"bus\":\"{bus}\",\"case\":\"multi_until_timeout\",\"servers\":{count},\"timeout_ms\":{},\"calls\":{},\"p50_us\":{full:.0}}}",
         MULTI_TIMEOUT.as_millis(),
         sizes.timeout_calls
     );
     println!(
-        "{{\"bus\":\"{bus}\",\"case\":\"multi_ratios\",\"early_p50_vs_unary\":{:.2},\"timeout_p50_vs_unary\":{:.1}}}",
+        "{{\"bus\":\"{bus}\",\"case\":\"multi_ratios\",\"servers\":{count},\"early_p50_vs_unary\":{:.2},\"timeout_p50_vs_unary\":{:.1}}}",
         early / single,
         full / single
     );
@@ -282,6 +280,14 @@ async fn call_path(broker: &Broker, sizes: &Sizes) -> Result<(), BoxError> {
             }
         }
     }
+    // The spread of each side over its rounds: a difference inside it is noise.
+    let spread = |v: &[f64]| {
+        let (lo, hi) = v.iter().fold((f64::INFINITY, 0.0_f64), |(lo, hi), x| {
+            (lo.min(*x), hi.max(*x))
+        });
+        format!("[{lo:.0},{hi:.0}]")
+    };
+    let (off_range, on_range) = (spread(&off_rate), spread(&on_rate));
     let (off_rate, off_p50, on_rate, on_p50) = (
         median(&mut off_rate),
         median(&mut off_p50),
@@ -289,12 +295,26 @@ async fn call_path(broker: &Broker, sizes: &Sizes) -> Result<(), BoxError> {
         median(&mut on_p50),
     );
     println!(
-        "{{\"bus\":\"{bus}\",\"case\":\"call_path_ratios\",\"rounds\":{},\"off_calls_per_s\":{off_rate:.0},\"on_calls_per_s\":{on_rate:.0},\"off_p50_us\":{off_p50:.0},\"on_p50_us\":{on_p50:.0},\"throughput_on_vs_off\":{:.2},\"p50_on_vs_off\":{:.2}}}",
+        "{{\"bus\":\"{bus}\",\"case\":\"call_path_ratios\",\"rounds\":{},\"off_calls_per_s\":{off_rate:.0},\"on_calls_per_s\":{on_rate:.0},\"off_range\":{off_range},\"on_range\":{on_range},\"off_p50_us\":{off_p50:.0},\"on_p50_us\":{on_p50:.0},\"throughput_on_vs_off\":{:.2},\"p50_on_vs_off\":{:.2}}}",
         sizes.rounds,
         on_rate / off_rate,
         on_p50 / off_p50
     );
     Ok(())
+}
+
+/// The buses of `--bus a,b` (all without it).
+fn chosen_buses() -> Result<Vec<String>, BoxError> {
+    const ALL: [&str; 5] = ["local", "nats", "redis", "mqtt", "amqp"];
+    let mut args = std::env::args().skip_while(|a| a != "--bus").skip(1);
+    let Some(list) = args.next() else {
+        return Ok(ALL.iter().map(|b| b.to_string()).collect());
+    };
+    let chosen: Vec<String> = list.split(',').map(str::to_owned).collect();
+    match chosen.iter().find(|b| !ALL.contains(&b.as_str())) {
+        Some(unknown) => Err(format!("unknown bus {unknown:?}: use {}", ALL.join(",")).into()),
+        None => Ok(chosen),
+    }
 }
 
 #[tokio::main(flavor = "multi_thread")]
@@ -312,18 +332,38 @@ async fn main() -> Result<(), BoxError> {
             calls: 1000,
             timeout_calls: 10,
             span: Duration::from_secs(2),
-            rounds: 3,
+            rounds: 5,
         }
     };
-    let nats = psrpc_testkit::NatsServer::start()?;
-    let redis = psrpc_testkit::RedisServer::start()?;
-    for broker in [
-        Broker::Local(LocalBus::new()),
-        Broker::Nats(nats.url()),
-        Broker::Redis(redis.url()),
-    ] {
-        multi(&broker, &sizes).await?;
+    for name in chosen_buses()? {
+        // Each broker lives for its bus's runs only.
+        let (broker, keep): (Broker, Option<Box<dyn std::any::Any>>) = match name.as_str() {
+            "local" => (Broker::Local(LocalBus::new()), None),
+            "nats" => {
+                let server = psrpc_testkit::NatsServer::start()?;
+                (Broker::Remote("nats", server.url()), Some(Box::new(server)))
+            }
+            "redis" => {
+                let server = psrpc_testkit::RedisServer::start()?;
+                (
+                    Broker::Remote("redis", server.url()),
+                    Some(Box::new(server)),
+                )
+            }
+            "mqtt" => {
+                let server = psrpc_testkit::MosquittoServer::start()?;
+                (Broker::Remote("mqtt", server.url()), Some(Box::new(server)))
+            }
+            _ => {
+                let server = psrpc_testkit::RabbitMqServer::start()?;
+                (Broker::Remote("amqp", server.url()), Some(Box::new(server)))
+            }
+        };
+        for servers in [1, 4] {
+            multi(&broker, servers, &sizes).await?;
+        }
         call_path(&broker, &sizes).await?;
+        drop(keep);
     }
     Ok(())
 }

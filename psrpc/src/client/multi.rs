@@ -109,6 +109,10 @@ pub struct MultiResponses<T> {
     done: bool,
     /// Discovery hook: ends the call early once its condition is met.
     completion: Option<crate::discovery::Progress>,
+    /// The completion condition was met: the call ends at the next poll that finds no answer
+    /// waiting. A flag rather than resetting `timer` to now: the timer wheel rounds deadlines
+    /// up to its next millisecond tick, which added up to 1 ms to every early call.
+    met: bool,
     _type: PhantomData<fn() -> T>,
 }
 
@@ -139,6 +143,7 @@ impl<T: Message + Default> MultiResponses<T> {
             observed,
             done: false,
             completion: None,
+            met: false,
             _type: PhantomData,
         }
     }
@@ -210,7 +215,7 @@ impl<T: Message + Default> Stream for MultiResponses<T> {
                     {
                         // Yield this answer; the next poll ends the call.
                         this.completion = None;
-                        this.timer.as_mut().reset(Instant::now());
+                        this.met = true;
                     }
                     let result = raw
                         .result
@@ -229,8 +234,11 @@ impl<T: Message + Default> Stream for MultiResponses<T> {
         if let Some(report) = this.loss_report() {
             return Poll::Ready(Some(report));
         }
-        // Nobody received the request (when the bus can tell), or the deadline passed.
-        if Pin::new(&mut this.nobody).poll(cx).is_ready() || this.timer.as_mut().poll(cx).is_ready()
+        // The completion condition was met, nobody received the request (when the bus can
+        // tell), or the deadline passed.
+        if this.met
+            || Pin::new(&mut this.nobody).poll(cx).is_ready()
+            || this.timer.as_mut().poll(cx).is_ready()
         {
             return this.finish();
         }
