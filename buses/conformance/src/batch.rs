@@ -427,6 +427,14 @@ pub async fn durable_batch_cancel(h: &DurableHarness) {
     batch.cancel();
     assert!(within("end", batch.next()).await.is_none());
     assert_eq!(batch.end(), Some(BatchEnd::Cancelled));
+    // The two running handlers see the cancellation (they are dropped at their next
+    // heartbeat) without ever being let through the gate.
+    within("running handlers cancelled", async {
+        while b.gauge.running.load(Ordering::SeqCst) > 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
     gate.add_permits(1000);
     within("queue drained", async {
         loop {

@@ -107,8 +107,9 @@ impl<Resp, K> Batch<Resp, K> {
 
     /// Stops the batch: no new task is submitted, queue calls in flight are cancelled (their
     /// handlers see `ctx.cancelled()`), and a durable batch's submitted tasks not yet finished
-    /// get a `canceled` result, so workers skip them (a handler already running finishes; its
-    /// result is ignored). The stream then ends with [`BatchEnd::Cancelled`].
+    /// get a `canceled` result, so workers skip the queued ones and drop a handler already
+    /// running at its next heartbeat (its task is acked, not retried). The stream then ends
+    /// with [`BatchEnd::Cancelled`].
     pub fn cancel(&self) {
         self.shared.cancel.cancel();
     }

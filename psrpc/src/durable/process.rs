@@ -174,8 +174,12 @@ async fn try_process(shared: &Shared, delivery: &Delivery) -> Result<(), Carrier
         .in_flight
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let run = AssertUnwindSafe(trace.scope(handler(ctx, envelope.payload.clone()))).catch_unwind();
+    let mut superseded = false;
     let outcome = tokio::select! {
-        out = with_heartbeats(shared, delivery, run).instrument(span) => Some(out),
+        out = with_heartbeats(shared, delivery, &envelope.task_id, run).instrument(span) => {
+            superseded = out.is_none();
+            out
+        }
         _ = shared.hand_back.cancelled() => None,
         _ = until(deadline) => Some(Ok(Err(HandlerFailure::Failed(
             Error::new(ErrorCode::DeadlineExceeded, "task deadline passed while it ran"))))),
@@ -185,6 +189,12 @@ async fn try_process(shared: &Shared, delivery: &Delivery) -> Result<(), Carrier
         .in_flight
         .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
 
+    if superseded {
+        // The task's result was stored while it ran (its batch was cancelled, or another
+        // delivery finished first): the handler was dropped, nothing is left to do.
+        Counters::bump(&shared.counters.skipped_done);
+        return carrier.ack(queue, delivery).await;
+    }
     let failure = match outcome {
         None => {
             Counters::bump(&shared.counters.handed_back);
@@ -246,23 +256,34 @@ async fn try_process(shared: &Shared, delivery: &Delivery) -> Result<(), Carrier
 }
 
 /// Runs `fut`, extending the delivery's visibility timeout every heartbeat interval.
+///
+/// At each heartbeat it also looks for the task's result: one stored while the handler runs
+/// (a cancelled batch stores `canceled` for its unfinished tasks; a redelivered copy may finish
+/// first) means this run is moot, so the handler is dropped (its cancellation) and `None`
+/// returned. Without heartbeats a handler runs to its end.
 async fn with_heartbeats<F: std::future::Future>(
     shared: &Shared,
     delivery: &Delivery,
+    task_id: &str,
     fut: F,
-) -> F::Output {
+) -> Option<F::Output> {
     let Some(every) = shared.heartbeat else {
-        return fut.await;
+        return Some(fut.await);
     };
     tokio::pin!(fut);
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            out = &mut fut => return out,
+            out = &mut fut => return Some(out),
             _ = ticker.tick() => {
                 if let Err(err) = shared.carrier.heartbeat(&shared.queue, delivery).await {
                     tracing::debug!(error = %err, "durable heartbeat failed");
+                }
+                match shared.carrier.get_result(&shared.queue, task_id).await {
+                    Ok(Some(_)) => return None,
+                    Ok(None) => {}
+                    Err(err) => tracing::debug!(error = %err, "durable result check failed"),
                 }
             }
         }
