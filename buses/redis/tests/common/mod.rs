@@ -11,8 +11,17 @@ use psrpc_redis::RedisBus;
 use psrpc_testkit::RedisServer;
 use redis::aio::MultiplexedConnection;
 
+pub mod calls;
+
 /// Upper bound of every wait in these tests; reached only when something is broken.
 pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// `fut`, or a panic naming `what` after [`PATIENCE`].
+pub async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
+    tokio::time::timeout(PATIENCE, fut)
+        .await
+        .unwrap_or_else(|_| panic!("timed out: {what}"))
+}
 
 pub fn server() -> RedisServer {
     RedisServer::start().expect("redis-server must be installed (scripts/test.sh installs it)")
