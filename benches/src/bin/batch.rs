@@ -101,10 +101,19 @@ fn check(results: &[u64], tasks: usize) -> Result<(), BoxError> {
     Ok(())
 }
 
+/// [`check`] for results gathered in completion order with their input index.
+fn check_indexed(mut results: Vec<(usize, u64)>, tasks: usize) -> Result<(), BoxError> {
+    results.sort_unstable();
+    check(
+        &results.into_iter().map(|(_, r)| r).collect::<Vec<_>>(),
+        tasks,
+    )
+}
+
 async fn queue_once(client: &Client, tasks: usize) -> Result<(f64, f64), BoxError> {
     // Baseline: the same calls, the same concurrency, without a batch.
     let start = Instant::now();
-    let mut results: Vec<(usize, u64)> = futures::stream::iter(0..tasks)
+    let results: Vec<(usize, u64)> = futures::stream::iter(0..tasks)
         .map(|i| async move {
             let n = i as u64;
             let mut opts = CallOptions::new();
@@ -120,11 +129,7 @@ async fn queue_once(client: &Client, tasks: usize) -> Result<(f64, f64), BoxErro
         .into_iter()
         .collect::<Result<_, _>>()?;
     let one_by_one = rate(tasks, start.elapsed());
-    results.sort_unstable();
-    check(
-        &results.into_iter().map(|(_, r)| r).collect::<Vec<_>>(),
-        tasks,
-    )?;
+    check_indexed(results, tasks)?;
 
     let start = Instant::now();
     let options = BatchOptions::new()
@@ -159,7 +164,7 @@ async fn queue_side(net: &Net, workers: usize, tasks: usize) -> Result<(), BoxEr
 
 async fn durable_once(client: &DurableClient, tasks: usize) -> Result<(f64, f64), BoxError> {
     let start = Instant::now();
-    let mut results: Vec<(usize, u64)> = futures::stream::iter(0..tasks)
+    let results: Vec<(usize, u64)> = futures::stream::iter(0..tasks)
         .map(|i| async move {
             client
                 .call::<u64, u64>(
@@ -177,11 +182,7 @@ async fn durable_once(client: &DurableClient, tasks: usize) -> Result<(f64, f64)
         .into_iter()
         .collect::<Result<_, _>>()?;
     let one_by_one = rate(tasks, start.elapsed());
-    results.sort_unstable();
-    check(
-        &results.into_iter().map(|(_, r)| r).collect::<Vec<_>>(),
-        tasks,
-    )?;
+    check_indexed(results, tasks)?;
 
     let start = Instant::now();
     let options = BatchOptions::new().max_in_flight(IN_FLIGHT);
