@@ -2,6 +2,7 @@
 //! retry or dead-letter.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -41,7 +42,14 @@ impl std::fmt::Debug for Shared {
 /// Handles one delivery to its end. Carrier failures are logged: the task then comes back
 /// after the visibility timeout, which is the at-least-once fallback.
 pub(crate) async fn process(shared: &Shared, delivery: Delivery) {
-    if let Err(err) = try_process(shared, &delivery).await {
+    // Heartbeats cover the broker round trips too, not only the handler: a result write that
+    // waits out a leader election must not let the delivery time out and burn an attempt.
+    let work = try_process(shared, &delivery);
+    let done = match shared.heartbeat {
+        Some(every) => keep_alive(shared, &delivery, every, work).await,
+        None => work.await,
+    };
+    if let Err(err) = done {
         tracing::warn!(queue = %shared.queue, message_id = %delivery.message_id, error = %err,
             "durable task left for redelivery");
     }
@@ -75,7 +83,7 @@ async fn try_process(shared: &Shared, delivery: &Delivery) -> Result<(), Carrier
     // so that read, a broker round trip on every call's path, is skipped.
     let may_have_run = delivery.attempt > 1 || !envelope.idempotency_key.is_empty();
     let stored = if may_have_run {
-        carrier.get_result(queue, &envelope.task_id).await?
+        patiently(shared, || carrier.get_result(queue, &envelope.task_id)).await?
     } else {
         None
     };
@@ -176,7 +184,7 @@ async fn try_process(shared: &Shared, delivery: &Delivery) -> Result<(), Carrier
     let run = AssertUnwindSafe(trace.scope(handler(ctx, envelope.payload.clone()))).catch_unwind();
     let mut superseded = false;
     let outcome = tokio::select! {
-        out = with_heartbeats(shared, delivery, &envelope.task_id, run).instrument(span) => {
+        out = unless_superseded(shared, &envelope.task_id, run).instrument(span) => {
             superseded = out.is_none();
             out
         }
@@ -208,14 +216,11 @@ async fn try_process(shared: &Shared, delivery: &Delivery) -> Result<(), Carrier
                 finished_at: crate::time::now_unix_nanos(),
                 ..Default::default()
             };
-            carrier
-                .put_result(
-                    queue,
-                    &envelope.task_id,
-                    result.encode_to_vec().into(),
-                    options.result_ttl,
-                )
-                .await?;
+            let result: Bytes = result.encode_to_vec().into();
+            patiently(shared, || {
+                carrier.put_result(queue, &envelope.task_id, result.clone(), options.result_ttl)
+            })
+            .await?;
             Counters::bump(&shared.counters.succeeded);
             return carrier.ack(queue, delivery).await;
         }
@@ -255,18 +260,36 @@ async fn try_process(shared: &Shared, delivery: &Delivery) -> Result<(), Carrier
     finish_failed(shared, delivery, &envelope, reason, &err).await
 }
 
-/// Runs `fut`, extending the delivery's visibility timeout every heartbeat interval.
-///
-/// At each heartbeat it also looks for the task's result: one stored while the handler runs
-/// (a cancelled batch stores `canceled` for its unfinished tasks; a redelivered copy may finish
-/// first) means this run is moot, so the handler is dropped (its cancellation) and `None`
-/// returned. Without heartbeats a handler runs to its end.
-async fn with_heartbeats<F: std::future::Future>(
+/// Runs `fut` while sending the delivery's heartbeats (extending its visibility timeout) every
+/// `every`.
+async fn keep_alive<F: Future>(
     shared: &Shared,
     delivery: &Delivery,
-    task_id: &str,
+    every: Duration,
     fut: F,
-) -> Option<F::Output> {
+) -> F::Output {
+    tokio::pin!(fut);
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            out = &mut fut => return out,
+            _ = ticker.tick() => {
+                if let Err(err) = shared.carrier.heartbeat(&shared.queue, delivery).await {
+                    tracing::debug!(error = %err, "durable heartbeat failed");
+                }
+            }
+        }
+    }
+}
+
+/// Runs the handler `fut`, looking for the task's result at every heartbeat interval.
+///
+/// A result stored while the handler runs (a cancelled batch stores `canceled` for its
+/// unfinished tasks; a redelivered copy may finish first) means this run is moot, so the
+/// handler is dropped (its cancellation) and `None` returned. Without heartbeats a handler
+/// runs to its end.
+async fn unless_superseded<F: Future>(shared: &Shared, task_id: &str, fut: F) -> Option<F::Output> {
     let Some(every) = shared.heartbeat else {
         return Some(fut.await);
     };
@@ -277,9 +300,6 @@ async fn with_heartbeats<F: std::future::Future>(
         tokio::select! {
             out = &mut fut => return Some(out),
             _ = ticker.tick() => {
-                if let Err(err) = shared.carrier.heartbeat(&shared.queue, delivery).await {
-                    tracing::debug!(error = %err, "durable heartbeat failed");
-                }
                 match shared.carrier.get_result(&shared.queue, task_id).await {
                     Ok(Some(_)) => return None,
                     Ok(None) => {}
@@ -287,6 +307,43 @@ async fn with_heartbeats<F: std::future::Future>(
                 }
             }
         }
+    }
+}
+
+/// How long a worker keeps retrying a result read or write that fails while it holds the
+/// delivery (a broker restarting, a clustered stream electing its leader).
+///
+/// Why: giving up at the first error hands the task back, and each such delivery counts
+/// against the task's attempts although its handler never failed; a write given up after a
+/// successful run also runs the handler again. Past this bound (or at shutdown hand-back) the
+/// delivery is left to the visibility timeout, the at-least-once fallback.
+pub(crate) const BROKER_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Runs the idempotent carrier operation `op` until it succeeds, retrying failures with a
+/// growing pause for up to [`BROKER_PATIENCE`] or until the worker hands its tasks back.
+async fn patiently<T, F, Fut>(shared: &Shared, mut op: F) -> Result<T, CarrierError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, CarrierError>>,
+{
+    let give_up = tokio::time::Instant::now() + BROKER_PATIENCE;
+    let mut pause = Duration::from_millis(20);
+    loop {
+        let err = match op().await {
+            Ok(value) => return Ok(value),
+            Err(err) => err,
+        };
+        let resume = tokio::time::Instant::now() + pause;
+        if resume >= give_up || shared.hand_back.is_cancelled() {
+            return Err(err);
+        }
+        tracing::debug!(queue = %shared.queue, error = %err, ?pause,
+            "durable carrier operation failed, retrying");
+        tokio::select! {
+            _ = shared.hand_back.cancelled() => return Err(err),
+            _ = tokio::time::sleep_until(resume) => {}
+        }
+        pause = (pause * 2).min(Duration::from_secs(1));
     }
 }
 
@@ -331,14 +388,16 @@ async fn finish_failed(
         dead_letter_reason: reason.as_str().to_owned(),
     };
     let carrier = &shared.carrier;
-    carrier
-        .put_result(
+    let result: Bytes = result.encode_to_vec().into();
+    patiently(shared, || {
+        carrier.put_result(
             &shared.queue,
             &envelope.task_id,
-            result.encode_to_vec().into(),
+            result.clone(),
             options.result_ttl,
         )
-        .await?;
+    })
+    .await?;
     Counters::bump(&shared.counters.dead_lettered);
     tracing::info!(queue = %shared.queue, task_id = %envelope.task_id, reason = reason.as_str(),
         error = %err, "durable task failed for good");

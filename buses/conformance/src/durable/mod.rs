@@ -125,6 +125,7 @@ mod broker_kill;
 mod dead_letters;
 mod delivery;
 mod effects;
+mod outage;
 
 pub use broker_kill::survives_broker_kill;
 pub use dead_letters::{bad_input_is_dead_lettered_at_once, replay_and_purge_dead_letters};
@@ -134,6 +135,7 @@ pub use delivery::{
     visibility_timeout_redelivers,
 };
 pub use effects::effects_apply_once;
+pub use outage::result_write_outage_keeps_the_delivery;
 
 /// Declares one test per durable case, each on a fresh harness from `$harness`;
 /// `paused;` runs them on tokio's paused clock (in-process carrier only).
@@ -157,6 +159,7 @@ macro_rules! durable_suite {
             replay_and_purge_dead_letters,
             bad_input_is_dead_lettered_at_once,
             effects_apply_once,
+            result_write_outage_keeps_the_delivery,
         );
     };
     (@each [$attr:meta] $harness:expr; $($case:ident),* $(,)?) => {
