@@ -391,8 +391,8 @@ pub async fn shutdown_closes_streams_of_silent_peers(h: &Harness) {
     let open = wire::Stream {
         stream_id: "STR_silent".into(),
         request_id: "REQ_silentOpen".into(),
-        sent_at: psrpc::time::now_unix_nanos(),
-        expiry: psrpc::time::unix_nanos_after(Duration::from_secs(10)),
+        sent_at: psrpc::wire::now_unix_nanos(),
+        expiry: psrpc::wire::unix_nanos_after(Duration::from_secs(10)),
         body: Some(Body::Open(wire::StreamOpen {
             node_id: peer_id.into(),
             metadata: Default::default(),

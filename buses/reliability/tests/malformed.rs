@@ -73,7 +73,7 @@ fn request(client_id: &str, expiry: i64) -> Request {
     Request {
         request_id: "REQ_hostile00001".into(),
         client_id: client_id.into(),
-        sent_at: psrpc::time::now_unix_nanos(),
+        sent_at: psrpc::wire::now_unix_nanos(),
         expiry,
         raw_request: Bytes::from("x".to_string().encode_to_vec()),
         ..Default::default()
@@ -84,7 +84,7 @@ fn stream_open(client_id: &str, expiry: i64) -> wire::Stream {
     wire::Stream {
         stream_id: "STR_hostile00001".into(),
         request_id: "REQ_hostile00002".into(),
-        sent_at: psrpc::time::now_unix_nanos(),
+        sent_at: psrpc::wire::now_unix_nanos(),
         expiry,
         body: Some(wire::stream::Body::Open(StreamOpen {
             node_id: client_id.into(),
@@ -181,7 +181,7 @@ async fn garbage_on_every_channel_is_counted(kind: Kind) {
         }
     };
 
-    let now = psrpc::time::now_unix_nanos();
+    let now = psrpc::wire::now_unix_nanos();
     let later = now + 60_000_000_000;
     let past = now - 1_000_000_000;
     let id = client.id().to_owned();

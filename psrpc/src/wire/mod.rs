@@ -19,6 +19,12 @@
 mod envelope;
 mod messages;
 
+/// IDs and timestamps in the wire's shapes, for code that builds wire messages by hand (tests,
+/// tools, bus implementations): IDs are a prefix plus 12 random `[A-Za-z0-9]` characters,
+/// times are Unix nanoseconds on this machine's wall clock (§9).
+pub use crate::id::{new_client_id, new_id, new_request_id, new_server_id, new_stream_id};
+#[doc(inline)]
+pub use crate::time::{now_unix_nanos, unix_nanos_after};
 pub use envelope::{
     ANY_TYPE_URL_PREFIX, CLAIM_REQUEST_TYPE_URL, CLAIM_RESPONSE_TYPE_URL, REQUEST_TYPE_URL,
     RESPONSE_TYPE_URL, STREAM_TYPE_URL, decode_envelope, encode_envelope, encode_envelope_raw,
