@@ -80,13 +80,13 @@ fn request(client_id: &str, expiry: i64) -> Request {
     }
 }
 
-fn stream_open(client_id: &str, expiry: i64) -> wire::Stream {
-    wire::Stream {
+fn stream_open(client_id: &str, expiry: i64) -> wire::StreamFrame {
+    wire::StreamFrame {
         stream_id: "STR_hostile00001".into(),
         request_id: "REQ_hostile00002".into(),
         sent_at: psrpc::wire::now_unix_nanos(),
         expiry,
-        body: Some(wire::stream::Body::Open(StreamOpen {
+        body: Some(wire::stream_frame::Body::Open(StreamOpen {
             node_id: client_id.into(),
             ..Default::default()
         })),
@@ -217,10 +217,10 @@ async fn garbage_on_every_channel_is_counted(kind: Kind) {
         .encode_to_vec()
     });
     let unknown_frame = enc(wire::STREAM_TYPE_URL, &|| {
-        wire::Stream {
+        wire::StreamFrame {
             stream_id: "STR_unknown00001".into(),
             request_id: "REQ_unknown00003".into(),
-            body: Some(wire::stream::Body::Ack(Default::default())),
+            body: Some(wire::stream_frame::Body::Ack(Default::default())),
             ..Default::default()
         }
         .encode_to_vec()

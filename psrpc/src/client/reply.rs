@@ -62,7 +62,7 @@ impl Inner {
             wire::CLAIM_REQUEST_TYPE_URL => {
                 ClaimRequest::decode(msg.value).map(|c| Reply::Claim(Box::new(c)))
             }
-            wire::STREAM_TYPE_URL => match wire::Stream::decode(msg.value) {
+            wire::STREAM_TYPE_URL => match wire::StreamFrame::decode(msg.value) {
                 Ok(frame) => return self.route_frame(frame),
                 Err(err) => Err(err),
             },
@@ -89,7 +89,7 @@ impl Inner {
         }
     }
 
-    fn route_frame(&self, frame: wire::Stream) {
+    fn route_frame(&self, frame: wire::StreamFrame) {
         // Clone out of the map so no shard lock is held while the frame is handled.
         match self.streams.get(&frame.stream_id).map(|core| core.clone()) {
             Some(core) => core.on_frame(frame),

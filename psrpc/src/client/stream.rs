@@ -10,7 +10,7 @@ use super::pending::PendingCall;
 use super::reply::response_error;
 use super::{CallOptions, Client};
 use crate::stream::{Stream, StreamCore};
-use crate::wire::{self, StreamOpen, stream::Body};
+use crate::wire::{self, StreamOpen, stream_frame::Body};
 use crate::{Channel, Error, MethodInfo, Result};
 
 impl Client {
@@ -61,7 +61,7 @@ impl Client {
 
         let sent_at = crate::time::now_unix_nanos();
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let open = wire::Stream {
+        let open = wire::StreamFrame {
             stream_id,
             request_id: open_id.clone(),
             sent_at,

@@ -2,7 +2,7 @@
 //!
 //! Every payload on a bus is one [`Msg`] whose fields 1 and 2 make it byte-compatible with
 //! `google.protobuf.Any`. The RPC machinery puts [`Request`], [`Response`], [`ClaimRequest`],
-//! [`ClaimResponse`] and [`Stream`] inside it; subscriptions put the user's message inside it.
+//! [`ClaimResponse`] and [`StreamFrame`] inside it; subscriptions put the user's message inside it.
 //!
 //! Fields numbered 1000 and up are this crate's additions: Go peers skip them as unknown fields,
 //! Rust peers use them to do better than the v0.7 exchange (see [`Request::x_direct`]).
@@ -31,6 +31,6 @@ pub use envelope::{
     route_key, type_url_for, with_route_key,
 };
 pub use messages::{
-    ClaimRequest, ClaimResponse, Msg, Request, Response, Stream, StreamAck, StreamClose,
-    StreamMessage, StreamOpen, stream,
+    ClaimRequest, ClaimResponse, Msg, Request, Response, StreamAck, StreamClose, StreamFrame,
+    StreamMessage, StreamOpen, stream_frame,
 };
