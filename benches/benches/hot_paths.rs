@@ -17,8 +17,8 @@ use tokio::sync::mpsc;
 
 fn request(payload: usize) -> Request {
     Request {
-        request_id: psrpc::id::new_request_id(),
-        client_id: psrpc::id::new_client_id(),
+        request_id: psrpc::wire::new_request_id(),
+        client_id: psrpc::wire::new_client_id(),
         sent_at: 1_700_000_000_000_000_000,
         expiry: 1_700_000_003_000_000_000,
         raw_request: Bytes::from(vec![0xab; payload]),
@@ -30,7 +30,7 @@ fn request(payload: usize) -> Request {
 fn response(request_id: String) -> Response {
     Response {
         request_id,
-        server_id: psrpc::id::new_server_id(),
+        server_id: psrpc::wire::new_server_id(),
         sent_at: 1_700_000_000_000_000_000,
         raw_response: Bytes::from_static(&[0xab; 16]),
         ..Default::default()
@@ -71,7 +71,7 @@ fn channels(c: &mut Criterion) {
     let mut group = c.benchmark_group("channel");
     let plain = Channel::request("RoomService", "GetRoom", ["eu_west_1", "room42"], true);
     let needs_escape = Channel::request("RoomService", "GetRoom", ["eu-west.1", "room/42"], true);
-    let reply = Channel::response("RoomService", psrpc::id::new_client_id());
+    let reply = Channel::response("RoomService", psrpc::wire::new_client_id());
     group.bench_function("build_request_channel", |b| {
         b.iter(|| {
             Channel::request(
@@ -113,7 +113,7 @@ fn routing(c: &mut Criterion) {
         let mut receivers = Vec::new();
         let mut ids = Vec::new();
         for _ in 0..pending {
-            let id = psrpc::id::new_request_id();
+            let id = psrpc::wire::new_request_id();
             let (tx, rx) = mpsc::unbounded_channel();
             map.insert(id.clone(), tx);
             receivers.push(rx);

@@ -39,7 +39,7 @@ fn health_name(info: &ServerInfo) -> &'static str {
 }
 
 fn uptime(info: &ServerInfo) -> std::time::Duration {
-    let nanos = psrpc::time::now_unix_nanos().saturating_sub(info.started_at);
+    let nanos = psrpc::wire::now_unix_nanos().saturating_sub(info.started_at);
     std::time::Duration::from_secs(u64::try_from(nanos / 1_000_000_000).unwrap_or(0))
 }
 

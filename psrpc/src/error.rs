@@ -342,6 +342,13 @@ impl From<crate::bus::BusError> for Error {
     }
 }
 
+impl From<ErrorCode> for Error {
+    fn from(code: ErrorCode) -> Self {
+        let message = code.as_str().to_owned();
+        Error::new(code, message)
+    }
+}
+
 /// A result whose error is an RPC [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

@@ -1,21 +1,24 @@
 //! Node, request and stream IDs: a prefix plus 12 random characters from `[A-Za-z0-9]`.
+//!
+//! Internal; the generators are public as [`crate::wire`] re-exports, for code that builds wire
+//! messages by hand (tests, tools, bus implementations).
 
 /// Length of the random part of every ID.
-pub const ID_RANDOM_LEN: usize = 12;
+const ID_RANDOM_LEN: usize = 12;
 
 /// Prefix of client IDs.
-pub const CLIENT_PREFIX: &str = "CLI_";
+const CLIENT_PREFIX: &str = "CLI_";
 /// Prefix of server IDs.
-pub const SERVER_PREFIX: &str = "SRV_";
+const SERVER_PREFIX: &str = "SRV_";
 /// Prefix of request IDs.
-pub const REQUEST_PREFIX: &str = "REQ_";
+const REQUEST_PREFIX: &str = "REQ_";
 /// Prefix of stream IDs.
-pub const STREAM_PREFIX: &str = "STR_";
+const STREAM_PREFIX: &str = "STR_";
 
 /// A new ID with the given prefix.
 ///
 /// ```
-/// let id = psrpc::id::new_id(psrpc::id::REQUEST_PREFIX);
+/// let id = psrpc::wire::new_id("REQ_");
 /// assert!(id.starts_with("REQ_") && id.len() == 16);
 /// assert!(id[4..].chars().all(|c| c.is_ascii_alphanumeric()));
 /// ```

@@ -34,7 +34,7 @@ pub mod durable;
 mod error;
 #[cfg(feature = "tonic")]
 pub mod grpc;
-pub mod id;
+mod id;
 mod info;
 pub mod interceptor;
 #[cfg(feature = "metrics")]
@@ -43,7 +43,7 @@ pub mod options;
 pub mod server;
 pub mod stream;
 mod sync;
-pub mod time;
+mod time;
 pub mod trace;
 pub mod wire;
 

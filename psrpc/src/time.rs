@@ -4,6 +4,9 @@
 //! Users may pass any `Duration` (`Duration::MAX` for "no timeout"), so every sum of an instant
 //! and a duration, and every conversion of a duration to an integer, goes through the
 //! saturating helpers here.
+//!
+//! Internal; the wall-clock helpers are public as [`crate::wire`] re-exports, for code that
+//! builds wire messages by hand.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -50,15 +53,10 @@ pub fn unix_nanos_after(after: Duration) -> i64 {
 /// Converts an absolute Unix-nanosecond expiry into a monotonic deadline.
 ///
 /// Returns `None` when the expiry has passed (the request is dead).
-pub fn deadline_from_expiry(expiry: i64) -> Option<Instant> {
+pub(crate) fn deadline_from_expiry(expiry: i64) -> Option<Instant> {
     let remaining = expiry.saturating_sub(now_unix_nanos());
     let remaining = u64::try_from(remaining).ok().filter(|r| *r > 0)?;
     Some(deadline_in(Duration::from_nanos(remaining)))
-}
-
-/// Converts a monotonic deadline into an absolute Unix-nanosecond expiry.
-pub fn expiry_from_deadline(deadline: Instant) -> i64 {
-    unix_nanos_after(deadline.saturating_duration_since(Instant::now()))
 }
 
 #[cfg(test)]
@@ -76,6 +74,5 @@ mod tests {
         assert_eq!(unix_nanos_after(Duration::MAX), i64::MAX);
         assert!(deadline_from_expiry(i64::MAX).is_some());
         assert!(deadline_from_expiry(i64::MIN).is_none());
-        assert!(expiry_from_deadline(deadline_in(Duration::MAX)) > now_unix_nanos());
     }
 }

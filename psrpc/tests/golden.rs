@@ -20,7 +20,8 @@ use prost::Message as _;
 use psrpc::Channel;
 use psrpc::channel::sanitize;
 use psrpc::wire::{
-    self, ClaimRequest, Msg, Request, Response, Stream, StreamClose, StreamOpen, stream::Body,
+    self, ClaimRequest, Msg, Request, Response, StreamClose, StreamFrame, StreamOpen,
+    stream_frame::Body,
 };
 use sha2::{Digest as _, Sha256};
 
@@ -509,7 +510,7 @@ fn check_naming(spec: &Spec) {
         // Reply channels belong to the client that sent the request or opened the stream.
         match &inner {
             Inner::Request(m) => client = Some(m.client_id.clone()),
-            Inner::Stream(Stream {
+            Inner::Stream(StreamFrame {
                 body: Some(Body::Open(o)),
                 ..
             }) => client = Some(o.node_id.clone()),
@@ -948,7 +949,7 @@ fn literal_request_claim_and_response_encode_as_go_does() {
 
 #[test]
 fn literal_stream_frames_and_publishes_encode_as_go_does() {
-    let open = Stream {
+    let open = StreamFrame {
         stream_id: "STR_OsHyee7MYUb2".into(),
         request_id: "REQ_Tnb0gFc3NvDh".into(),
         sent_at: 1_795_275_435_022_901_398,
@@ -964,7 +965,7 @@ fn literal_stream_frames_and_publishes_encode_as_go_does() {
     let payload = wire::with_route_key(&wire::encode_envelope(wire::STREAM_TYPE_URL, &open), &key);
     assert_sample(&CAPTURE_2, 137, &ch.nats_subject(), &payload);
 
-    let close = Stream {
+    let close = StreamFrame {
         stream_id: "STR_VFWzpHy04o9J".into(),
         request_id: "REQ_3eYW4mIAFBTn".into(),
         sent_at: 1_795_275_435_325_280_495,

@@ -65,7 +65,7 @@ fn decode_all(bytes: &[u8]) {
     let _ = Response::decode(b.clone());
     let _ = ClaimRequest::decode(b.clone());
     let _ = ClaimResponse::decode(b.clone());
-    let _ = wire::Stream::decode(b);
+    let _ = wire::StreamFrame::decode(b);
 }
 
 fn topic() -> impl Strategy<Value = String> {

@@ -664,8 +664,8 @@ async fn expired_requests_are_dropped_by_servers() {
     let req = Request {
         request_id: "REQ_expiredexpir".into(),
         client_id: "CLI_nobodynobody".into(),
-        sent_at: psrpc::time::now_unix_nanos() - 2_000_000_000,
-        expiry: psrpc::time::now_unix_nanos() - 1_000_000_000,
+        sent_at: psrpc::wire::now_unix_nanos() - 2_000_000_000,
+        expiry: psrpc::wire::now_unix_nanos() - 1_000_000_000,
         raw_request: Bytes::from_static(b"\n\x01x"),
         x_direct: true,
         ..Default::default()

@@ -7,7 +7,7 @@ use std::time::Duration;
 use common::{CuttableBus, RecordingBus};
 use psrpc::bus::LocalBus;
 use psrpc::stream::{Stream, StreamOptions};
-use psrpc::wire::{self, stream::Body};
+use psrpc::wire::{self, stream_frame::Body};
 use psrpc::{
     CallOptions, Client, ClientOptions, Error, ErrorCode, MethodInfo, Server, ServerOptions,
 };
@@ -431,7 +431,7 @@ async fn frames_follow_the_go_exchange() {
                 let msg = wire::decode_envelope(p).unwrap();
                 match msg.type_url.as_str() {
                     wire::STREAM_TYPE_URL => {
-                        let frame: wire::Stream = prost::Message::decode(msg.value).unwrap();
+                        let frame: wire::StreamFrame = prost::Message::decode(msg.value).unwrap();
                         match frame.body {
                             Some(Body::Open(o)) => format!("open(window={})", o.x_window),
                             Some(Body::Message(_)) => "message".into(),
@@ -782,7 +782,7 @@ async fn acks_are_batched_for_rust_peers_only() {
             if msg.type_url != wire::STREAM_TYPE_URL {
                 continue;
             }
-            let frame: wire::Stream = prost::Message::decode(msg.value).unwrap();
+            let frame: wire::StreamFrame = prost::Message::decode(msg.value).unwrap();
             if let Some(Body::Ack(ack)) = frame.body
                 && ack.x_window == 0
             {

@@ -347,7 +347,7 @@ pub async fn stream_select_and_timeout_lose_nothing(h: &Harness) {
 /// `unavailable` and shutdown returns.
 pub async fn shutdown_closes_streams_of_silent_peers(h: &Harness) {
     use prost::Message;
-    use psrpc::wire::{self, stream::Body};
+    use psrpc::wire::{self, stream_frame::Body};
 
     let server = Server::with_options(
         SVC,
@@ -388,11 +388,11 @@ pub async fn shutdown_closes_streams_of_silent_peers(h: &Harness) {
         .subscribe(&psrpc::Channel::claim(SVC, peer_id), sub_opts)
         .await
         .unwrap();
-    let open = wire::Stream {
+    let open = wire::StreamFrame {
         stream_id: "STR_silent".into(),
         request_id: "REQ_silentOpen".into(),
-        sent_at: psrpc::time::now_unix_nanos(),
-        expiry: psrpc::time::unix_nanos_after(Duration::from_secs(10)),
+        sent_at: psrpc::wire::now_unix_nanos(),
+        expiry: psrpc::wire::unix_nanos_after(Duration::from_secs(10)),
         body: Some(Body::Open(wire::StreamOpen {
             node_id: peer_id.into(),
             metadata: Default::default(),
@@ -434,7 +434,7 @@ pub async fn shutdown_closes_streams_of_silent_peers(h: &Harness) {
         loop {
             let payload = frames.recv().await.expect("subscription open");
             let frame =
-                wire::Stream::decode(wire::decode_envelope(payload).unwrap().value).unwrap();
+                wire::StreamFrame::decode(wire::decode_envelope(payload).unwrap().value).unwrap();
             if let Some(Body::Close(close)) = frame.body {
                 break close;
             }

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
-use psrpc::bus::{BusError, SubscriptionSink};
+use psrpc::bus::{BusError, Subscribers, SubscriptionSink};
 use rumqttc::v5::mqttbytes::v5::PubAckReason;
 use tokio::sync::oneshot;
 
@@ -16,8 +16,7 @@ pub(crate) struct Entry {
     pub(crate) sub_id: usize,
     /// A queue filter (`$share/psrpc/…`): each message goes to one local member.
     pub(crate) queue: bool,
-    members: Mutex<Vec<(u64, SubscriptionSink)>>,
-    next: AtomicUsize,
+    members: Mutex<Subscribers>,
 }
 
 impl Entry {
@@ -27,24 +26,21 @@ impl Entry {
             sub_id,
             queue,
             members: Mutex::default(),
-            next: AtomicUsize::new(0),
         }
     }
 
-    fn members(&self) -> MutexGuard<'_, Vec<(u64, SubscriptionSink)>> {
+    fn members(&self) -> MutexGuard<'_, Subscribers> {
         // Nothing panics while holding this lock; recover rather than propagate a poison.
         self.members.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     pub(crate) fn add(&self, id: u64, sink: SubscriptionSink) {
-        self.members().push((id, sink));
+        self.members().add(id, sink);
     }
 
     /// Removes a member; true when none is left.
     pub(crate) fn remove(&self, id: u64) -> bool {
-        let mut members = self.members();
-        members.retain(|(i, _)| *i != id);
-        members.is_empty()
+        self.members().remove(id)
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -60,13 +56,11 @@ impl Entry {
     /// member is skipped in favour of the next, and the drop is counted only when all are full.
     pub(crate) fn deliver(&self, payload: &Bytes) {
         let members = self.members();
-        if !self.queue {
-            for (_, sink) in members.iter() {
-                sink.deliver(payload.clone());
-            }
-            return;
+        if self.queue {
+            members.deliver_one(payload);
+        } else {
+            members.deliver_all(payload);
         }
-        psrpc::bus::deliver_round_robin(&members, &self.next, payload);
     }
 }
 

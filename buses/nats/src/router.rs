@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use psrpc::bus::{BusError, SubscriptionSink};
+use psrpc::bus::{BusError, Subscribers, SubscriptionSink};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -48,20 +48,13 @@ pub(crate) enum Status {
     Closed,
 }
 
-/// The local subscribers of one route key.
-#[derive(Default)]
-struct Route {
-    members: Vec<(u64, SubscriptionSink)>,
-    next: AtomicUsize,
-}
-
 /// One NATS subscription and the local subscriptions it feeds.
 pub(crate) struct Entry {
     key: SubjectKey,
     /// True on `SRV.` subjects, whose messages name their method in the route key.
     routed: bool,
     /// Route key (empty on unrouted subjects) to local subscribers.
-    routes: RwLock<HashMap<Box<str>, Route>>,
+    routes: RwLock<HashMap<Box<str>, Subscribers>>,
     status: watch::Sender<Status>,
     /// Cancelled when the last local subscriber goes: the reader unsubscribes and ends.
     stop: CancellationToken,
@@ -95,26 +88,22 @@ impl Entry {
         write(&self.routes)
             .entry(route.into())
             .or_default()
-            .members
-            .push((id, sink));
+            .add(id, sink);
     }
 
     /// Removes a local subscriber; true when none is left. Callers hold the subject map lock
     /// when there is one.
     fn remove(&self, route: &str, id: u64) -> bool {
         let mut routes = write(&self.routes);
-        if let Some(r) = routes.get_mut(route) {
-            r.members.retain(|(member, _)| *member != id);
-            if r.members.is_empty() {
-                routes.remove(route);
-            }
+        if routes.get_mut(route).is_some_and(|r| r.remove(id)) {
+            routes.remove(route);
         }
         routes.is_empty()
     }
 
     /// Local subscribers now.
     pub(crate) fn member_count(&self) -> usize {
-        read(&self.routes).values().map(|r| r.members.len()).sum()
+        read(&self.routes).values().map(Subscribers::len).sum()
     }
 
     /// Waits until the server has confirmed the subscription.
@@ -157,11 +146,9 @@ impl Entry {
             return false;
         };
         if self.is_queue() {
-            deliver_round_robin(members, payload);
+            members.deliver_one(payload);
         } else {
-            for (_, sink) in &members.members {
-                sink.deliver(payload.clone());
-            }
+            members.deliver_all(payload);
         }
         true
     }
@@ -171,12 +158,6 @@ impl Entry {
         write(&self.routes).clear();
         self.status.send_replace(Status::Closed);
     }
-}
-
-/// Queue delivery among the local members of one route key: round robin, skipping full or
-/// closed members, dropping (and counting on the member whose turn it was) only when all are full.
-fn deliver_round_robin(route: &Route, payload: &Bytes) {
-    psrpc::bus::deliver_round_robin(&route.members, &route.next, payload);
 }
 
 /// Keeps one local subscriber registered; dropping it unregisters, and the last one to go

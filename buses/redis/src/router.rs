@@ -1,11 +1,11 @@
 //! The local demultiplexer: channel name → the sinks of this bus's subscribers.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
 use dashmap::DashMap;
-use psrpc::bus::SubscriptionSink;
+use psrpc::bus::{Subscribers, SubscriptionSink};
 
 /// The routing table the push reader delivers through; shared by the bus and its subscriptions.
 #[derive(Default)]
@@ -33,7 +33,6 @@ pub(crate) struct Entry {
     /// so identical payloads in two namespaces do not share a lock.
     pub(crate) namespace: Option<String>,
     members: Mutex<Members>,
-    next: AtomicUsize,
     /// Serialises SUBSCRIBE / UNSUBSCRIBE of this name, so an UNSUBSCRIBE of the last local
     /// subscriber can never overtake the SUBSCRIBE of a new one.
     pub(crate) ctl: tokio::sync::Mutex<Ctl>,
@@ -50,8 +49,8 @@ pub(crate) struct Ctl {
 
 #[derive(Default)]
 struct Members {
-    fanout: Vec<(u64, SubscriptionSink)>,
-    queue: Vec<(u64, SubscriptionSink)>,
+    fanout: Subscribers,
+    queue: Subscribers,
 }
 
 impl Entry {
@@ -60,7 +59,6 @@ impl Entry {
             name,
             namespace,
             members: Mutex::default(),
-            next: AtomicUsize::new(0),
             ctl: tokio::sync::Mutex::default(),
         }
     }
@@ -73,16 +71,16 @@ impl Entry {
     pub(crate) fn add(&self, id: u64, sink: SubscriptionSink, queue: bool) {
         let mut members = self.members();
         if queue {
-            members.queue.push((id, sink));
+            members.queue.add(id, sink);
         } else {
-            members.fanout.push((id, sink));
+            members.fanout.add(id, sink);
         }
     }
 
     pub(crate) fn remove(&self, id: u64) {
         let mut members = self.members();
-        members.fanout.retain(|(i, _)| *i != id);
-        members.queue.retain(|(i, _)| *i != id);
+        members.fanout.remove(id);
+        members.queue.remove(id);
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -101,25 +99,18 @@ impl Entry {
     /// get the message only once this bus wins its lock.
     pub(crate) fn deliver_fanout(&self, payload: &Bytes) -> bool {
         let members = self.members();
-        for (_, sink) in &members.fanout {
-            sink.deliver(payload.clone());
-        }
+        members.fanout.deliver_all(payload);
         !members.queue.is_empty()
     }
 
     /// Gives the message to one queue subscriber, round robin; a full or closed member is
     /// skipped in favour of the next, and the drop is counted only when every member is full.
     pub(crate) fn deliver_queue(&self, payload: Bytes) -> bool {
-        psrpc::bus::deliver_round_robin(&self.members().queue, &self.next, &payload)
+        self.members().queue.deliver_one(&payload)
     }
 
     /// Counts a drop on the queue member whose turn it is (the lock queue overflowed).
     pub(crate) fn record_queue_drop(&self) {
-        let members = self.members();
-        let n = members.queue.len();
-        if n > 0 {
-            let turn = self.next.load(Ordering::Relaxed) % n;
-            members.queue[turn].1.record_drop();
-        }
+        self.members().queue.record_drop();
     }
 }

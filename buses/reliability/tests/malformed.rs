@@ -73,20 +73,20 @@ fn request(client_id: &str, expiry: i64) -> Request {
     Request {
         request_id: "REQ_hostile00001".into(),
         client_id: client_id.into(),
-        sent_at: psrpc::time::now_unix_nanos(),
+        sent_at: psrpc::wire::now_unix_nanos(),
         expiry,
         raw_request: Bytes::from("x".to_string().encode_to_vec()),
         ..Default::default()
     }
 }
 
-fn stream_open(client_id: &str, expiry: i64) -> wire::Stream {
-    wire::Stream {
+fn stream_open(client_id: &str, expiry: i64) -> wire::StreamFrame {
+    wire::StreamFrame {
         stream_id: "STR_hostile00001".into(),
         request_id: "REQ_hostile00002".into(),
-        sent_at: psrpc::time::now_unix_nanos(),
+        sent_at: psrpc::wire::now_unix_nanos(),
         expiry,
-        body: Some(wire::stream::Body::Open(StreamOpen {
+        body: Some(wire::stream_frame::Body::Open(StreamOpen {
             node_id: client_id.into(),
             ..Default::default()
         })),
@@ -181,7 +181,7 @@ async fn garbage_on_every_channel_is_counted(kind: Kind) {
         }
     };
 
-    let now = psrpc::time::now_unix_nanos();
+    let now = psrpc::wire::now_unix_nanos();
     let later = now + 60_000_000_000;
     let past = now - 1_000_000_000;
     let id = client.id().to_owned();
@@ -217,10 +217,10 @@ async fn garbage_on_every_channel_is_counted(kind: Kind) {
         .encode_to_vec()
     });
     let unknown_frame = enc(wire::STREAM_TYPE_URL, &|| {
-        wire::Stream {
+        wire::StreamFrame {
             stream_id: "STR_unknown00001".into(),
             request_id: "REQ_unknown00003".into(),
-            body: Some(wire::stream::Body::Ack(Default::default())),
+            body: Some(wire::stream_frame::Body::Ack(Default::default())),
             ..Default::default()
         }
         .encode_to_vec()

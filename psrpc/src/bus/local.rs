@@ -1,13 +1,13 @@
 //! The in-process bus: the default bus, for tests, demos and single-process deployments.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use dashmap::DashMap;
 use futures::future::BoxFuture;
 
-use super::{Bus, BusError, NoReceivers, SubscribeOptions, Subscription, SubscriptionSink};
+use super::{Bus, BusError, NoReceivers, SubscribeOptions, Subscribers, Subscription};
 use crate::Channel;
 
 /// Options of [`LocalBus`].
@@ -38,7 +38,7 @@ impl Default for LocalBusOptions {
 /// robin among the live queue subscribers of a channel.
 ///
 /// Cloning gives another handle to the same bus. Each subscription has a bounded buffer; see
-/// [`SubscriptionSink::deliver`] for what happens when it is full. For queue delivery a full or
+/// [`SubscriptionSink::deliver`](super::SubscriptionSink::deliver) for what happens when it is full. For queue delivery a full or
 /// closed member is skipped in favour of the next one, and the message is dropped only when every
 /// member is full.
 ///
@@ -61,9 +61,8 @@ struct Inner {
 
 #[derive(Default)]
 struct Members {
-    fanout: Vec<(u64, SubscriptionSink)>,
-    queue: Vec<(u64, SubscriptionSink)>,
-    next: AtomicUsize,
+    fanout: Subscribers,
+    queue: Subscribers,
 }
 
 impl Members {
@@ -82,8 +81,8 @@ struct Unsubscribe {
 impl Drop for Unsubscribe {
     fn drop(&mut self) {
         self.bus.channels.remove_if_mut(&self.name, |_, members| {
-            members.fanout.retain(|(id, _)| *id != self.id);
-            members.queue.retain(|(id, _)| *id != self.id);
+            members.fanout.remove(self.id);
+            members.queue.remove(self.id);
             members.is_empty()
         });
     }
@@ -125,10 +124,8 @@ impl LocalBus {
         // Subscribers present, whether or not their buffers had room: a full buffer is a slow
         // subscriber, not an absent one.
         let receivers = members.fanout.len() + usize::from(!members.queue.is_empty());
-        for (_, sink) in &members.fanout {
-            let _ = sink.deliver(payload.clone());
-        }
-        super::deliver_round_robin(&members.queue, &members.next, &payload);
+        members.fanout.deliver_all(&payload);
+        members.queue.deliver_one(&payload);
         receivers
     }
 }
@@ -167,9 +164,9 @@ impl Bus for LocalBus {
         {
             let mut members = self.inner.channels.entry(name.clone()).or_default();
             if channel.is_queue() {
-                members.queue.push((id, sink));
+                members.queue.add(id, sink);
             } else {
-                members.fanout.push((id, sink));
+                members.fanout.add(id, sink);
             }
         }
         let guard = Unsubscribe {

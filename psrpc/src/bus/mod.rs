@@ -31,6 +31,7 @@
 
 mod local;
 mod namespace;
+mod subscribers;
 mod subscription;
 mod tap;
 
@@ -41,9 +42,10 @@ use futures::future::BoxFuture;
 
 pub use local::{LocalBus, LocalBusOptions};
 pub use namespace::Namespaced;
+pub use subscribers::Subscribers;
 pub use subscription::{
     DEFAULT_SUBSCRIPTION_CAPACITY, Delivery, SubscribeOptions, Subscription, SubscriptionSink,
-    SubscriptionStats, deliver_round_robin,
+    SubscriptionStats,
 };
 pub use tap::Tap;
 

@@ -13,10 +13,63 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::{PendingCall, Reply, raw_response};
+use super::{CallOptions, Client, PendingCall, Reply, raw_response};
+use crate::MethodInfo;
 use crate::bus::{NoReceivers, SubscriptionStats};
 use crate::interceptor::{ClientCall, ClientInterceptor};
 use crate::{Error, ErrorCode, Result};
+
+impl Client {
+    /// Calls a MULTI method: every server answers. The stream yields each server's result
+    /// until the deadline; drop it to stop early.
+    ///
+    /// Answers are never lost silently: when more arrive at once than the client's reply
+    /// buffer holds ([`ClientOptions::subscription_capacity`](super::ClientOptions::subscription_capacity)), the stream yields an item
+    /// saying how many were dropped (see [`MultiResult::dropped_answers`]).
+    ///
+    /// # Errors
+    /// `canceled` if the client is closed, or the bus error of a failed publish.
+    ///
+    /// # Cancel safety
+    /// Dropping the future (or the returned stream) cancels the call for the servers still
+    /// working on it; the client stays usable.
+    pub async fn request_multi<Req, Resp>(
+        &self,
+        method: MethodInfo,
+        topics: &[&str],
+        req: &Req,
+        opts: CallOptions,
+    ) -> Result<MultiResponses<Resp>>
+    where
+        Req: Message,
+        Resp: Message + Default,
+    {
+        let inner = &self.inner;
+        method.expect(method.is_multi(), "request_multi")?;
+        inner.check_open()?;
+        let raw = Bytes::from(req.encode_to_vec());
+        let (opts, observed) = inner.intercept(method, topics, raw.clone(), opts, |i, call| {
+            i.on_multi_request(call)
+        })?;
+        let deadline = opts.deadline_from(Instant::now(), inner.options.timeout);
+        let request = inner.build_request(raw, &opts, deadline, true, false);
+        let mut call = PendingCall::new(inner.clone(), request.request_id.clone(), method, topics);
+        // Drops counted from here on may be answers to this call.
+        let losses = Losses::new(inner.responses.clone());
+        let nobody = inner
+            .publish_request(method, topics, &request, deadline)
+            .await?;
+        call.armed = true;
+        Ok(MultiResponses::new(
+            call,
+            deadline,
+            inner.closed.clone(),
+            nobody,
+            losses,
+            observed.map(|call| (inner.chain.clone(), call)),
+        ))
+    }
+}
 
 /// The interceptors that see each answer, and the call they saw go out.
 pub(crate) type Observed = (Arc<[Arc<dyn ClientInterceptor>]>, ClientCall);

@@ -140,7 +140,7 @@ impl Inner {
         let frame = wire::decode_envelope(payload)
             .ok()
             .filter(|msg| msg.type_url == wire::STREAM_TYPE_URL)
-            .and_then(|msg| wire::Stream::decode(msg.value).ok());
+            .and_then(|msg| wire::StreamFrame::decode(msg.value).ok());
         let Some(frame) = frame else {
             Counters::incr(&self.counters.malformed);
             return;

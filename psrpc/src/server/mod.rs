@@ -56,7 +56,7 @@ use crate::bus::{Bus, IntoBus, SubscribeOptions};
 use crate::interceptor::{BoxResponse, Interceptors, ServerCall, ServerInterceptor, ServerNext};
 use crate::stream::{Stream, StreamCore, StreamEnd, StreamOptions, StreamRegistry};
 use crate::trace::TraceContext;
-use crate::wire::{self, ClaimResponse, Request, Response, stream::Body};
+use crate::wire::{self, ClaimResponse, Request, Response, stream_frame::Body};
 use crate::{Channel, Error, ErrorCode, MethodInfo, MethodKind, Result};
 
 /// The affinity function of a method: how well this server fits a request (negative: decline).
@@ -97,7 +97,7 @@ type Processor = Arc<
 
 /// Serves the open of a stream (its first frame).
 type StreamProcessor = Arc<
-    dyn Fn(Arc<Inner>, wire::Stream, Instant, Arc<[String]>) -> BoxFuture<'static, ()>
+    dyn Fn(Arc<Inner>, wire::StreamFrame, Instant, Arc<[String]>) -> BoxFuture<'static, ()>
         + Send
         + Sync,
 >;

@@ -165,7 +165,10 @@ where
 {
     let handler = Arc::new(handler);
     Arc::new(
-        move |inner: Arc<Inner>, open: wire::Stream, deadline: Instant, topics: Arc<[String]>| {
+        move |inner: Arc<Inner>,
+              open: wire::StreamFrame,
+              deadline: Instant,
+              topics: Arc<[String]>| {
             let handler = handler.clone();
             Box::pin(async move {
                 let received_at = Instant::now();

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{StreamEnd, StreamOptions};
 use crate::bus::Bus;
-use crate::wire::{self, StreamAck, StreamClose, StreamMessage, stream::Body};
+use crate::wire::{self, StreamAck, StreamClose, StreamMessage, stream_frame::Body};
 use crate::{Channel, Error, ErrorCode, Result};
 
 /// The streams a client or server is part of, by stream ID.
@@ -141,7 +141,7 @@ impl StreamCore {
     }
 
     /// Handles a frame routed to this stream.
-    pub(crate) fn on_frame(&self, frame: wire::Stream) {
+    pub(crate) fn on_frame(&self, frame: wire::StreamFrame) {
         self.last_heard_ms.store(self.now_ms(), Ordering::Relaxed);
         match frame.body {
             Some(Body::Message(msg)) => {
@@ -219,7 +219,7 @@ impl StreamCore {
 
     /// Encodes a frame of this stream.
     fn encode(&self, request_id: String, sent_at: i64, expiry: i64, body: Body) -> Result<Bytes> {
-        let frame = wire::Stream {
+        let frame = wire::StreamFrame {
             stream_id: self.id.clone(),
             request_id,
             sent_at,
@@ -254,7 +254,7 @@ impl StreamCore {
     }
 
     /// Acknowledges the open, announcing our window.
-    pub(crate) async fn ack_open(&self, open: &wire::Stream) -> Result<()> {
+    pub(crate) async fn ack_open(&self, open: &wire::StreamFrame) -> Result<()> {
         let ack = StreamAck {
             x_window: self.options.window,
             ..Default::default()

@@ -16,7 +16,7 @@ pub const RESPONSE_TYPE_URL: &str = "type.googleapis.com/internal.Response";
 pub const CLAIM_REQUEST_TYPE_URL: &str = "type.googleapis.com/internal.ClaimRequest";
 /// Type URL of [`super::ClaimResponse`].
 pub const CLAIM_RESPONSE_TYPE_URL: &str = "type.googleapis.com/internal.ClaimResponse";
-/// Type URL of [`super::Stream`].
+/// Type URL of [`super::StreamFrame`] (`internal.Stream`).
 pub const STREAM_TYPE_URL: &str = "type.googleapis.com/internal.Stream";
 
 const TYPE_URL_TAG: u32 = 1;

@@ -111,9 +111,10 @@ pub struct ClaimResponse {
     pub x_cancel: bool,
 }
 
-/// A frame of a bidirectional stream (`internal.Stream`).
+/// A frame of a bidirectional stream (`internal.Stream` on the wire; named for what it is here,
+/// so that [`crate::stream::Stream`] is the one `Stream` of this crate).
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct Stream {
+pub struct StreamFrame {
     /// `STR_` + 12 alphanumeric characters.
     #[prost(string, tag = "1")]
     pub stream_id: String,
@@ -127,13 +128,13 @@ pub struct Stream {
     #[prost(int64, tag = "4")]
     pub expiry: i64,
     /// What the frame carries.
-    #[prost(oneof = "stream::Body", tags = "6, 7, 8, 9, 1001")]
-    pub body: Option<stream::Body>,
+    #[prost(oneof = "stream_frame::Body", tags = "6, 7, 8, 9, 1001")]
+    pub body: Option<stream_frame::Body>,
 }
 
-/// The body variants of [`Stream`].
-pub mod stream {
-    /// What a [`super::Stream`] frame carries.
+/// The body variants of [`StreamFrame`].
+pub mod stream_frame {
+    /// What a [`super::StreamFrame`] carries.
     #[derive(Clone, PartialEq, prost::Oneof)]
     pub enum Body {
         /// Opens the stream.
@@ -187,7 +188,7 @@ pub struct StreamAck {
     #[prost(uint32, tag = "1001")]
     pub x_window: u32,
     /// Rust extension, between Rust peers only: the request IDs of further messages this
-    /// frame acknowledges besides the one in `Stream.request_id` (acks batched under load).
+    /// frame acknowledges besides the one in `StreamFrame.request_id` (acks batched under load).
     #[prost(string, repeated, tag = "1002")]
     pub x_more: Vec<String>,
 }

@@ -3,7 +3,7 @@
 
 use prost::Message;
 use psrpc::wire::{
-    self, ClaimRequest, ClaimResponse, Msg, Request, Response, Stream, stream::Body,
+    self, ClaimRequest, ClaimResponse, Msg, Request, Response, StreamFrame, stream_frame::Body,
 };
 
 use super::text::{Fields, Value};
@@ -190,7 +190,7 @@ pub enum Inner {
     /// `internal.ClaimResponse`.
     ClaimResponse(ClaimResponse),
     /// `internal.Stream`.
-    Stream(Stream),
+    Stream(StreamFrame),
     /// A subscription publish: the user's message, with its full name.
     User(String, User),
 }
@@ -208,7 +208,7 @@ impl Inner {
             wire::CLAIM_RESPONSE_TYPE_URL => {
                 Inner::ClaimResponse(ClaimResponse::decode(value).map_err(err)?)
             }
-            wire::STREAM_TYPE_URL => Inner::Stream(Stream::decode(value).map_err(err)?),
+            wire::STREAM_TYPE_URL => Inner::Stream(StreamFrame::decode(value).map_err(err)?),
             other => {
                 let name = other
                     .strip_prefix(wire::ANY_TYPE_URL_PREFIX)
@@ -250,7 +250,7 @@ impl Inner {
     pub fn max_metadata_entries(&self) -> usize {
         match self {
             Inner::Request(r) => r.metadata.len(),
-            Inner::Stream(Stream {
+            Inner::Stream(StreamFrame {
                 body: Some(Body::Open(o)),
                 ..
             }) => o.metadata.len(),
@@ -264,7 +264,7 @@ impl Inner {
             (Inner::Request(r), "raw_request") => Some(&r.raw_request),
             (Inner::Response(r), "raw_response") => Some(&r.raw_response),
             (
-                Inner::Stream(Stream {
+                Inner::Stream(StreamFrame {
                     body: Some(Body::Message(m)),
                     ..
                 }),

@@ -184,7 +184,7 @@ impl RedisStreamsCarrier {
                 client,
                 conn,
                 blocking: std::sync::Mutex::new(Vec::new()),
-                consumer: psrpc::id::new_id("dqc_"),
+                consumer: psrpc::wire::new_id("dqc_"),
                 options,
                 configs: DashMap::new(),
                 waiters: Arc::default(),
