@@ -115,6 +115,7 @@ pub(super) fn client_code(
             }
             Kind::Subscription => {
                 let sub = format_ident!("subscribe_{}", m.model.snake);
+                let output_name = &m.output_name;
                 let allow = allow_many(params.len() + 1);
                 quote! {
                     #method_docs
@@ -129,7 +130,9 @@ pub(super) fn client_code(
                         &self,
                         #(#params),*
                     ) -> ::psrpc::Result<::psrpc::client::TypedSubscription<#output>> {
-                        self.client.subscribe::<#output>(#methods_mod::#konst, #topics).await
+                        self.client
+                            .subscribe_named::<#output>(#methods_mod::#konst, #topics, #output_name)
+                            .await
                     }
                 }
             }

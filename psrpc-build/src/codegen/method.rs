@@ -11,6 +11,9 @@ pub(super) struct Method<'a> {
     pub(super) model: &'a MethodModel,
     pub(super) input: syn::Type,
     pub(super) output: syn::Type,
+    /// The output's proto full name (`google.protobuf.Struct`): subscriptions name their
+    /// messages with it, since not every Rust type implements `prost::Name`.
+    pub(super) output_name: String,
     pub(super) konst: Ident,
     pub(super) docs: Vec<String>,
 }

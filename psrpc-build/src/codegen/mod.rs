@@ -88,6 +88,7 @@ fn service_code(
             model: m,
             input: parse_type(&proto.input_type)?,
             output: parse_type(&proto.output_type)?,
+            output_name: proto.output_proto_type.trim_start_matches('.').to_owned(),
             konst: format_ident!("{}", shouty(&m.snake)),
             docs: docs(&proto.comments, String::new()),
         });

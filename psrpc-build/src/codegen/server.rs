@@ -325,6 +325,7 @@ pub(super) fn server_code(
         .filter(|m| m.model.kind == Kind::Subscription)
         .map(|m| {
             let publish = format_ident!("publish_{}", m.model.snake);
+            let output_name = &m.output_name;
             let konst = &m.konst;
             let output = &m.output;
             let params = m.topic_params();
@@ -342,7 +343,9 @@ pub(super) fn server_code(
                 /// `invalid_argument` for a message over the bus limit, or a bus error.
                 #allow
                 pub async fn #publish(&self, #(#params,)* msg: &#output) -> ::psrpc::Result<()> {
-                    self.server.publish(#methods_mod::#konst, #topics, msg).await
+                    self.server
+                        .publish_named(#methods_mod::#konst, #topics, #output_name, msg)
+                        .await
                 }
             }
         });

@@ -510,6 +510,24 @@ impl Client {
         method: MethodInfo,
         topics: &[&str],
     ) -> Result<TypedSubscription<T>> {
+        self.subscribe_named(method, topics, &T::full_name()).await
+    }
+
+    /// Like [`subscribe`](Self::subscribe), for messages named by their proto full name
+    /// (`google.protobuf.Struct`) rather than by [`prost::Name`]: the well-known types such as
+    /// `prost_types::Struct` do not implement it. Generated clients use this.
+    ///
+    /// # Errors
+    /// The bus error of a failed subscribe.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a subscription dropped half-made unsubscribes.
+    pub async fn subscribe_named<T: Message + Default>(
+        &self,
+        method: MethodInfo,
+        topics: &[&str],
+        full_name: &str,
+    ) -> Result<TypedSubscription<T>> {
         method.expect(method.is_subscription(), "subscribe")?;
         let channel = Channel::request(
             self.inner.service.clone(),
@@ -527,7 +545,7 @@ impl Client {
                 },
             )
             .await?;
-        Ok(TypedSubscription::new(sub))
+        Ok(TypedSubscription::new(sub, full_name))
     }
 }
 

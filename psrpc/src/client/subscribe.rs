@@ -34,11 +34,12 @@ impl<T> std::fmt::Debug for TypedSubscription<T> {
     }
 }
 
-impl<T: prost::Name + Default> TypedSubscription<T> {
-    pub(crate) fn new(sub: Subscription) -> Self {
+impl<T: prost::Message + Default> TypedSubscription<T> {
+    /// A subscription to `full_name` messages (the proto name, such as `google.protobuf.Struct`).
+    pub(crate) fn new(sub: Subscription, full_name: &str) -> Self {
         TypedSubscription {
             sub,
-            type_url: wire::type_url_for(&T::full_name()).into(),
+            type_url: wire::type_url_for(full_name).into(),
             malformed: AtomicU64::new(0),
             _type: PhantomData,
         }
@@ -86,7 +87,7 @@ impl<T: prost::Name + Default> TypedSubscription<T> {
     }
 }
 
-impl<T: prost::Name + Default> Stream for TypedSubscription<T> {
+impl<T: prost::Message + Default> Stream for TypedSubscription<T> {
     type Item = T;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
