@@ -1,4 +1,4 @@
-//! Every example split in two processes over one NATS server started for the test: a
+//! Every example split in two processes over one broker (NATS and Redis) started for the test: a
 //! `--role server` process serves until it is sent SIGTERM, a `--role client` process calls it
 //! and exits. Also `--help` and the refusal of a split role without a broker.
 
@@ -7,7 +7,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use psrpc_testkit::NatsServer;
+use psrpc_testkit::{NatsServer, RedisServer};
 
 /// Far above an example's start or run time: only a hang trips it.
 const LIMIT: Duration = Duration::from_secs(60);
@@ -145,12 +145,21 @@ fn split(binary: &str, url: &str, client_lines: &[&str], server_lines: &[&str]) 
 #[test]
 fn every_example_runs_as_a_server_and_a_client_process() {
     let nats = NatsServer::start().expect("nats-server");
-    let url = nats.url();
+    every_example_split(&nats.url());
+}
+
+#[test]
+fn every_example_runs_as_a_server_and_a_client_process_on_redis() {
+    let redis = RedisServer::start().expect("redis-server");
+    every_example_split(&redis.url());
+}
+
+fn every_example_split(url: &str) {
     split(
         env!("CARGO_BIN_EXE_demo"),
-        &url,
+        url,
         &[
-            "bus: nats",
+            "bus: ",
             "queue call:    hello (from node-",
             "affinity call: render placed on node-b, the least loaded server",
             "multi call:    3 servers answered",
@@ -164,7 +173,7 @@ fn every_example_runs_as_a_server_and_a_client_process() {
     );
     split(
         env!("CARGO_BIN_EXE_fleet-stats"),
-        &url,
+        url,
         &[
             "media-1: cpu 42.5%",
             "media-3: error: unavailable: metrics agent not running",
@@ -175,7 +184,7 @@ fn every_example_runs_as_a_server_and_a_client_process() {
     );
     split(
         env!("CARGO_BIN_EXE_regions"),
-        &url,
+        url,
         &[
             "lookup lobby in eu-west: answered by eu-",
             "lookup lobby in us-east: answered by us-1 (us-east)",
@@ -187,7 +196,7 @@ fn every_example_runs_as_a_server_and_a_client_process() {
     );
     split(
         env!("CARGO_BIN_EXE_affinity"),
-        &url,
+        url,
         &[
             "claims: node-a 0.20, node-b 0.70, node-c 0.40",
             "transcode (cpu 0.10) -> node-b (load now 0.30)",
@@ -199,7 +208,7 @@ fn every_example_runs_as_a_server_and_a_client_process() {
     );
     split(
         env!("CARGO_BIN_EXE_middleware"),
-        &url,
+        url,
         &[
             "greeting:      hello, dear ada (after a retried lookup)",
             "-> one trace across two hops",
@@ -227,6 +236,11 @@ fn help_prints_usage_instead_of_running() {
     for binary in [
         env!("CARGO_BIN_EXE_demo"),
         env!("CARGO_BIN_EXE_durable-jobs"),
+        env!("CARGO_BIN_EXE_fleet-stats"),
+        env!("CARGO_BIN_EXE_regions"),
+        env!("CARGO_BIN_EXE_affinity"),
+        env!("CARGO_BIN_EXE_middleware"),
+        env!("CARGO_BIN_EXE_word-count"),
     ] {
         let output = run(binary, &["--help"]);
         let out = String::from_utf8_lossy(&output.stdout);
@@ -237,15 +251,39 @@ fn help_prints_usage_instead_of_running() {
         );
         assert!(out.contains("Usage: "), "{out}");
         assert!(out.contains("--role ROLE"), "{out}");
-        assert!(!out.contains("bus: "), "--help ran the example:\n{out}");
+        assert!(
+            !out.contains("bus: ") && !out.contains("carrier: "),
+            "--help ran the example:\n{out}"
+        );
     }
 }
 
 #[test]
 fn a_split_role_needs_a_broker() {
-    let output = run(env!("CARGO_BIN_EXE_demo"), &["--role", "server"]);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("need --bus URL"), "{stderr}");
-    assert!(output.stdout.is_empty());
+    for binary in [env!("CARGO_BIN_EXE_demo"), env!("CARGO_BIN_EXE_word-count")] {
+        let output = run(binary, &["--role", "server"]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("need --bus URL"), "{stderr}");
+        assert!(output.stdout.is_empty());
+    }
+}
+
+/// The durable examples over Redis Streams: a worker process and a caller process.
+#[test]
+fn durable_examples_run_as_a_server_and_a_client_process() {
+    let redis = RedisServer::start().expect("redis-server");
+    let url = redis.url();
+    split(
+        env!("CARGO_BIN_EXE_durable-jobs"),
+        &url,
+        &["enqueued intro.mp4 as task", "result: "],
+        &["serving: worker-b", "stopping"],
+    );
+    split(
+        env!("CARGO_BIN_EXE_word-count"),
+        &url,
+        &["batch ", "2000 done, 0 failed of 2000", "done"],
+        &["serving: worker-", "stopping", "chunks counted"],
+    );
 }
