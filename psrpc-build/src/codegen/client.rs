@@ -44,48 +44,46 @@ pub(super) fn client_code(
         let method_docs = doc_attrs(&m.docs);
         let routing = m.routing_doc();
         match m.model.kind {
-            Kind::Unary => {
+            // Unary and MULTI calls differ only in their docs, result and runtime call.
+            Kind::Unary | Kind::Multi => {
                 let allow = allow_many(params.len() + 3);
+                let (about, result, call) = if m.model.kind == Kind::Unary {
+                    (
+                        quote! {
+                            ///
+                            /// # Errors
+                            /// The server's error, or `deadline_exceeded`, `unavailable` (no server),
+                            /// `canceled` (client closed) or a bus error.
+                        },
+                        quote!(#output),
+                        format_ident!("request"),
+                    )
+                } else {
+                    (
+                        quote! {
+                            /// The stream yields each server's result until the call's timeout.
+                            ///
+                            /// # Errors
+                            /// `canceled` if the client is closed, or a bus error.
+                        },
+                        quote!(::psrpc::client::MultiResponses<#output>),
+                        format_ident!("request_multi"),
+                    )
+                };
                 quote! {
                     #method_docs
                     ///
                     #[doc = #routing]
-                    ///
-                    /// # Errors
-                    /// The server's error, or `deadline_exceeded`, `unavailable` (no server),
-                    /// `canceled` (client closed) or a bus error.
+                    #about
                     #allow
                     pub async fn #fn_ident(
                         &self,
                         #(#params,)*
                         req: &#input,
                         opts: ::psrpc::CallOptions,
-                    ) -> ::psrpc::Result<#output> {
+                    ) -> ::psrpc::Result<#result> {
                         self.client
-                            .request::<#input, #output>(#methods_mod::#konst, #topics, req, opts)
-                            .await
-                    }
-                }
-            }
-            Kind::Multi => {
-                let allow = allow_many(params.len() + 3);
-                quote! {
-                    #method_docs
-                    ///
-                    #[doc = #routing]
-                    /// The stream yields each server's result until the call's timeout.
-                    ///
-                    /// # Errors
-                    /// `canceled` if the client is closed, or a bus error.
-                    #allow
-                    pub async fn #fn_ident(
-                        &self,
-                        #(#params,)*
-                        req: &#input,
-                        opts: ::psrpc::CallOptions,
-                    ) -> ::psrpc::Result<::psrpc::client::MultiResponses<#output>> {
-                        self.client
-                            .request_multi::<#input, #output>(#methods_mod::#konst, #topics, req, opts)
+                            .#call::<#input, #output>(#methods_mod::#konst, #topics, req, opts)
                             .await
                     }
                 }

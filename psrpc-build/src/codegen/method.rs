@@ -25,21 +25,7 @@ impl Method<'_> {
 
     /// `region: &RegionTopicType, room: &str`
     pub(super) fn topic_params(&self) -> Vec<TokenStream> {
-        self.model
-            .topics
-            .iter()
-            .flatten()
-            .map(|p| {
-                let name = ident(&p.name);
-                match &p.type_param {
-                    Some(tp) => {
-                        let tp = format_ident!("{}", tp);
-                        quote!(#name: &#tp)
-                    }
-                    None => quote!(#name: &str),
-                }
-            })
-            .collect()
+        group_params(self.model.topics.as_deref().unwrap_or_default())
     }
 
     /// `&[region.as_ref(), room]`
@@ -111,6 +97,7 @@ pub(super) fn topic_slice(params: &[TopicParam]) -> TokenStream {
     quote!(&[#(#values),*])
 }
 
+/// Topic parameters as function arguments: `region: &RegionTopicType, room: &str`.
 pub(super) fn group_params(params: &[TopicParam]) -> Vec<TokenStream> {
     params
         .iter()
