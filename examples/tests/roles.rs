@@ -3,14 +3,14 @@
 //! and exits. Also `--help` and the refusal of a split role without a broker.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use common::{LIMIT, run};
 use psrpc_testkit::{NatsServer, RedisServer};
 
-/// Far above an example's start or run time: only a hang trips it.
-const LIMIT: Duration = Duration::from_secs(60);
+mod common;
 
 /// A `--role server` process and the lines it printed so far.
 struct Serving {
@@ -88,29 +88,6 @@ impl Serving {
         let out = self.out.join("\n");
         assert!(status.success(), "server exited with {status}:\n{out}");
         out
-    }
-}
-
-/// Runs `binary args…` to its end (or kills it after [`LIMIT`]).
-fn run(binary: &str, args: &[&str]) -> Output {
-    let child = Command::new(binary)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|err| panic!("cannot start {binary}: {err}"));
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(LIMIT) {
-        Ok(output) => output.unwrap_or_else(|err| panic!("{binary}: {err}")),
-        Err(_) => {
-            let _ = Command::new("kill").arg(pid.to_string()).status();
-            panic!("{binary} {args:?} did not finish within {LIMIT:?}");
-        }
     }
 }
 
