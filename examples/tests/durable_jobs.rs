@@ -1,25 +1,12 @@
 //! Runs the `durable-jobs` example on the in-process carrier, on JetStream and on Redis
 //! Streams (brokers started for the test), checking that the crashed worker's job completes.
 
-use std::process::{Command, Stdio};
+mod common;
 
 use psrpc_testkit::{NatsOptions, NatsServer, RedisServer};
 
 fn run_ok(args: &[&str]) -> String {
-    // The example bounds its own waits (30 s at most), so it cannot hang the test.
-    let output = Command::new(env!("CARGO_BIN_EXE_durable-jobs"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run durable-jobs");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "durable-jobs {args:?} failed: {}\n{stdout}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
+    common::run_ok(env!("CARGO_BIN_EXE_durable-jobs"), args)
 }
 
 fn check(out: &str) {

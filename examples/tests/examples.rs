@@ -1,51 +1,10 @@
 //! Runs every example binary on the in-process bus and on NATS, Redis and MQTT brokers started
 //! for the test, checking the exit status and the lines that show each example did its job.
 
-use std::process::{Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+mod common;
 
+use common::{run, run_ok};
 use psrpc_testkit::{MosquittoServer, NatsServer, RedisServer};
-
-/// Far above an example's run time (a few seconds): only a hang trips it.
-const RUN_LIMIT: Duration = Duration::from_secs(60);
-
-/// Runs an example binary with `args`, killing it if it outlives [`RUN_LIMIT`].
-fn run(binary: &str, args: &[&str]) -> Output {
-    let child = Command::new(binary)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|err| panic!("cannot start {binary}: {err}"));
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    // Waiting in a thread lets the test give up on a hung example instead of hanging itself.
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(RUN_LIMIT) {
-        Ok(output) => output.unwrap_or_else(|err| panic!("{binary}: {err}")),
-        Err(_) => {
-            let _ = Command::new("kill").arg(pid.to_string()).status();
-            panic!("{binary} {args:?} did not finish within {RUN_LIMIT:?}");
-        }
-    }
-}
-
-/// The stdout of a successful run; the whole output in the panic message otherwise.
-fn run_ok(binary: &str, args: &[&str]) -> String {
-    let output = run(binary, args);
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "{binary} {args:?} failed with {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        output.status
-    );
-    stdout
-}
 
 /// Asserts that `lines` appear in `out` in this order, each as part of some line.
 fn assert_lines_in_order(name: &str, out: &str, lines: &[&str]) {

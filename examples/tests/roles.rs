@@ -1,16 +1,16 @@
-//! Every example split in two processes over one NATS server started for the test: a
+//! Every example split in two processes over one broker (NATS and Redis) started for the test: a
 //! `--role server` process serves until it is sent SIGTERM, a `--role client` process calls it
 //! and exits. Also `--help` and the refusal of a split role without a broker.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use psrpc_testkit::NatsServer;
+use common::{LIMIT, run};
+use psrpc_testkit::{NatsServer, RedisServer};
 
-/// Far above an example's start or run time: only a hang trips it.
-const LIMIT: Duration = Duration::from_secs(60);
+mod common;
 
 /// A `--role server` process and the lines it printed so far.
 struct Serving {
@@ -91,29 +91,6 @@ impl Serving {
     }
 }
 
-/// Runs `binary args…` to its end (or kills it after [`LIMIT`]).
-fn run(binary: &str, args: &[&str]) -> Output {
-    let child = Command::new(binary)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|err| panic!("cannot start {binary}: {err}"));
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(LIMIT) {
-        Ok(output) => output.unwrap_or_else(|err| panic!("{binary}: {err}")),
-        Err(_) => {
-            let _ = Command::new("kill").arg(pid.to_string()).status();
-            panic!("{binary} {args:?} did not finish within {LIMIT:?}");
-        }
-    }
-}
-
 /// Asserts that `lines` appear in `out` in this order, each as part of some line.
 fn assert_lines_in_order(name: &str, out: &str, lines: &[&str]) {
     let mut rest = out.lines();
@@ -145,12 +122,21 @@ fn split(binary: &str, url: &str, client_lines: &[&str], server_lines: &[&str]) 
 #[test]
 fn every_example_runs_as_a_server_and_a_client_process() {
     let nats = NatsServer::start().expect("nats-server");
-    let url = nats.url();
+    every_example_split(&nats.url());
+}
+
+#[test]
+fn every_example_runs_as_a_server_and_a_client_process_on_redis() {
+    let redis = RedisServer::start().expect("redis-server");
+    every_example_split(&redis.url());
+}
+
+fn every_example_split(url: &str) {
     split(
         env!("CARGO_BIN_EXE_demo"),
-        &url,
+        url,
         &[
-            "bus: nats",
+            "bus: ",
             "queue call:    hello (from node-",
             "affinity call: render placed on node-b, the least loaded server",
             "multi call:    3 servers answered",
@@ -164,7 +150,7 @@ fn every_example_runs_as_a_server_and_a_client_process() {
     );
     split(
         env!("CARGO_BIN_EXE_fleet-stats"),
-        &url,
+        url,
         &[
             "media-1: cpu 42.5%",
             "media-3: error: unavailable: metrics agent not running",
@@ -175,7 +161,7 @@ fn every_example_runs_as_a_server_and_a_client_process() {
     );
     split(
         env!("CARGO_BIN_EXE_regions"),
-        &url,
+        url,
         &[
             "lookup lobby in eu-west: answered by eu-",
             "lookup lobby in us-east: answered by us-1 (us-east)",
@@ -187,7 +173,7 @@ fn every_example_runs_as_a_server_and_a_client_process() {
     );
     split(
         env!("CARGO_BIN_EXE_affinity"),
-        &url,
+        url,
         &[
             "claims: node-a 0.20, node-b 0.70, node-c 0.40",
             "transcode (cpu 0.10) -> node-b (load now 0.30)",
@@ -199,7 +185,7 @@ fn every_example_runs_as_a_server_and_a_client_process() {
     );
     split(
         env!("CARGO_BIN_EXE_middleware"),
-        &url,
+        url,
         &[
             "greeting:      hello, dear ada (after a retried lookup)",
             "-> one trace across two hops",
@@ -227,6 +213,11 @@ fn help_prints_usage_instead_of_running() {
     for binary in [
         env!("CARGO_BIN_EXE_demo"),
         env!("CARGO_BIN_EXE_durable-jobs"),
+        env!("CARGO_BIN_EXE_fleet-stats"),
+        env!("CARGO_BIN_EXE_regions"),
+        env!("CARGO_BIN_EXE_affinity"),
+        env!("CARGO_BIN_EXE_middleware"),
+        env!("CARGO_BIN_EXE_word-count"),
     ] {
         let output = run(binary, &["--help"]);
         let out = String::from_utf8_lossy(&output.stdout);
@@ -237,15 +228,39 @@ fn help_prints_usage_instead_of_running() {
         );
         assert!(out.contains("Usage: "), "{out}");
         assert!(out.contains("--role ROLE"), "{out}");
-        assert!(!out.contains("bus: "), "--help ran the example:\n{out}");
+        assert!(
+            !out.contains("bus: ") && !out.contains("carrier: "),
+            "--help ran the example:\n{out}"
+        );
     }
 }
 
 #[test]
 fn a_split_role_needs_a_broker() {
-    let output = run(env!("CARGO_BIN_EXE_demo"), &["--role", "server"]);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("need --bus URL"), "{stderr}");
-    assert!(output.stdout.is_empty());
+    for binary in [env!("CARGO_BIN_EXE_demo"), env!("CARGO_BIN_EXE_word-count")] {
+        let output = run(binary, &["--role", "server"]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("need --bus URL"), "{stderr}");
+        assert!(output.stdout.is_empty());
+    }
+}
+
+/// The durable examples over Redis Streams: a worker process and a caller process.
+#[test]
+fn durable_examples_run_as_a_server_and_a_client_process() {
+    let redis = RedisServer::start().expect("redis-server");
+    let url = redis.url();
+    split(
+        env!("CARGO_BIN_EXE_durable-jobs"),
+        &url,
+        &["enqueued intro.mp4 as task", "result: "],
+        &["serving: worker-b", "stopping"],
+    );
+    split(
+        env!("CARGO_BIN_EXE_word-count"),
+        &url,
+        &["batch ", "2000 done, 0 failed of 2000", "done"],
+        &["serving: worker-", "stopping", "chunks counted"],
+    );
 }

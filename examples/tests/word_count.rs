@@ -4,25 +4,14 @@
 
 use std::process::{Child, Command, Stdio};
 
+mod common;
+
 use psrpc_testkit::{NatsOptions, NatsServer, RedisServer};
 
 const BIN: &str = env!("CARGO_BIN_EXE_word-count");
 
 fn run_ok(args: &[&str]) -> String {
-    // The coordinator bounds its batch by a deadline, so it cannot hang the test.
-    let output = Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run word-count");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "word-count {args:?} failed: {}\n{stdout}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
+    common::run_ok(BIN, args)
 }
 
 fn check(out: &str, chunks: u32) {

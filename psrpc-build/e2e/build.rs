@@ -23,6 +23,8 @@ fn main() -> Result<(), psrpc_build::Error> {
         .compile_protos(&["proto/partial/partial.proto"], &["proto/partial"])?;
     // Rust-only durable methods (`psrpc/durable.proto`).
     psrpc_build::compile_protos(&["proto/durable/jobs.proto"], &["proto/durable"])?;
+    // The well-known types (`google.protobuf.Struct`, `Value`, …) in methods and subscriptions.
+    psrpc_build::compile_protos(&["proto/wellknown/wellknown.proto"], &["proto/wellknown"])?;
     // Go users import "options.proto"; it must resolve without psrpc's folder on the path.
     psrpc_build::compile_protos(&["proto/goimport/legacy.proto"], &["proto/goimport"])
 }

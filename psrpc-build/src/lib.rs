@@ -64,7 +64,10 @@
 //! `#[must_use]`.
 //!
 //! Every generated message implements `prost::Name` (prost-build's `enable_type_names`, with
-//! Go's `type.googleapis.com/` type URLs), which subscriptions and typed error details need.
+//! Go's `type.googleapis.com/` type URLs), which typed error details need. Generated
+//! subscriptions name their messages by the proto name instead, so any message works there,
+//! including the well-known types that lack `prost::Name` (`google.protobuf.Struct`, `Value`,
+//! `ListValue`, `FieldMask`).
 //!
 //! The standard `option idempotency_level = IDEMPOTENT;` (or `NO_SIDE_EFFECTS`) on an rpc marks
 //! its `MethodInfo` idempotent, so `psrpc::interceptor::Retry` may retry it after a timeout.
@@ -182,8 +185,7 @@ impl Builder {
 
     /// Uses existing Rust types for a proto package or message instead of generating them,
     /// as `prost_build::Config::extern_path` (for example `(".shared", "::shared_protos")`).
-    /// Such types need their own `prost::Name` impl to be used in subscriptions or as error
-    /// details.
+    /// Such types need their own `prost::Name` impl to be used as error details.
     ///
     /// ```
     /// let builder = psrpc_build::configure().extern_path(".shared", "::shared_protos");

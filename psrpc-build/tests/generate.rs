@@ -454,3 +454,27 @@ fn durable_methods_must_be_plain_unary() {
     // The option file itself is never generated.
     assert!(!code.contains("DurableOptions"), "{code}");
 }
+
+#[test]
+fn subscriptions_name_messages_by_their_proto_name() {
+    let proto = r#"syntax = "proto3";
+package demo;
+import "google/protobuf/empty.proto";
+import "google/protobuf/struct.proto";
+import "psrpc/options.proto";
+service Svc {
+  rpc Changes(google.protobuf.Empty) returns (google.protobuf.Struct) {
+    option (psrpc.options).subscription = true;
+  }
+}
+"#;
+    let files = generate(&[("demo.proto", proto)]).unwrap();
+    let code = &files[0].1;
+    // `prost_types::Struct` has no `prost::Name`: the name comes from the proto.
+    assert!(
+        code.contains("subscribe_named::<")
+            && code.contains("(svc_methods::CHANGES, &[], \"google.protobuf.Struct\")"),
+        "{code}"
+    );
+    assert!(code.contains(".publish_named("), "{code}");
+}

@@ -1,4 +1,9 @@
 //! [`MqttBus`]: the [`Bus`] implementation.
+//!
+//! Over 500 lines on purpose: it is one concept, the bus handle and its connection. The event
+//! loop lives in `event.rs`/`event311.rs`, delivery in `router.rs`, TLS in `tls.rs`; what stays
+//! (connecting with the MQTT 5 to 3.1.1 fallback, subscription bookkeeping, acknowledged
+//! publishes) all works on the one `Inner` and would only be scattered by a split.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

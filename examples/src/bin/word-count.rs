@@ -6,15 +6,15 @@
 //! cargo run -p psrpc-examples --bin word-count                  # coordinator and 4 workers in one process
 //!
 //! nats-server -js -p 4222 &
-//! cargo run -p psrpc-examples --bin word-count -- --role worker --bus nats://127.0.0.1:4222 &
-//! cargo run -p psrpc-examples --bin word-count -- --role worker --bus nats://127.0.0.1:4222 &
-//! cargo run -p psrpc-examples --bin word-count -- --role coordinator --bus nats://127.0.0.1:4222 --batch-id wc-1
+//! cargo run -p psrpc-examples --bin word-count -- --role server --bus nats://127.0.0.1:4222 &
+//! cargo run -p psrpc-examples --bin word-count -- --role server --bus nats://127.0.0.1:4222 &
+//! cargo run -p psrpc-examples --bin word-count -- --role client --bus nats://127.0.0.1:4222 --batch-id wc-1
 //! ```
 //!
 //! Kill a worker mid-batch: its chunks come back after the visibility timeout (3 s) and another
 //! worker counts them. Kill the coordinator and start it again with the same `--batch-id`: it
 //! re-attaches, gets what finished meanwhile and waits for the rest. Options: `--role
-//! worker|coordinator|both` (both by default), `--bus URL` (`nats://…` with JetStream or
+//! server|client|both` (both by default; `worker` and `coordinator` are the same roles), `--bus URL` (`nats://…` with JetStream or
 //! `redis://…`; in-process without), `--chunks N` (2000), `--workers N` (in-process workers for
 //! `both`, 4), `--batch-id ID`, `--no-progress` (plain lines instead of the bar).
 
@@ -76,12 +76,27 @@ impl WordCountDurableWorker for Counter {
 }
 
 const USAGE: &str = "\
-usage: word-count [--role worker|coordinator|both] [--bus URL] [--chunks N] [--workers N]
+Scatter/gather: a coordinator submits a text's chunks as one durable batch; workers count
+the words of each chunk.
+
+Usage: word-count [--bus URL] [--role both|server|client] [--chunks N] [--workers N]
                   [--batch-id ID] [--no-progress]
 
-Scatter/gather: a coordinator submits a text's chunks as one durable batch; workers count
-the words of each chunk. Without --bus everything runs in-process (role both); --bus takes
-nats://HOST:PORT (JetStream) or redis://HOST:PORT.";
+Options:
+  --bus URL       nats://HOST:PORT (with JetStream) or redis://HOST:PORT; without it, an
+                  in-process carrier
+  --role ROLE     both (default): the coordinator and --workers workers in this one process;
+                  server (or worker): count chunks until Ctrl-C;
+                  client (or coordinator): submit the batch, print the counts, exit
+  --chunks N      chunks in the batch (2000)
+  --workers N     in-process workers for role both (4)
+  --batch-id ID   re-attach to batch ID if it exists (after a coordinator restart)
+  --no-progress   plain lines instead of the progress bar
+  -h, --help      print this help
+
+Two terminals (or more workers), one broker:
+  word-count --bus nats://127.0.0.1:4222 --role server
+  word-count --bus nats://127.0.0.1:4222 --role client";
 
 struct Args {
     role: String,
@@ -114,7 +129,20 @@ fn args() -> Result<Args, String> {
                 .ok_or(format!("{name} needs a value"))
         };
         match name.as_str() {
-            "--role" => out.role = value()?,
+            // `server` and `client`, as every example spells them; `worker` and
+            // `coordinator`, as this one's own words.
+            "--role" => {
+                out.role = match value()?.as_str() {
+                    "both" => "both".into(),
+                    "server" | "worker" => "worker".into(),
+                    "client" | "coordinator" => "coordinator".into(),
+                    other => {
+                        return Err(format!(
+                            "--role must be server (worker), client (coordinator) or both, not {other}"
+                        ));
+                    }
+                }
+            }
             "--chunks" => out.chunks = value()?.parse().map_err(|e| format!("--chunks: {e}"))?,
             "--workers" => out.workers = value()?.parse().map_err(|e| format!("--workers: {e}"))?,
             "--batch-id" => out.batch_id = Some(value()?),
@@ -124,14 +152,15 @@ fn args() -> Result<Args, String> {
                 println!("{USAGE}");
                 std::process::exit(0);
             }
-            other => return Err(format!("unknown option {other}")),
+            other => return Err(format!("unknown argument {other:?} (try --help)")),
         }
     }
-    if !matches!(out.role.as_str(), "both" | "worker" | "coordinator") {
-        return Err(format!(
-            "--role must be worker, coordinator or both, not {}",
-            out.role
-        ));
+    if out.role != "both" && out.bus.as_deref().is_none_or(|url| url == "local") {
+        return Err(
+            "--role server and --role client need --bus URL: an in-process carrier is not \
+             shared between processes"
+                .into(),
+        );
     }
     Ok(out)
 }
@@ -150,7 +179,10 @@ fn fail(msg: &str) -> ! {
 
 #[tokio::main]
 async fn main() {
-    let args = args().unwrap_or_else(|msg| fail(&msg));
+    let args = args().unwrap_or_else(|msg| {
+        eprintln!("error: {msg}\n\n{USAGE}");
+        std::process::exit(2);
+    });
     let carrier = psrpc_examples::carrier(args.bus.as_deref())
         .await
         .unwrap_or_else(|msg| fail(&msg));
@@ -159,8 +191,7 @@ async fn main() {
     if args.role == "worker" {
         let name = format!("worker-{}", std::process::id());
         let worker = start_worker(carrier, name.clone()).await;
-        println!("{name}: counting until Ctrl-C");
-        let _ = tokio::signal::ctrl_c().await;
+        psrpc_examples::serve_until_stopped(&name).await;
         let stats = worker.shutdown().await;
         println!("{name}: {} chunks counted", stats.succeeded);
         return;

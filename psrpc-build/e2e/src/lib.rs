@@ -75,3 +75,8 @@ pub mod jobs {
 pub mod partial {
     include!(concat!(env!("OUT_DIR"), "/partial.rs"));
 }
+
+/// The well-known types as requests, responses and subscription messages.
+pub mod wellknown {
+    include!(concat!(env!("OUT_DIR"), "/wellknown.rs"));
+}

@@ -30,6 +30,24 @@ impl Client {
         method: MethodInfo,
         topics: &[&str],
     ) -> Result<TypedSubscription<T>> {
+        self.subscribe_named(method, topics, &T::full_name()).await
+    }
+
+    /// Like [`subscribe`](Self::subscribe), for messages named by their proto full name
+    /// (`google.protobuf.Struct`) rather than by [`prost::Name`]: the well-known types such as
+    /// `prost_types::Struct` do not implement it. Generated clients use this.
+    ///
+    /// # Errors
+    /// The bus error of a failed subscribe.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a subscription dropped half-made unsubscribes.
+    pub async fn subscribe_named<T: prost::Message + Default>(
+        &self,
+        method: MethodInfo,
+        topics: &[&str],
+        full_name: &str,
+    ) -> Result<TypedSubscription<T>> {
         method.expect(method.is_subscription(), "subscribe")?;
         let channel = Channel::request(
             self.inner.service.clone(),
@@ -47,7 +65,7 @@ impl Client {
                 },
             )
             .await?;
-        Ok(TypedSubscription::new(sub))
+        Ok(TypedSubscription::new(sub, full_name))
     }
 }
 
@@ -73,11 +91,12 @@ impl<T> std::fmt::Debug for TypedSubscription<T> {
     }
 }
 
-impl<T: prost::Name + Default> TypedSubscription<T> {
-    pub(crate) fn new(sub: Subscription) -> Self {
+impl<T: prost::Message + Default> TypedSubscription<T> {
+    /// A subscription to `full_name` messages (the proto name, such as `google.protobuf.Struct`).
+    pub(crate) fn new(sub: Subscription, full_name: &str) -> Self {
         TypedSubscription {
             sub,
-            type_url: wire::type_url_for(&T::full_name()).into(),
+            type_url: wire::type_url_for(full_name).into(),
             malformed: AtomicU64::new(0),
             _type: PhantomData,
         }
@@ -125,7 +144,7 @@ impl<T: prost::Name + Default> TypedSubscription<T> {
     }
 }
 
-impl<T: prost::Name + Default> Stream for TypedSubscription<T> {
+impl<T: prost::Message + Default> Stream for TypedSubscription<T> {
     type Item = T;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {

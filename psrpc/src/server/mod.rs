@@ -252,8 +252,29 @@ impl Server {
         topics: &[&str],
         msg: &M,
     ) -> Result<()> {
+        self.publish_named(method, topics, &M::full_name(), msg)
+            .await
+    }
+
+    /// Like [`publish`](Self::publish), for a message named by its proto full name
+    /// (`google.protobuf.Struct`) rather than by [`prost::Name`]: the well-known types such as
+    /// `prost_types::Struct` do not implement it. Generated servers use this.
+    ///
+    /// # Errors
+    /// `invalid_argument` for a payload over the bus limit, or the bus error of a failed publish.
+    ///
+    /// # Cancel safety
+    /// Dropped before it completes, the message may or may not have been published; the
+    /// server is unaffected.
+    pub async fn publish_named<M: Message>(
+        &self,
+        method: MethodInfo,
+        topics: &[&str],
+        full_name: &str,
+        msg: &M,
+    ) -> Result<()> {
         method.expect(method.is_subscription(), "publish")?;
-        let payload = wire::encode_envelope(&wire::type_url_for(&M::full_name()), msg);
+        let payload = wire::encode_envelope(&wire::type_url_for(full_name), msg);
         crate::bus::check_payload_size(payload.len(), self.inner.bus.max_payload())?;
         let channel = Channel::request(
             self.inner.service.clone(),
