@@ -256,9 +256,10 @@ impl<T: Message + Default> Stream for MultiResponses<T> {
         loop {
             match this.call.rx.poll_recv(cx) {
                 Poll::Ready(Some(Reply::Response(resp))) => {
+                    let mut resp = *resp;
                     let raw = MultiResult {
-                        server_id: resp.server_id.clone(),
-                        result: raw_response(*resp),
+                        server_id: std::mem::take(&mut resp.server_id),
+                        result: raw_response(resp),
                     };
                     if let Some((chain, call)) = &this.observed {
                         chain.iter().for_each(|i| i.on_multi_result(call, &raw));

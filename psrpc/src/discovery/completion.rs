@@ -41,17 +41,34 @@ impl Completion {
 }
 
 /// The answers seen so far against a [`Completion`].
+///
+/// Kept as what is still missing, so an answer costs a set removal (or, for a count, one
+/// insertion), with no allocation for a server's answer that was expected.
 #[derive(Debug)]
-pub(crate) struct Progress {
-    target: Completion,
-    seen: HashSet<String>,
+pub(crate) enum Progress {
+    /// Servers yet to answer; `never` when the target set was empty.
+    Servers {
+        missing: HashSet<String>,
+        never: bool,
+    },
+    /// Distinct servers seen and the count that ends the call (0: never).
+    Count {
+        seen: HashSet<String>,
+        target: usize,
+    },
 }
 
 impl Progress {
     pub(crate) fn new(target: Completion) -> Self {
-        Progress {
-            target,
-            seen: HashSet::new(),
+        match target {
+            Completion::Servers(ids) => Progress::Servers {
+                never: ids.is_empty(),
+                missing: ids,
+            },
+            Completion::Count(n) => Progress::Count {
+                seen: HashSet::new(),
+                target: n,
+            },
         }
     }
 
@@ -60,12 +77,17 @@ impl Progress {
         if server_id.is_empty() {
             return false;
         }
-        self.seen.insert(server_id.to_owned());
-        match &self.target {
-            Completion::Servers(ids) => {
-                !ids.is_empty() && ids.iter().all(|id| self.seen.contains(id))
+        match self {
+            Progress::Servers { missing, never } => {
+                missing.remove(server_id);
+                !*never && missing.is_empty()
             }
-            Completion::Count(n) => *n > 0 && self.seen.len() >= *n,
+            Progress::Count { seen, target } => {
+                if !seen.contains(server_id) {
+                    seen.insert(server_id.to_owned());
+                }
+                *target > 0 && seen.len() >= *target
+            }
         }
     }
 }

@@ -197,11 +197,17 @@ impl Discovery {
     /// server known for it answered. Go servers do not announce themselves: with them about,
     /// the call's timeout remains the bound of what it collects.
     pub fn all_known(&self, service: &str, method: &str, topics: &[&str]) -> Completion {
-        Completion::servers(
-            self.serving(service, method, topics)
-                .into_iter()
-                .map(|s| s.server_id),
-        )
+        // Read in place: every early multi call asks, so no server's description is copied.
+        let ids = lock(&self.view.peers)
+            .values()
+            .filter(|p| {
+                (service.is_empty() || p.info.service == service)
+                    && p.info.health() == HealthStatus::Serving
+                    && p.info.serves(method, topics)
+            })
+            .map(|p| p.info.server_id.clone())
+            .collect();
+        Completion::Servers(ids)
     }
 
     /// Resolves at the next change of the view (a server appeared, left, or changed).
