@@ -217,12 +217,20 @@ async fn try_process(shared: &Shared, delivery: &Delivery) -> Result<(), Carrier
                 ..Default::default()
             };
             let result: Bytes = result.encode_to_vec().into();
+            // Result and ack together (one round trip on carriers that can), retried as one:
+            // a repeated result write stores the same bytes, a repeated ack does nothing.
             patiently(shared, || {
-                carrier.put_result(queue, &envelope.task_id, result.clone(), options.result_ttl)
+                carrier.complete(
+                    queue,
+                    delivery,
+                    &envelope.task_id,
+                    result.clone(),
+                    options.result_ttl,
+                )
             })
             .await?;
             Counters::bump(&shared.counters.succeeded);
-            return carrier.ack(queue, delivery).await;
+            return Ok(());
         }
         Some(Ok(Err(failure))) => failure,
         Some(Err(panic)) => HandlerFailure::Failed(Error::new(

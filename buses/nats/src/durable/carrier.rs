@@ -329,6 +329,26 @@ impl Carrier for JetStreamCarrier {
         Box::pin(self.await_result(queue, task_id, timeout))
     }
 
+    fn enqueue_and_wait<'a>(
+        &'a self,
+        queue: &'a str,
+        task: NewTask,
+        timeout: Duration,
+    ) -> CarrierFuture<'a, (Enqueued, Option<Bytes>)> {
+        Box::pin(async move {
+            // Subscribed before the enqueue (same connection, so the server registers the
+            // subscription first): a fresh task's result can only come after it, so the
+            // bucket is not read first; a deduplicated task may have finished long ago.
+            let done = self.listen_result(queue, &task.task_id).await?;
+            let read_first = task.dedup;
+            let enqueued = self.enqueue_task(queue, task).await?;
+            let result = self
+                .wait_on(queue, &enqueued.task_id, done, timeout, read_first)
+                .await?;
+            Ok((enqueued, result))
+        })
+    }
+
     fn record_effect<'a>(
         &'a self,
         queue: &'a str,

@@ -145,10 +145,11 @@ async fn reply(delivery: &Delivery, kind: AckKind, op: &'static str) -> Result<(
 }
 
 pub(super) async fn ack(delivery: &Delivery) -> Result<(), CarrierError> {
-    // Confirmed by the server: an ack lost in a broker crash would otherwise cost a
-    // redelivery (harmless, the result check skips it, but avoidable).
+    // A plain ack, not a confirmed one (`double_ack`, a round trip per task): workers store
+    // the result before they ack, so an ack lost in a broker crash costs one redelivery,
+    // which the worker's result check skips without running the handler again.
     message(delivery)?
-        .double_ack()
+        .ack()
         .await
         .map_err(|e| CarrierError::new("ack", e.to_string()))
 }
