@@ -159,6 +159,14 @@ pub trait Carrier: Send + Sync + 'static {
     /// Takes up to `max` tasks, waiting up to `wait` for the first.
     fn fetch(&self, queue: &str, max: usize, wait: Duration) -> CarrierFuture<'_, Vec<Delivery>>;
 
+    /// Tells the carrier that this process's workers of `queue` stopped fetching (graceful
+    /// shutdown), so it can hand back what it took ahead of them. The default does nothing,
+    /// right for carriers that only take tasks inside [`fetch`](Carrier::fetch).
+    fn stop_fetching(&self, queue: &str) -> CarrierFuture<'_, ()> {
+        let _ = queue;
+        Box::pin(std::future::ready(Ok(())))
+    }
+
     /// Removes a processed task.
     fn ack(&self, queue: &str, delivery: &Delivery) -> CarrierFuture<'_, ()>;
 

@@ -270,6 +270,10 @@ impl WorkerHandle {
         self.stop.cancel();
         if let Some(fetcher) = self.fetcher.take() {
             let _ = fetcher.await;
+            // Tasks the carrier took ahead of the fetch loop go back at once.
+            if let Err(err) = self.shared.carrier.stop_fetching(&self.shared.queue).await {
+                tracing::debug!(error = %err, "durable stop_fetching failed");
+            }
         }
         self.tracker.close();
         if tokio::time::timeout(grace, self.tracker.wait())
