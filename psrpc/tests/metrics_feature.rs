@@ -76,3 +76,75 @@ fn calls_are_counted_and_timed() {
         .sum::<usize>();
     assert_eq!(timings, 3);
 }
+
+/// A worker with `metrics_every` records the durable metrics: queue depth, in flight, dead
+/// letters, the oldest waiting task's age, and its retries and dead-lettered tasks.
+#[test]
+fn durable_worker_records_queue_and_worker_gauges() {
+    use psrpc::durable::{DurableClient, EnqueueOptions, LocalCarrier, Worker, WorkerOptions};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let carrier = Arc::new(LocalCarrier::new());
+            let client = DurableClient::new(carrier.clone(), "Metered")
+                .await
+                .unwrap();
+            let worker = Worker::new(carrier, "Metered")
+                .options(
+                    WorkerOptions::default()
+                        .fetch_wait(Duration::from_millis(50))
+                        .metrics_every(Duration::from_millis(100)),
+                )
+                .handle("Fail", |_ctx, _s: String| async move {
+                    Err::<String, _>(Error::new(ErrorCode::Unavailable, "down"))
+                })
+                .start()
+                .await
+                .unwrap();
+            let task = client
+                .enqueue::<_, String>(
+                    "Fail",
+                    &"x".to_string(),
+                    EnqueueOptions::default()
+                        .max_attempts(2)
+                        .backoff(Duration::from_millis(10), Duration::from_millis(10)),
+                )
+                .await
+                .unwrap();
+            assert!(task.wait(Duration::from_secs(60)).await.is_err());
+            worker.shutdown().await;
+        });
+    });
+    let snapshot = snapshotter.snapshot().into_vec();
+    let gauge = |name: &str| -> Option<f64> {
+        snapshot
+            .iter()
+            .find(|(key, ..)| {
+                key.key().name() == name
+                    && key
+                        .key()
+                        .labels()
+                        .any(|l| l.key() == "queue" && l.value() == "Metered")
+            })
+            .and_then(|(.., value)| match value {
+                DebugValue::Gauge(v) => Some(v.into_inner()),
+                _ => None,
+            })
+    };
+    assert_eq!(gauge("psrpc_durable_worker_retries"), Some(1.0));
+    assert_eq!(gauge("psrpc_durable_worker_dead_lettered"), Some(1.0));
+    assert_eq!(gauge("psrpc_durable_worker_in_flight"), Some(0.0));
+    assert_eq!(gauge("psrpc_durable_dead_letters"), Some(1.0));
+    assert_eq!(gauge("psrpc_durable_waiting"), Some(0.0));
+    assert_eq!(gauge("psrpc_durable_in_flight"), Some(0.0));
+    assert_eq!(gauge("psrpc_durable_oldest_waiting_seconds"), Some(0.0));
+}

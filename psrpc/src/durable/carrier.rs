@@ -159,6 +159,14 @@ pub trait Carrier: Send + Sync + 'static {
     /// Takes up to `max` tasks, waiting up to `wait` for the first.
     fn fetch(&self, queue: &str, max: usize, wait: Duration) -> CarrierFuture<'_, Vec<Delivery>>;
 
+    /// Tells the carrier that this process's workers of `queue` stopped fetching (graceful
+    /// shutdown), so it can hand back what it took ahead of them. The default does nothing,
+    /// right for carriers that only take tasks inside [`fetch`](Carrier::fetch).
+    fn stop_fetching(&self, queue: &str) -> CarrierFuture<'_, ()> {
+        let _ = queue;
+        Box::pin(std::future::ready(Ok(())))
+    }
+
     /// Removes a processed task.
     fn ack(&self, queue: &str, delivery: &Delivery) -> CarrierFuture<'_, ()>;
 
@@ -218,6 +226,44 @@ pub trait Carrier: Send + Sync + 'static {
                 tokio::time::sleep(interval.min(deadline - now)).await;
                 interval = (interval * 2).min(Duration::from_millis(200));
             }
+        })
+    }
+
+    /// Persists a task, then waits up to `timeout` for its result: an awaited call.
+    ///
+    /// The default is [`enqueue`](Carrier::enqueue) then [`wait_result`](Carrier::wait_result).
+    /// Carriers with notifications override it to listen before the enqueue, so that a task
+    /// with a fresh ID (no [`NewTask::dedup`]) needs no result read: nothing can have stored
+    /// its result before it existed.
+    fn enqueue_and_wait<'a>(
+        &'a self,
+        queue: &'a str,
+        task: NewTask,
+        timeout: Duration,
+    ) -> CarrierFuture<'a, (Enqueued, Option<Bytes>)> {
+        Box::pin(async move {
+            let enqueued = self.enqueue(queue, task).await?;
+            let result = self.wait_result(queue, &enqueued.task_id, timeout).await?;
+            Ok((enqueued, result))
+        })
+    }
+
+    /// Stores a task's result for `ttl`, then acks the delivery.
+    ///
+    /// The default is [`put_result`](Carrier::put_result) then [`ack`](Carrier::ack); a
+    /// carrier may do both in one round trip. Calling it again after a failure is safe (the
+    /// result is the same bytes, an ack of an acked delivery does nothing).
+    fn complete<'a>(
+        &'a self,
+        queue: &'a str,
+        delivery: &'a Delivery,
+        task_id: &'a str,
+        result: Bytes,
+        ttl: Duration,
+    ) -> CarrierFuture<'a, ()> {
+        Box::pin(async move {
+            self.put_result(queue, task_id, result, ttl).await?;
+            self.ack(queue, delivery).await
         })
     }
 

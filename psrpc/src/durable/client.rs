@@ -156,6 +156,22 @@ impl DurableClient {
         payload: bytes::Bytes,
         options: EnqueueOptions,
     ) -> Result<String, DurableError> {
+        let (task, span) = self.prepare(method, payload, options)?;
+        let enqueued = self
+            .carrier
+            .enqueue(&self.queue, task)
+            .instrument(span)
+            .await?;
+        Ok(enqueued.task_id)
+    }
+
+    /// The task to store for a call, and the enqueue's span.
+    fn prepare(
+        &self,
+        method: &str,
+        payload: bytes::Bytes,
+        options: EnqueueOptions,
+    ) -> Result<(NewTask, tracing::Span), DurableError> {
         if method.is_empty() {
             return Err(DurableError::InvalidArgument("empty method name".into()));
         }
@@ -205,19 +221,12 @@ impl DurableClient {
             });
         }
         let span = tracing::debug_span!("durable.enqueue", queue = %self.queue, method, task_id = %task_id, trace_id = %trace.trace_id());
-        let enqueued = self
-            .carrier
-            .enqueue(
-                &self.queue,
-                NewTask {
-                    task_id,
-                    body: body.into(),
-                    dedup,
-                },
-            )
-            .instrument(span)
-            .await?;
-        Ok(enqueued.task_id)
+        let task = NewTask {
+            task_id,
+            body: body.into(),
+            dedup,
+        };
+        Ok((task, span))
     }
 
     /// A handle on an existing task, by ID.
@@ -240,10 +249,15 @@ impl DurableClient {
         options: EnqueueOptions,
         timeout: Duration,
     ) -> Result<Resp, DurableError> {
-        self.enqueue::<Req, Resp>(method, request, options)
-            .await?
-            .wait(timeout)
-            .await
+        let (task, span) = self.prepare(method, request.encode_to_vec().into(), options)?;
+        // One carrier step: carriers with notifications listen before the enqueue, which
+        // spares a fresh task the result read (see `Carrier::enqueue_and_wait`).
+        let (_, result) = self
+            .carrier
+            .enqueue_and_wait(&self.queue, task, timeout)
+            .instrument(span)
+            .await?;
+        decode_outcome(&TaskResult::decode(result.ok_or(DurableError::Timeout)?)?)
     }
 
     /// The stored result of task `task_id`, if it has finished (and its result is still kept).

@@ -93,6 +93,10 @@ async fn try_process(shared: &Shared, delivery: &Delivery) -> Result<(), Carrier
         // letter: write it now (carriers make that idempotent per delivered message).
         if let Ok(result) = TaskResult::decode(stored)
             && result.dead_lettered
+            // Only for the message that stored it: another message of the same task (the
+            // broker stored the task twice, as a JetStream restart can when a retried enqueue's
+            // dedup entry went with the removed first message) would add a second letter.
+            && (result.message_id.is_empty() || result.message_id == delivery.message_id)
         {
             let err = Error::new(
                 ErrorCode::from_wire(&result.error_code),
@@ -214,15 +218,24 @@ async fn try_process(shared: &Shared, delivery: &Delivery) -> Result<(), Carrier
                 response: Some(response),
                 attempts: delivery.attempt,
                 finished_at: crate::time::now_unix_nanos(),
+                message_id: delivery.message_id.clone(),
                 ..Default::default()
             };
             let result: Bytes = result.encode_to_vec().into();
+            // Result and ack together (one round trip on carriers that can), retried as one:
+            // a repeated result write stores the same bytes, a repeated ack does nothing.
             patiently(shared, || {
-                carrier.put_result(queue, &envelope.task_id, result.clone(), options.result_ttl)
+                carrier.complete(
+                    queue,
+                    delivery,
+                    &envelope.task_id,
+                    result.clone(),
+                    options.result_ttl,
+                )
             })
             .await?;
             Counters::bump(&shared.counters.succeeded);
-            return carrier.ack(queue, delivery).await;
+            return Ok(());
         }
         Some(Ok(Err(failure))) => failure,
         Some(Err(panic)) => HandlerFailure::Failed(Error::new(
@@ -386,6 +399,7 @@ async fn finish_failed(
         finished_at: crate::time::now_unix_nanos(),
         dead_lettered: options.dead_letter,
         dead_letter_reason: reason.as_str().to_owned(),
+        message_id: delivery.message_id.clone(),
     };
     let carrier = &shared.carrier;
     let result: Bytes = result.encode_to_vec().into();

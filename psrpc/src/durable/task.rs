@@ -27,6 +27,7 @@
 //!   int64 finished_at = 6;         // Unix nanoseconds
 //!   bool dead_lettered = 7;
 //!   string dead_letter_reason = 8;
+//!   string message_id = 9;         // the carrier's ID of the message that stored it
 //! }
 //! message DeadLetter {
 //!   string task_id = 1;            // empty when the task did not decode
@@ -133,6 +134,10 @@ pub struct TaskResult {
     /// Why, when it did (a [`DeadLetterReason`] spelling).
     #[prost(string, tag = "8")]
     pub dead_letter_reason: String,
+    /// The carrier's ID of the task message whose delivery stored this outcome (empty in
+    /// records of older writers): a dead letter belongs to that message.
+    #[prost(string, tag = "9")]
+    pub message_id: String,
 }
 
 impl TaskResult {

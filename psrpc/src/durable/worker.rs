@@ -79,6 +79,13 @@ pub struct WorkerOptions {
     pub fetch_wait: Duration,
     /// At shutdown, how long in-flight handlers may finish before their tasks are handed back.
     pub shutdown_grace: Duration,
+    /// How often the worker records its queue's and its own statistics as `metrics` gauges
+    /// (see [`QueueStats::record`](super::QueueStats::record) and
+    /// [`WorkerStats::record`](super::WorkerStats::record)): queue depth, in flight, dead
+    /// letters, age of the oldest waiting task, retries, dead-lettered and the other worker
+    /// counters. `None` (the default) records nothing; shutdown records once more.
+    #[cfg(feature = "metrics")]
+    pub metrics_every: Option<Duration>,
 }
 
 impl WorkerOptions {
@@ -117,6 +124,13 @@ impl WorkerOptions {
         self.shutdown_grace = shutdown_grace;
         self
     }
+
+    /// Sets [`metrics_every`](Self::metrics_every).
+    #[cfg(feature = "metrics")]
+    pub fn metrics_every(mut self, every: Duration) -> Self {
+        self.metrics_every = Some(every.max(Duration::from_millis(1)));
+        self
+    }
 }
 
 impl Default for WorkerOptions {
@@ -128,6 +142,8 @@ impl Default for WorkerOptions {
             no_heartbeats: false,
             fetch_wait: Duration::from_millis(500),
             shutdown_grace: Duration::from_secs(10),
+            #[cfg(feature = "metrics")]
+            metrics_every: None,
         }
     }
 }
@@ -219,6 +235,11 @@ impl Worker {
             counters: Counters::default(),
             hand_back: hand_back.clone(),
         });
+        #[cfg(feature = "metrics")]
+        let reporter = self
+            .options
+            .metrics_every
+            .map(|every| tokio::spawn(report_metrics(shared.clone(), every, stop.clone())));
         let fetcher = tokio::spawn(fetch_loop(
             shared.clone(),
             self.options.concurrency.max(1),
@@ -233,6 +254,8 @@ impl Worker {
             tracker,
             fetcher: Some(fetcher),
             grace: self.options.shutdown_grace,
+            #[cfg(feature = "metrics")]
+            reporter,
         })
     }
 }
@@ -247,6 +270,8 @@ pub struct WorkerHandle {
     tracker: TaskTracker,
     fetcher: Option<tokio::task::JoinHandle<()>>,
     grace: Duration,
+    #[cfg(feature = "metrics")]
+    reporter: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl WorkerHandle {
@@ -270,6 +295,10 @@ impl WorkerHandle {
         self.stop.cancel();
         if let Some(fetcher) = self.fetcher.take() {
             let _ = fetcher.await;
+            // Tasks the carrier took ahead of the fetch loop go back at once.
+            if let Err(err) = self.shared.carrier.stop_fetching(&self.shared.queue).await {
+                tracing::debug!(error = %err, "durable stop_fetching failed");
+            }
         }
         self.tracker.close();
         if tokio::time::timeout(grace, self.tracker.wait())
@@ -278,6 +307,11 @@ impl WorkerHandle {
         {
             self.hand_back.cancel();
             self.tracker.wait().await;
+        }
+        #[cfg(feature = "metrics")]
+        if let Some(reporter) = self.reporter.take() {
+            reporter.abort();
+            record_metrics(&self.shared).await;
         }
         self.stats()
     }
@@ -339,4 +373,27 @@ async fn fetch_loop(
             }
         }
     }
+}
+
+/// Records the queue's and the worker's statistics every `every` until `stop`.
+#[cfg(feature = "metrics")]
+async fn report_metrics(shared: Arc<Shared>, every: Duration, stop: CancellationToken) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticker.tick() => record_metrics(&shared).await,
+        }
+    }
+}
+
+#[cfg(feature = "metrics")]
+async fn record_metrics(shared: &Shared) {
+    // The queue's figures come from the broker; a failed read skips them this time.
+    match shared.carrier.stats(&shared.queue).await {
+        Ok(stats) => stats.record(&shared.queue),
+        Err(err) => tracing::debug!(error = %err, "durable queue stats unavailable"),
+    }
+    shared.counters.snapshot().record(&shared.queue);
 }

@@ -118,3 +118,54 @@ pub async fn bad_input_is_dead_lettered_at_once(h: &DurableHarness) {
     let stats = worker.shutdown().await;
     assert_eq!((stats.retries, stats.dead_lettered), (0, 3), "{stats:?}");
 }
+
+/// A task the broker stored twice (a retried enqueue whose deduplication the broker lost, as
+/// a JetStream restart can for a task already removed from its work queue) has one dead
+/// letter: the second message finds the dead-lettered outcome of the first and adds none.
+pub async fn second_message_of_a_dead_task_adds_no_letter(h: &DurableHarness) {
+    let client = client(h, VIS).await;
+    let worker = Worker::new(h.carrier().await, QUEUE)
+        .options(worker_options(VIS))
+        .handle("Refuse", |_ctx, _s: String| async move {
+            Err::<String, _>(Error::new(ErrorCode::InvalidArgument, "never"))
+        })
+        .start()
+        .await
+        .expect("worker");
+    let task = client
+        .enqueue::<_, String>(
+            "Refuse",
+            &"r".to_string(),
+            EnqueueOptions::default().idempotency_key("stored-twice"),
+        )
+        .await
+        .expect("enqueue");
+    assert!(matches!(
+        task.wait(PATIENCE).await,
+        Err(DurableError::Task(_))
+    ));
+    let letters = dead_letters_of(h, 1).await;
+    // The same task again, as a new message (no dedup): what the broker would hold had it
+    // lost the first enqueue's deduplication.
+    client
+        .carrier()
+        .enqueue(
+            QUEUE,
+            NewTask {
+                task_id: task.id().to_owned(),
+                body: letters[0].1.task.clone(),
+                dedup: false,
+            },
+        )
+        .await
+        .expect("second message");
+    eventually("second message handled", || {
+        let done = worker.stats().skipped_done;
+        async move { (done >= 1).then_some(()) }
+    })
+    .await;
+    let dlq = DeadLetters::new(h.carrier().await, QUEUE);
+    let all = dlq.list(None, 10).await.expect("list");
+    assert_eq!(all.len(), 1, "one letter per task: {all:?}");
+    worker.shutdown().await;
+}

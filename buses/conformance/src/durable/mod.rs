@@ -128,7 +128,10 @@ mod effects;
 mod outage;
 
 pub use broker_kill::survives_broker_kill;
-pub use dead_letters::{bad_input_is_dead_lettered_at_once, replay_and_purge_dead_letters};
+pub use dead_letters::{
+    bad_input_is_dead_lettered_at_once, replay_and_purge_dead_letters,
+    second_message_of_a_dead_task_adds_no_letter,
+};
 pub use delivery::{
     enqueue_and_await, expired_deadline_is_dead_lettered, heartbeats_keep_long_tasks,
     idempotency_key_makes_one_task, retry_then_dead_letter, shutdown_hands_back_in_flight,
@@ -158,6 +161,7 @@ macro_rules! durable_suite {
             shutdown_hands_back_in_flight,
             replay_and_purge_dead_letters,
             bad_input_is_dead_lettered_at_once,
+            second_message_of_a_dead_task_adds_no_letter,
             effects_apply_once,
             result_write_outage_keeps_the_delivery,
         );

@@ -67,17 +67,26 @@ pub(super) struct Inner {
     pub(super) client: async_nats::Client,
     pub(super) js: jetstream::Context,
     pub(super) options: JetStreamOptions,
-    queues: DashMap<String, Arc<Opened>>,
+    pub(super) queues: DashMap<String, Arc<Opened>>,
 }
 
 /// The handles of an opened queue.
-#[derive(Debug)]
 pub(super) struct Opened {
     config: QueueConfig,
     pub(super) tasks: stream::Stream,
     pub(super) dead: stream::Stream,
     pub(super) results: kv::Store,
     consumer: tokio::sync::OnceCell<consumer::PullConsumer>,
+    /// The continuous pull of this carrier's workers (made by the first fetch).
+    pub(super) pull: tokio::sync::Mutex<Option<consumer::pull::Stream>>,
+}
+
+impl std::fmt::Debug for Opened {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Opened")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
 }
 
 pub(super) fn sanitize(queue: &str) -> String {
@@ -208,6 +217,7 @@ impl JetStreamCarrier {
             dead,
             results,
             consumer: tokio::sync::OnceCell::new(),
+            pull: tokio::sync::Mutex::new(None),
         });
         self.inner.queues.insert(queue.to_owned(), opened.clone());
         Ok(opened)
@@ -269,6 +279,11 @@ impl Carrier for JetStreamCarrier {
         Box::pin(async move { self.fetch_tasks(&queue, max, wait).await })
     }
 
+    fn stop_fetching(&self, queue: &str) -> CarrierFuture<'_, ()> {
+        let queue = queue.to_owned();
+        Box::pin(async move { self.end_pull(&queue).await })
+    }
+
     fn ack(&self, _queue: &str, delivery: &Delivery) -> CarrierFuture<'_, ()> {
         let delivery = delivery.clone();
         Box::pin(async move { tasks::ack(&delivery).await })
@@ -327,6 +342,26 @@ impl Carrier for JetStreamCarrier {
         timeout: Duration,
     ) -> CarrierFuture<'a, Option<Bytes>> {
         Box::pin(self.await_result(queue, task_id, timeout))
+    }
+
+    fn enqueue_and_wait<'a>(
+        &'a self,
+        queue: &'a str,
+        task: NewTask,
+        timeout: Duration,
+    ) -> CarrierFuture<'a, (Enqueued, Option<Bytes>)> {
+        Box::pin(async move {
+            // Subscribed before the enqueue (same connection, so the server registers the
+            // subscription first): a fresh task's result can only come after it, so the
+            // bucket is not read first; a deduplicated task may have finished long ago.
+            let done = self.listen_result(queue, &task.task_id).await?;
+            let read_first = task.dedup;
+            let enqueued = self.enqueue_task(queue, task).await?;
+            let result = self
+                .wait_on(queue, &enqueued.task_id, done, timeout, read_first)
+                .await?;
+            Ok((enqueued, result))
+        })
     }
 
     fn record_effect<'a>(

@@ -84,19 +84,42 @@ impl JetStreamCarrier {
         task_id: &str,
         timeout: Duration,
     ) -> Result<Option<Bytes>, CarrierError> {
-        let deadline = tokio::time::Instant::now() + timeout;
         // Subscribed before the first read: a result stored after that read is announced to
         // this subscription (the server handles one connection's requests in order).
-        let mut done = self
-            .inner
+        let done = self.listen_result(queue, task_id).await?;
+        self.wait_on(queue, task_id, done, timeout, true).await
+    }
+
+    /// Listens for the announcement of `task_id`'s result.
+    pub(super) async fn listen_result(
+        &self,
+        queue: &str,
+        task_id: &str,
+    ) -> Result<async_nats::Subscriber, CarrierError> {
+        self.inner
             .client
             .subscribe(Self::done_subject(queue, task_id))
             .await
-            .map_err(|e| CarrierError::new("wait_result", e.to_string()))?;
+            .map_err(|e| CarrierError::new("wait_result", e.to_string()))
+    }
+
+    /// Waits for the result on `done` (subscribed before the result could be stored), reading
+    /// the bucket first when `read_first` (the result may predate the subscription).
+    pub(super) async fn wait_on(
+        &self,
+        queue: &str,
+        task_id: &str,
+        mut done: async_nats::Subscriber,
+        timeout: Duration,
+        read_first: bool,
+    ) -> Result<Option<Bytes>, CarrierError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut read = read_first;
         loop {
-            if let Some(found) = self.read_result(queue, task_id).await? {
+            if read && let Some(found) = self.read_result(queue, task_id).await? {
                 return Ok(Some(found));
             }
+            read = true;
             // Re-read at least every second: a notification can be lost when a connection
             // drops, the bucket cannot.
             let until = deadline.min(tokio::time::Instant::now() + Duration::from_secs(1));

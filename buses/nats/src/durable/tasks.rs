@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, AckKind};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use psrpc::durable::{CarrierError, Delivery, Enqueued, NewTask, Receipt};
 
 use super::carrier::{JetStreamCarrier, fail};
@@ -46,71 +46,80 @@ impl JetStreamCarrier {
         let q = self.opened(queue).await?;
         let consumer = self.consumer(&q).await?;
         let err = fail("fetch");
+        // One continuous pull per queue and carrier, as raw JetStream consumers run: the
+        // client keeps a pull request open and renews it as messages arrive, so a fetch under
+        // load takes what has already arrived instead of paying a pull round trip. Requests
+        // are only renewed while fetching, so a worker whose permits are all busy stops
+        // asking for work once its open request expires.
+        let mut pull = q.pull.lock().await;
+        let stream = match &mut *pull {
+            Some(stream) => stream,
+            None => pull.insert(
+                consumer
+                    .stream()
+                    .max_messages_per_batch(max.clamp(1, MAX_BATCH))
+                    .expires(PULL_EXPIRES)
+                    .messages()
+                    .await
+                    .map_err(|e| err(e.to_string()))?,
+            ),
+        };
         let mut out = Vec::new();
-        // What is there now, without waiting.
-        let now = consumer
-            .fetch()
-            .max_messages(max)
-            .messages()
-            .await
-            .map_err(|e| err(e.to_string()))?;
-        drain(now, NO_WAIT_BOUND, &mut out).await?;
-        if !out.is_empty() || wait.is_zero() {
-            return Ok(out);
+        let first = tokio::time::timeout(wait.max(Duration::from_millis(1)), stream.next()).await;
+        match first {
+            Err(_) => return Ok(out),
+            Ok(Some(Ok(msg))) => out.push(to_delivery(msg)),
+            Ok(Some(Err(e))) => {
+                // Made again by the next fetch (a broker restart, a deleted consumer).
+                *pull = None;
+                return Err(err(e.to_string()));
+            }
+            Ok(None) => {
+                *pull = None;
+                return Ok(out);
+            }
         }
-        // Nothing: wait for one (a pull of one completes as soon as one arrives), then take
-        // whatever else is ready.
-        let wait = wait.max(Duration::from_millis(10));
-        let one = consumer
-            .batch()
-            .max_messages(1)
-            .expires(wait)
-            .messages()
-            .await
-            .map_err(|e| err(e.to_string()))?;
-        drain(one, wait.saturating_add(NO_WAIT_BOUND), &mut out).await?;
-        if !out.is_empty() && max > 1 {
-            let more = consumer
-                .fetch()
-                .max_messages(max - 1)
-                .messages()
-                .await
-                .map_err(|e| err(e.to_string()))?;
-            drain(more, NO_WAIT_BOUND, &mut out).await?;
+        // Whatever else has arrived, without waiting.
+        while out.len() < max {
+            match stream.next().now_or_never() {
+                Some(Some(Ok(msg))) => out.push(to_delivery(msg)),
+                Some(Some(Err(e))) => {
+                    tracing::debug!(error = %e, "JetStream pull ended; made again by the next fetch");
+                    *pull = None;
+                    break;
+                }
+                Some(None) => {
+                    *pull = None;
+                    break;
+                }
+                None => break,
+            }
         }
         Ok(out)
     }
-}
 
-/// How long a pull may go unanswered past its own expiry before it is given up.
-///
-/// Why: a pull ends when the server says so (`404`/`408` status); should that status never
-/// come, the client library waits 5 s past `expires`, or forever for a no-wait fetch, and the
-/// worker would stall. Messages the server sends after we stop reading are redelivered after
-/// the visibility timeout, so giving up loses nothing.
-const NO_WAIT_BOUND: Duration = Duration::from_secs(1);
-
-/// Takes the deliveries of one pull into `out` until it ends or `bound` passes; what was taken
-/// before the bound stays in `out`.
-async fn drain(
-    mut pull: async_nats::jetstream::consumer::pull::Batch,
-    bound: Duration,
-    out: &mut Vec<Delivery>,
-) -> Result<(), CarrierError> {
-    let deadline = tokio::time::Instant::now() + bound;
-    loop {
-        match tokio::time::timeout_at(deadline, pull.next()).await {
-            Ok(Some(msg)) => {
-                out.push(to_delivery(msg.map_err(|e| fail("fetch")(e.to_string()))?));
-            }
-            Ok(None) => return Ok(()),
-            Err(_) => {
-                tracing::debug!("a JetStream pull went unanswered; given up");
-                return Ok(());
-            }
+    /// Ends the queue's continuous pull: messages it already received go back for immediate
+    /// redelivery, and the request it had open dies with its subscription.
+    pub(super) async fn end_pull(&self, queue: &str) -> Result<(), CarrierError> {
+        let Some(q) = self.inner.queues.get(queue).map(|q| q.clone()) else {
+            return Ok(());
+        };
+        let Some(mut stream) = q.pull.lock().await.take() else {
+            return Ok(());
+        };
+        while let Some(Some(Ok(msg))) = stream.next().now_or_never() {
+            let _ = msg.ack_with(AckKind::Nak(None)).await;
         }
+        Ok(())
     }
 }
+
+/// The most messages one pull asks for (the first fetch's `max`, capped).
+const MAX_BATCH: usize = 256;
+
+/// How long a pull request stays open at the server: a worker that stops fetching (all its
+/// permits busy, or stopped) has messages routed to it for at most this long.
+const PULL_EXPIRES: Duration = Duration::from_secs(2);
 
 pub(super) fn message(delivery: &Delivery) -> Result<&jetstream::Message, CarrierError> {
     delivery
@@ -145,10 +154,11 @@ async fn reply(delivery: &Delivery, kind: AckKind, op: &'static str) -> Result<(
 }
 
 pub(super) async fn ack(delivery: &Delivery) -> Result<(), CarrierError> {
-    // Confirmed by the server: an ack lost in a broker crash would otherwise cost a
-    // redelivery (harmless, the result check skips it, but avoidable).
+    // A plain ack, not a confirmed one (`double_ack`, a round trip per task): workers store
+    // the result before they ack, so an ack lost in a broker crash costs one redelivery,
+    // which the worker's result check skips without running the handler again.
     message(delivery)?
-        .double_ack()
+        .ack()
         .await
         .map_err(|e| CarrierError::new("ack", e.to_string()))
 }

@@ -72,6 +72,8 @@ struct Inner {
     configs: DashMap<String, QueueConfig>,
     waiters: Arc<Waiters>,
     listening: std::sync::Once,
+    /// When each queue last had its due retries promoted and expired leases claimed.
+    upkeep: DashMap<String, std::time::Instant>,
 }
 
 impl std::fmt::Debug for RedisStreamsCarrier {
@@ -189,6 +191,7 @@ impl RedisStreamsCarrier {
                 configs: DashMap::new(),
                 waiters: Arc::default(),
                 listening: std::sync::Once::new(),
+                upkeep: DashMap::new(),
             }),
         })
     }
@@ -414,6 +417,47 @@ impl Carrier for RedisStreamsCarrier {
         timeout: Duration,
     ) -> CarrierFuture<'a, Option<Bytes>> {
         Box::pin(self.await_result(queue, task_id, timeout))
+    }
+
+    fn enqueue_and_wait<'a>(
+        &'a self,
+        queue: &'a str,
+        task: NewTask,
+        timeout: Duration,
+    ) -> CarrierFuture<'a, (Enqueued, Option<Bytes>)> {
+        Box::pin(async move {
+            // The waiter is registered before the enqueue, so a fresh task's announcement
+            // finds it and no first read is needed; a deduplicated task may be long done.
+            let slot = self.listen_result(queue, &task.task_id);
+            let key = Waiters::key(&sanitize(queue), &task.task_id);
+            let read_first = task.dedup;
+            let enqueued = match self.enqueue(queue, task).await {
+                Ok(enqueued) => enqueued,
+                Err(err) => {
+                    drop(slot);
+                    self.inner.waiters.unregister(&key);
+                    return Err(err);
+                }
+            };
+            let result = self
+                .wait_on(queue, &enqueued.task_id, slot, timeout, read_first)
+                .await?;
+            Ok((enqueued, result))
+        })
+    }
+
+    fn complete<'a>(
+        &'a self,
+        queue: &'a str,
+        delivery: &'a Delivery,
+        task_id: &'a str,
+        result: Bytes,
+        ttl: Duration,
+    ) -> CarrierFuture<'a, ()> {
+        Box::pin(async move {
+            let id = receipt(delivery)?;
+            self.store_and_ack(queue, id, task_id, result, ttl).await
+        })
     }
 
     fn record_effect<'a>(

@@ -11,6 +11,9 @@ use super::{
 };
 use crate::durable::scripts;
 
+/// How often a carrier promotes due retries and claims expired leases of a queue.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
+
 impl RedisStreamsCarrier {
     pub(super) async fn fetch_inner(
         &self,
@@ -21,43 +24,9 @@ impl RedisStreamsCarrier {
         let k = keys(queue);
         let mut conn = self.inner.conn.clone();
         let err = fail("fetch");
-        let _: i64 = scripts::PROMOTE
-            .key(&k.stream)
-            .key(&k.delayed)
-            .key(&k.held)
-            .arg(max.max(16))
-            .invoke_async(&mut conn)
-            .await
-            .map_err(&err)?;
-        let visibility = millis(self.config(queue).visibility_timeout);
-        let claimed: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
-            .arg(&k.stream)
-            .arg(GROUP)
-            .arg(&self.inner.consumer)
-            .arg(visibility)
-            .arg("0-0")
-            .arg("COUNT")
-            .arg(max)
-            .query_async(&mut conn)
-            .await
-            .map_err(&err)?;
         let mut out = Vec::new();
-        if !claimed.claimed.is_empty() {
-            let mut pipe = redis::pipe();
-            for e in &claimed.claimed {
-                pipe.cmd("XPENDING")
-                    .arg(&k.stream)
-                    .arg(GROUP)
-                    .arg(&e.id)
-                    .arg(&e.id)
-                    .arg(1);
-            }
-            let counts: Vec<StreamPendingCountReply> =
-                pipe.query_async(&mut conn).await.map_err(&err)?;
-            for (entry, count) in claimed.claimed.iter().zip(counts) {
-                let delivered = count.ids.first().map_or(1, |p| p.times_delivered.max(1));
-                out.push(self.delivery(entry, u32::try_from(delivered).unwrap_or(u32::MAX)));
-            }
+        if self.upkeep_due(queue) {
+            out = self.upkeep(queue, max).await?;
         }
         if out.len() >= max {
             return Ok(out);
@@ -100,6 +69,72 @@ impl RedisStreamsCarrier {
         for key in reply.map(|r| r.keys).unwrap_or_default() {
             for entry in &key.ids {
                 out.push(self.delivery(entry, 1));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether the queue's upkeep (promoting due retries, claiming expired leases: two
+    /// round trips) is due: at most every [`UPKEEP_EVERY`] per carrier, not on every fetch,
+    /// which under load would double a fetch's round trips. A retry or an expired lease
+    /// waits that much longer at most.
+    fn upkeep_due(&self, queue: &str) -> bool {
+        let now = std::time::Instant::now();
+        match self.inner.upkeep.entry(queue.to_owned()) {
+            dashmap::Entry::Occupied(mut last) => {
+                if now.duration_since(*last.get()) < UPKEEP_EVERY {
+                    return false;
+                }
+                last.insert(now);
+            }
+            dashmap::Entry::Vacant(first) => {
+                first.insert(now);
+            }
+        }
+        true
+    }
+
+    /// Promotes due retries and claims tasks whose lease expired.
+    async fn upkeep(&self, queue: &str, max: usize) -> Result<Vec<Delivery>, CarrierError> {
+        let k = keys(queue);
+        let mut conn = self.inner.conn.clone();
+        let err = fail("fetch");
+        let mut out = Vec::new();
+        let _: i64 = scripts::PROMOTE
+            .key(&k.stream)
+            .key(&k.delayed)
+            .key(&k.held)
+            .arg(max.max(16))
+            .invoke_async(&mut conn)
+            .await
+            .map_err(&err)?;
+        let visibility = millis(self.config(queue).visibility_timeout);
+        let claimed: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+            .arg(&k.stream)
+            .arg(GROUP)
+            .arg(&self.inner.consumer)
+            .arg(visibility)
+            .arg("0-0")
+            .arg("COUNT")
+            .arg(max)
+            .query_async(&mut conn)
+            .await
+            .map_err(&err)?;
+        if !claimed.claimed.is_empty() {
+            let mut pipe = redis::pipe();
+            for e in &claimed.claimed {
+                pipe.cmd("XPENDING")
+                    .arg(&k.stream)
+                    .arg(GROUP)
+                    .arg(&e.id)
+                    .arg(&e.id)
+                    .arg(1);
+            }
+            let counts: Vec<StreamPendingCountReply> =
+                pipe.query_async(&mut conn).await.map_err(&err)?;
+            for (entry, count) in claimed.claimed.iter().zip(counts) {
+                let delivered = count.ids.first().map_or(1, |p| p.times_delivered.max(1));
+                out.push(self.delivery(entry, u32::try_from(delivered).unwrap_or(u32::MAX)));
             }
         }
         Ok(out)

@@ -7,8 +7,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use psrpc::durable::CarrierError;
 
-use super::super::notify::{Waiters, listen, payload};
-use super::{RedisStreamsCarrier, fail, keys, millis, result_key, sanitize};
+use super::super::notify::{Slot, Waiters, listen, payload};
+use super::{GROUP, RedisStreamsCarrier, fail, keys, millis, result_key, sanitize};
 
 fn effect_key(queue: &str, task_id: &str, name: &str) -> String {
     format!("psrpc:dfx:{{{}}}:{task_id}:{name}", sanitize(queue))
@@ -78,15 +78,36 @@ impl RedisStreamsCarrier {
         task_id: &str,
         timeout: Duration,
     ) -> Result<Option<Bytes>, CarrierError> {
+        let slot = self.listen_result(queue, task_id);
+        self.wait_on(queue, task_id, slot, timeout, true).await
+    }
+
+    /// Registers a waiter for `task_id`'s result (and starts the carrier's listener).
+    pub(super) fn listen_result(&self, queue: &str, task_id: &str) -> Arc<Slot> {
         self.inner.listening.call_once(|| {
             tokio::spawn(listen(
                 self.inner.client.clone(),
                 Arc::downgrade(&self.inner.waiters),
             ));
         });
+        self.inner
+            .waiters
+            .register(&Waiters::key(&sanitize(queue), task_id))
+    }
+
+    /// Waits on `slot` (registered before the result could be announced), reading the result
+    /// key first when `read_first` (the result may predate the slot).
+    pub(super) async fn wait_on(
+        &self,
+        queue: &str,
+        task_id: &str,
+        slot: Arc<Slot>,
+        timeout: Duration,
+        read_first: bool,
+    ) -> Result<Option<Bytes>, CarrierError> {
         let key = Waiters::key(&sanitize(queue), task_id);
-        let slot = self.inner.waiters.register(&key);
         let deadline = tokio::time::Instant::now() + timeout;
+        let mut read = read_first;
         let outcome = async {
             loop {
                 let notified = slot.notify.notified();
@@ -95,9 +116,10 @@ impl RedisStreamsCarrier {
                 if let Some(found) = slot.result() {
                     return Ok(Some(found));
                 }
-                if let Some(found) = self.read_result(queue, task_id).await? {
+                if read && let Some(found) = self.read_result(queue, task_id).await? {
                     return Ok(Some(found));
                 }
+                read = true;
                 let now = tokio::time::Instant::now();
                 if now >= deadline {
                     return Ok(None);
@@ -115,6 +137,43 @@ impl RedisStreamsCarrier {
         drop(slot);
         self.inner.waiters.unregister(&key);
         outcome
+    }
+
+    /// The result and its announcement, and the ack, in one atomic round trip.
+    pub(super) async fn store_and_ack(
+        &self,
+        queue: &str,
+        id: &str,
+        task_id: &str,
+        result: Bytes,
+        ttl: Duration,
+    ) -> Result<(), CarrierError> {
+        let k = keys(queue);
+        let mut conn = self.inner.conn.clone();
+        redis::pipe()
+            .atomic()
+            .cmd("SET")
+            .arg(result_key(queue, task_id))
+            .arg(result.as_ref())
+            .arg("PX")
+            .arg(millis(ttl))
+            .ignore()
+            .cmd("PUBLISH")
+            .arg(&k.done)
+            .arg(payload(task_id, &result))
+            .ignore()
+            .cmd("XACK")
+            .arg(&k.stream)
+            .arg(GROUP)
+            .arg(id)
+            .ignore()
+            .cmd("XDEL")
+            .arg(&k.stream)
+            .arg(id)
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(fail("complete"))
     }
 
     pub(super) async fn create_effect(
