@@ -3,7 +3,7 @@
 use proc_macro2::{Ident, TokenStream};
 use quote::{format_ident, quote};
 
-use super::docs::doc_attrs;
+use super::docs::{doc_attrs, lead_docs};
 use super::generics::Generics;
 use super::method::{Method, allow_many};
 use crate::model::Kind;
@@ -41,7 +41,7 @@ pub(super) fn client_code(
         let (input, output) = (&m.input, &m.output);
         let params = m.topic_params();
         let topics = m.topic_slice();
-        let method_docs = doc_attrs(&m.docs);
+        let method_docs = lead_docs(&m.docs);
         let routing = m.routing_doc();
         match m.model.kind {
             // Unary and MULTI calls differ only in their docs, result and runtime call.
@@ -72,7 +72,6 @@ pub(super) fn client_code(
                 };
                 quote! {
                     #method_docs
-                    ///
                     #[doc = #routing]
                     #about
                     #allow
@@ -92,7 +91,6 @@ pub(super) fn client_code(
                 let allow = allow_many(params.len() + 2);
                 quote! {
                     #method_docs
-                    ///
                     #[doc = #routing]
                     /// Opens the stream: send requests, receive responses; the call options'
                     /// timeout bounds the opening.
@@ -117,7 +115,6 @@ pub(super) fn client_code(
                 let allow = allow_many(params.len() + 1);
                 quote! {
                     #method_docs
-                    ///
                     #[doc = #routing]
                     /// Returns once the subscription is live; dropping it unsubscribes.
                     ///

@@ -25,7 +25,21 @@ pub(super) fn doc_attrs(lines: &[String]) -> TokenStream {
     quote! { #(#[doc = #lines])* }
 }
 
-/// The proto comments of an item, or `fallback` when it has none.
+/// A method's own docs ahead of the generated ones: its doc attributes and an empty line
+/// that separates them, or nothing when the proto gives it no comment.
+pub(super) fn lead_docs(lines: &[String]) -> TokenStream {
+    if lines.is_empty() {
+        return TokenStream::new();
+    }
+    let docs = doc_attrs(lines);
+    quote! {
+        #docs
+        ///
+    }
+}
+
+/// The proto comments of an item, or `fallback` when it has none (no line for an empty
+/// `fallback`).
 pub(super) fn docs(comments: &prost_build::Comments, fallback: String) -> Vec<String> {
     let mut lines: Vec<String> = comments
         .leading
@@ -38,7 +52,7 @@ pub(super) fn docs(comments: &prost_build::Comments, fallback: String) -> Vec<St
     while lines.first().is_some_and(|l| l.trim().is_empty()) {
         lines.remove(0);
     }
-    if lines.is_empty() {
+    if lines.is_empty() && !fallback.is_empty() {
         lines.push(fallback);
     }
     lines

@@ -4,7 +4,7 @@
 use proc_macro2::{Ident, TokenStream};
 use quote::{format_ident, quote};
 
-use super::docs::doc_attrs;
+use super::docs::{doc_attrs, lead_docs};
 use super::generics::Generics;
 use super::method::{Method, allow_many, group_params};
 use crate::model::{Kind, Routing, ServiceModel};
@@ -39,7 +39,7 @@ pub(super) fn server_code(
             let fn_ident = m.fn_ident();
             let (input, output) = (&m.input, &m.output);
             let wire = &m.model.wire_name;
-            let method_docs = doc_attrs(&m.docs);
+            let method_docs = lead_docs(&m.docs);
             let routing = m.routing_doc();
             let affinity = if m.model.routing == Routing::Affinity {
                 let aff = format_ident!("{}_affinity", m.model.snake);
@@ -73,7 +73,6 @@ pub(super) fn server_code(
             if m.model.kind == Kind::Stream {
                 return quote! {
                     #method_docs
-                    ///
                     #[doc = #routing]
                     /// Serves one stream (send responses, receive requests); it closes when this
                     /// returns, with the error on `Err`.
@@ -88,7 +87,6 @@ pub(super) fn server_code(
             }
             quote! {
                 #method_docs
-                ///
                 #[doc = #routing]
                 #stub_doc
                 fn #fn_ident(
@@ -330,12 +328,11 @@ pub(super) fn server_code(
             let output = &m.output;
             let params = m.topic_params();
             let topics = m.topic_slice();
-            let method_docs = doc_attrs(&m.docs);
+            let method_docs = lead_docs(&m.docs);
             let routing = m.routing_doc();
             let allow = allow_many(params.len() + 2);
             quote! {
                 #method_docs
-                ///
                 #[doc = #routing]
                 /// Publishes `msg` to the subscribers.
                 ///

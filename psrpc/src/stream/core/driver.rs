@@ -12,7 +12,7 @@ use super::{MAX_ACKS_PER_FRAME, Outgoing, StreamCore};
 use crate::Result;
 use crate::stream::StreamEnd;
 use crate::sync::lock;
-use crate::wire::{StreamAck, stream::Body};
+use crate::wire::{StreamAck, stream_frame::Body};
 
 impl StreamCore {
     /// Publishes `out` and, when it is an ack to a Rust peer, the acks queued right behind it
