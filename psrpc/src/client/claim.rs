@@ -4,13 +4,13 @@
 
 use tokio::time::Instant;
 
+use super::Inner;
 use super::pending::PendingCall;
 use super::reply::{Reply, response_error};
 use super::select::{Claim, SelectionOptions, Selector};
-use super::{CallOptions, Inner};
 use crate::bus::NoReceivers;
 use crate::wire::{self, ClaimResponse, Response};
-use crate::{Channel, Error, MethodInfo, Result};
+use crate::{Channel, Error, Result};
 
 /// What a response that arrives while claims are collected means.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,28 +35,22 @@ pub(super) enum Selected {
 }
 
 impl Inner {
-    /// Runs the claim exchange of `call`, whose request (or open) was published at `started`.
+    /// Runs the claim exchange of `call` by the `selection` rules; its request (or open) was
+    /// published at `started`.
     ///
     /// # Errors
     /// The selection's error (`no_servers_available`, `no_response` or the refusal kept),
     /// `canceled` (client closed), `deadline_exceeded`, or the bus error of the claim response.
-    #[allow(clippy::too_many_arguments)]
     pub(super) async fn select_server(
         &self,
         call: &mut PendingCall,
-        method: MethodInfo,
-        topics: &[&str],
-        opts: &CallOptions,
+        selection: &SelectionOptions,
         started: Instant,
         deadline: Instant,
         nobody: &mut NoReceivers,
         answers: Answers,
     ) -> Result<Selected> {
-        let selection = opts
-            .selection
-            .clone()
-            .unwrap_or_else(|| SelectionOptions::for_method(method));
-        let mut selector = Selector::new(&selection, started);
+        let mut selector = Selector::new(selection, started);
         let mut rejection = None;
         // Built once for the whole exchange: a timer or token waiter re-created on every reply
         // would re-register each time.
@@ -91,27 +85,27 @@ impl Inner {
                 _ = &mut timeout => return Err(Error::timed_out()),
             }
         };
-        self.send_claim_response(method, topics, &call.request_id, &server, deadline)
-            .await?;
+        self.send_claim_response(call, &server, deadline).await?;
         Ok(Selected::Server(server))
     }
 
-    /// Tells the servers which one of them the caller chose.
+    /// Tells the servers of `call` which one of them the caller chose.
     async fn send_claim_response(
         &self,
-        method: MethodInfo,
-        topics: &[&str],
-        request_id: &str,
+        call: &PendingCall,
         server_id: &str,
         deadline: Instant,
     ) -> Result<()> {
         let resp = ClaimResponse {
-            request_id: request_id.to_owned(),
+            request_id: call.request_id.clone(),
             server_id: server_id.to_owned(),
             x_cancel: false,
         };
-        let channel =
-            Channel::claim_response(self.service.clone(), method.name(), topics.iter().copied());
+        let channel = Channel::claim_response(
+            self.service.clone(),
+            call.method,
+            call.topics.iter().map(String::as_str),
+        );
         let payload = wire::encode_envelope(wire::CLAIM_RESPONSE_TYPE_URL, &resp);
         // Bounded by the call's deadline, as the request's publish.
         tokio::time::timeout_at(deadline, self.bus.publish(&channel, payload))

@@ -135,6 +135,13 @@ pub struct CallOptions {
 }
 
 impl CallOptions {
+    /// The selection rules of a call of `method`: the caller's, else the method's defaults.
+    pub(crate) fn selection_for(&self, method: crate::MethodInfo) -> SelectionOptions {
+        self.selection
+            .clone()
+            .unwrap_or_else(|| SelectionOptions::for_method(method))
+    }
+
     /// Default options.
     pub fn new() -> Self {
         Self::default()

@@ -16,8 +16,8 @@ pub(crate) struct PendingCall {
     pub(super) request_id: String,
     pub(super) rx: mpsc::UnboundedReceiver<Reply>,
     /// Where a cancellation goes; the channel itself is only built if one is sent.
-    method: &'static str,
-    topics: Vec<String>,
+    pub(super) method: &'static str,
+    pub(super) topics: Vec<String>,
     /// Set while a published request awaits its outcome.
     pub(super) armed: bool,
 }

@@ -84,9 +84,7 @@ impl Client {
             let selected = inner
                 .select_server(
                     &mut call,
-                    method,
-                    topics,
-                    &opts,
+                    &opts.selection_for(method),
                     started,
                     deadline,
                     &mut nobody,

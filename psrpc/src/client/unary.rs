@@ -122,9 +122,7 @@ impl Inner {
             let selected = self
                 .select_server(
                     &mut call,
-                    method,
-                    topics,
-                    &opts,
+                    &opts.selection_for(method),
                     started,
                     deadline,
                     &mut nobody,
