@@ -16,6 +16,15 @@
 //! - a **dead-letter stream** `PSRPC_DLQ_<queue>` (subject `psrpc.dlq.<queue>`); a dead
 //!   letter's ID is its stream sequence.
 //!
+//! Workers read the consumer through one continuous pull per queue and carrier (as JetStream's
+//! own consumers run), which asks for as many tasks as the worker had free handler slots at its
+//! first fetch. Tasks the server pushed ahead of a free slot wait in the client, without
+//! heartbeats, until the worker takes them, for at most the time its slots stay busy. When
+//! handlers run longer than the visibility timeout, such a waiting task can expire, be
+//! redelivered to another worker and also run here: at-least-once allows it, and side effects
+//! guarded with `TaskContext::record_effect` still apply once. A worker's shutdown hands the
+//! waiting tasks back at once.
+//!
 //! A finished task is announced on the core subject `psrpc.dqdone.<queue>.<task ID>` with its
 //! result as the payload, so waiters learn of results without polling or a second read.
 //! Queue names are sanitised to `[A-Za-z0-9_-]` for stream and bucket names.
