@@ -2,14 +2,14 @@
 //! (the benchmark binary maps much more code, which inflates its resident size).
 //!
 //! ```text
-//! cargo run --release -p psrpc-benches --bin idle_rss -- [--bus local,nats,redis]
+//! cargo run --release -p psrpc-benches --bin idle_rss -- [--bus local,nats,redis,mqtt,amqp]
 //! ```
 //!
 //! Per bus, a child process builds a tokio runtime with 2 worker threads and reads its
 //! resident size (`/proc/self/status`) twice: with the runtime only, and after a server with
 //! one method and a client (each on a bus connection of its own, as in separate services) made
-//! one call and idled for a second. NATS and Redis are started through `psrpc-testkit` on free
-//! ports. Prints one JSON line per bus: `rss` (all resident pages), split into `rss_anon`
+//! one call and idled for a second. NATS, Redis, mosquitto and RabbitMQ are started through
+//! `psrpc-testkit` on free ports. Prints one JSON line per bus: `rss` (all resident pages), split into `rss_anon`
 //! (heap and stacks: this process's own memory) and `rss_file` (mapped code and libraries,
 //! shared with every other process running them), and the growth over the runtime-only reading.
 
@@ -105,13 +105,15 @@ fn main() -> Result<(), BoxError> {
     let buses: Vec<String> = match args.iter().position(|a| a == "--bus") {
         Some(i) => args
             .get(i + 1)
-            .ok_or("--bus needs a list: local,nats,redis")?
+            .ok_or("--bus needs a list: local,nats,redis,mqtt,amqp")?
             .split(',')
             .map(str::to_owned)
             .collect(),
-        None if args.is_empty() => ["local", "nats", "redis"].map(str::to_owned).to_vec(),
+        None if args.is_empty() => ["local", "nats", "redis", "mqtt", "amqp"]
+            .map(str::to_owned)
+            .to_vec(),
         None => {
-            eprintln!("usage: idle_rss [--bus local,nats,redis]");
+            eprintln!("usage: idle_rss [--bus local,nats,redis,mqtt,amqp]");
             std::process::exit(2);
         }
     };
@@ -131,7 +133,23 @@ fn main() -> Result<(), BoxError> {
                 keep.push(Box::new(server));
                 url
             }
-            other => return Err(format!("unknown bus {other:?}: local, nats or redis").into()),
+            "mqtt" => {
+                let server = psrpc_testkit::MosquittoServer::start()?;
+                let url = server.url();
+                keep.push(Box::new(server));
+                url
+            }
+            "amqp" => {
+                let server = psrpc_testkit::RabbitMqServer::start()?;
+                let url = server.url();
+                keep.push(Box::new(server));
+                url
+            }
+            other => {
+                return Err(
+                    format!("unknown bus {other:?}: local, nats, redis, mqtt or amqp").into(),
+                );
+            }
         };
         let out = Command::new(std::env::current_exe()?)
             .args(["--child", bus, &url])

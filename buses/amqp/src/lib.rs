@@ -123,6 +123,11 @@ pub struct AmqpBusOptions {
     pub min_reconnect_delay: Duration,
     /// Longest pause between reconnection attempts (default 1 s).
     pub max_reconnect_delay: Duration,
+    /// The largest AMQP frame this side proposes, in bytes (default 16 KiB, at least 4,096),
+    /// unless the URL sets `frame_max`. lapin keeps read and write buffers of 32 frames per
+    /// connection, so RabbitMQ's 128 KiB would cost 8 MiB of memory per connection; bodies
+    /// above a frame travel as several frames, for 8 bytes each.
+    pub frame_max: u32,
     /// TLS settings for `amqps://` URLs: an extra trusted CA, a client certificate (default:
     /// the platform's roots, no client certificate).
     #[cfg(feature = "tls")]
@@ -166,6 +171,12 @@ impl AmqpBusOptions {
         self
     }
 
+    /// Sets [`frame_max`](Self::frame_max).
+    pub fn frame_max(mut self, frame_max: u32) -> Self {
+        self.frame_max = frame_max;
+        self
+    }
+
     /// Sets [`tls`](Self::tls).
     #[cfg(feature = "tls")]
     pub fn tls(mut self, tls: AmqpTls) -> Self {
@@ -183,6 +194,7 @@ impl Default for AmqpBusOptions {
             connection_timeout: Duration::from_secs(3),
             min_reconnect_delay: Duration::from_millis(100),
             max_reconnect_delay: Duration::from_secs(1),
+            frame_max: 16 * 1024,
             #[cfg(feature = "tls")]
             tls: AmqpTls::default(),
         }

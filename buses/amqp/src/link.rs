@@ -124,11 +124,19 @@ pub(crate) async fn connect(url: &str, options: &AmqpBusOptions) -> lapin::Resul
     #[cfg(feature = "tls")]
     let tls = options.tls.lapin_config();
     #[cfg(not(feature = "tls"))]
-    let tls = {
-        let _ = options;
-        lapin::tcp::OwnedTLSConfig::default()
-    };
-    Connection::connect_with_config(url, properties, tls, lapin::runtime::default_runtime()?).await
+    let tls = lapin::tcp::OwnedTLSConfig::default();
+    let runtime = lapin::runtime::default_runtime()?;
+    match url.parse::<lapin::uri::AMQPUri>() {
+        Ok(mut uri) => {
+            if uri.query.frame_max.is_none() {
+                // RabbitMQ's minimum frame size is 4,096.
+                uri.query.frame_max = Some(options.frame_max.max(4096));
+            }
+            Connection::connect_uri_with_config(uri, properties, tls, runtime).await
+        }
+        // Let lapin report what is wrong with the URL, in its own words.
+        Err(_) => Connection::connect_with_config(url, properties, tls, runtime).await,
+    }
 }
 
 /// Runs until the bus is dropped (the task is aborted then).

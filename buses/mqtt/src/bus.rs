@@ -158,6 +158,7 @@ impl MqttBus {
         mqtt.set_clean_session(true)
             .set_keep_alive(options.keep_alive)
             .set_request_channel_capacity(options.request_capacity.max(1))
+            .set_inflight(options.max_inflight.max(1))
             .set_max_packet_size(MQTT_MAX_PACKET, MQTT_MAX_PACKET);
         let client_id = mqtt.client_id();
         let (client, mut eventloop) =
@@ -187,7 +188,8 @@ impl MqttBus {
 
     /// A bus on rumqttc options of your own (transport, TLS, credentials, client ID, last
     /// will…). The bus sets clean start, the keepalive, the connection timeout, the request
-    /// channel capacity and its Maximum Packet Size over yours.
+    /// channel capacity and its Maximum Packet Size over yours, and the outgoing in-flight
+    /// limit to [`MqttBusOptions::max_inflight`] unless yours sets one.
     ///
     /// # Errors
     /// As [`connect`](Self::connect).
@@ -202,6 +204,9 @@ impl MqttBus {
             .set_connection_timeout(options.connect_timeout.as_secs().max(1))
             .set_request_channel_capacity(options.request_capacity.max(1))
             .set_max_packet_size(Some(u32::try_from(MQTT_MAX_PACKET).unwrap_or(u32::MAX)));
+        if mqtt.get_outgoing_inflight_upper_limit().is_none() {
+            mqtt.set_outgoing_inflight_upper_limit(options.max_inflight.max(1));
+        }
         // Requests and replies are small writes; Nagle would hold one back for a delayed ACK.
         let mut network = rumqttc::NetworkOptions::new();
         network.set_tcp_nodelay(true);

@@ -215,6 +215,10 @@ pub struct MqttBusOptions {
     pub watch_unserved: bool,
     /// Capacity of rumqttc's request channel (default 1024): a QoS 0 publish waits for room.
     pub request_capacity: usize,
+    /// Most QoS 1 publishes awaiting their PUBACK at once (default 256; the broker's Receive
+    /// Maximum lowers it further). rumqttc keeps a slot of about 200 bytes for each one from
+    /// the start, so its own default of 65,535 would cost 14 MiB per connection.
+    pub max_inflight: u16,
     /// The protocol version (default [`MqttProtocol::Auto`]: MQTT 5, or 3.1.1 when the broker
     /// refuses 5). Used by [`MqttBus::connect_with`]; [`MqttBus::from_mqtt_options`] is MQTT 5.
     pub protocol: MqttProtocol,
@@ -267,6 +271,12 @@ impl MqttBusOptions {
         self
     }
 
+    /// Sets [`max_inflight`](Self::max_inflight) (at least 1).
+    pub fn max_inflight(mut self, max_inflight: u16) -> Self {
+        self.max_inflight = max_inflight.max(1);
+        self
+    }
+
     /// Sets [`protocol`](Self::protocol).
     pub fn protocol(mut self, protocol: MqttProtocol) -> Self {
         self.protocol = protocol;
@@ -291,6 +301,7 @@ impl Default for MqttBusOptions {
             max_reconnect_delay: Duration::from_secs(1),
             watch_unserved: true,
             request_capacity: 1024,
+            max_inflight: 256,
             protocol: MqttProtocol::Auto,
             #[cfg(feature = "tls")]
             tls: None,
