@@ -95,6 +95,15 @@ fn child(bus: &str, url: &str) -> Result<(), BoxError> {
     Ok(())
 }
 
+/// A started broker, kept alive as long as its box, and its URL.
+fn running<S: 'static>(
+    server: S,
+    url: impl FnOnce(&S) -> String,
+) -> (Option<Box<dyn std::any::Any>>, String) {
+    let url = url(&server);
+    (Some(Box::new(server)), url)
+}
+
 fn main() -> Result<(), BoxError> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let [flag, bus, url] = args.as_slice()
@@ -119,38 +128,20 @@ fn main() -> Result<(), BoxError> {
     };
     let mut keep: Vec<Box<dyn std::any::Any>> = Vec::new();
     for bus in &buses {
-        let url = match bus.as_str() {
-            "local" => "local".to_owned(),
-            "nats" => {
-                let server = psrpc_testkit::NatsServer::start()?;
-                let url = server.url();
-                keep.push(Box::new(server));
-                url
-            }
-            "redis" => {
-                let server = psrpc_testkit::RedisServer::start()?;
-                let url = server.url();
-                keep.push(Box::new(server));
-                url
-            }
-            "mqtt" => {
-                let server = psrpc_testkit::MosquittoServer::start()?;
-                let url = server.url();
-                keep.push(Box::new(server));
-                url
-            }
-            "amqp" => {
-                let server = psrpc_testkit::RabbitMqServer::start()?;
-                let url = server.url();
-                keep.push(Box::new(server));
-                url
-            }
+        let (broker, url) = match bus.as_str() {
+            "local" => (None, "local".to_owned()),
+            "nats" => running(psrpc_testkit::NatsServer::start()?, |s| s.url()),
+            "redis" => running(psrpc_testkit::RedisServer::start()?, |s| s.url()),
+            "mqtt" => running(psrpc_testkit::MosquittoServer::start()?, |s| s.url()),
+            "amqp" => running(psrpc_testkit::RabbitMqServer::start()?, |s| s.url()),
             other => {
                 return Err(
                     format!("unknown bus {other:?}: local, nats, redis, mqtt or amqp").into(),
                 );
             }
         };
+        // The broker lives until the end, so the child finds it running.
+        keep.extend(broker);
         let out = Command::new(std::env::current_exe()?)
             .args(["--child", bus, &url])
             .output()?;
