@@ -23,7 +23,9 @@
 //!   has the message.
 //! - **Fast failure of unserved calls**: [`Bus::publish_watched`] publishes `mandatory` with a
 //!   message ID property; the broker returns a message no queue takes, and the returned
-//!   [`NoReceivers`] resolves. (lapin logs each returned message as a `tracing` warning, target
+//!   [`NoReceivers`] resolves. It resolves too when the broker refuses the message
+//!   (`basic.nack`) or its channel fails before the confirm: either way nobody got it, and the
+//!   call fails at once rather than at its deadline. (lapin logs each returned message as a `tracing` warning, target
 //!   `lapin`: filter it out where unserved calls are routine.)
 //! - **Exchanges are declared on publish** (idempotently, pipelined without waiting), so a
 //!   publish to a channel nobody ever subscribed to, or whose last subscriber left (the exchange

@@ -36,6 +36,8 @@ pub(crate) enum PublishFailure {
 struct Pending {
     confirm: PublisherConfirm,
     reply: Option<oneshot::Sender<Outcome>>,
+    /// The message ID of a watched publish.
+    watch: Option<u64>,
 }
 
 /// A confirm-mode channel for publishing.
@@ -116,6 +118,7 @@ impl Publisher {
         let _ = self.pump.send(Pending {
             confirm,
             reply: confirmed,
+            watch,
         });
         Ok(())
     }
@@ -139,7 +142,12 @@ async fn collect_confirms(
     mut pending: mpsc::UnboundedReceiver<Pending>,
     returns: Arc<Returns>,
 ) {
-    while let Some(Pending { confirm, reply }) = pending.recv().await {
+    while let Some(Pending {
+        confirm,
+        reply,
+        watch,
+    }) = pending.recv().await
+    {
         let outcome = match confirm.await {
             Ok(Confirmation::Ack(returned)) => {
                 route_return(&returns, returned);
@@ -152,12 +160,24 @@ async fn collect_confirms(
             Ok(Confirmation::NotRequested) => Ok(()),
             Err(err) => Err(PublishFailure::Lost(err)),
         };
+        if outcome.is_err() {
+            tell_lost(&returns, watch);
+        }
         if let Some(reply) = reply {
             let _ = reply.send(outcome);
         }
     }
     if channel.status().connected() {
         let _ = channel.close(200, ShortString::from("recycled")).await;
+    }
+}
+
+/// A watched message the broker refused (`basic.nack`) or whose confirm was lost with its
+/// channel reached nobody: its watcher hears "no receivers" now, so the call that published it
+/// fails at once instead of waiting for its deadline with no answer coming.
+fn tell_lost(returns: &Returns, watch: Option<u64>) {
+    if let Some((_, watcher)) = watch.and_then(|id| returns.remove(&id)) {
+        let _ = watcher.send(());
     }
 }
 
@@ -175,5 +195,25 @@ fn route_return(returns: &Returns, returned: Option<BasicReturnMessage>) {
         .and_then(|id| id.as_str().parse::<u64>().ok());
     if let Some((_, watcher)) = id.and_then(|id| returns.remove(&id)) {
         let _ = watcher.send(());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lost_watched_message_tells_its_watcher() {
+        let returns = Returns::default();
+        let (tx, mut rx) = oneshot::channel();
+        returns.insert(7, tx);
+        let (other, mut other_rx) = oneshot::channel();
+        returns.insert(8, other);
+        tell_lost(&returns, None);
+        assert!(rx.try_recv().is_err(), "an unwatched publish tells nobody");
+        tell_lost(&returns, Some(7));
+        assert_eq!(rx.try_recv(), Ok(()));
+        assert!(other_rx.try_recv().is_err(), "only its own watcher");
+        assert!(returns.contains_key(&8) && !returns.contains_key(&7));
     }
 }
