@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::notify::Waiters;
 use super::tasks;
 use async_nats::jetstream::{self, consumer, kv, stream};
 use bytes::Bytes;
@@ -68,6 +69,8 @@ pub(super) struct Inner {
     pub(super) js: jetstream::Context,
     pub(super) options: JetStreamOptions,
     pub(super) queues: DashMap<String, Arc<Opened>>,
+    /// Waiters for results, fed by one wildcard subscription per queue.
+    pub(super) waiters: Arc<Waiters>,
 }
 
 /// The handles of an opened queue.
@@ -122,6 +125,7 @@ impl JetStreamCarrier {
                 client,
                 options,
                 queues: DashMap::new(),
+                waiters: Arc::default(),
             }),
         }
     }
@@ -351,14 +355,21 @@ impl Carrier for JetStreamCarrier {
         timeout: Duration,
     ) -> CarrierFuture<'a, (Enqueued, Option<Bytes>)> {
         Box::pin(async move {
-            // Subscribed before the enqueue (same connection, so the server registers the
-            // subscription first): a fresh task's result can only come after it, so the
+            // Listening before the enqueue (the queue's subscription went out on the same
+            // connection first): a fresh task's result can only come after it, so the
             // bucket is not read first; a deduplicated task may have finished long ago.
-            let done = self.listen_result(queue, &task.task_id).await?;
+            let slot = self.listen_result(queue, &task.task_id).await?;
             let read_first = task.dedup;
-            let enqueued = self.enqueue_task(queue, task).await?;
+            let task_id = task.task_id.clone();
+            let enqueued = match self.enqueue_task(queue, task).await {
+                Ok(enqueued) => enqueued,
+                Err(err) => {
+                    self.stop_listening(queue, &task_id, slot);
+                    return Err(err);
+                }
+            };
             let result = self
-                .wait_on(queue, &enqueued.task_id, done, timeout, read_first)
+                .wait_on(queue, &enqueued.task_id, slot, timeout, read_first)
                 .await?;
             Ok((enqueued, result))
         })

@@ -26,11 +26,15 @@
 //! waiting tasks back at once.
 //!
 //! A finished task is announced on the core subject `psrpc.dqdone.<queue>.<task ID>` with its
-//! result as the payload, so waiters learn of results without polling or a second read.
+//! result as the payload, so waiters learn of results without polling or a second read; a
+//! carrier listens with one wildcard subscription per queue (`psrpc.dqdone.<queue>.*`),
+//! made by the queue's first waiter, so every waiting process of a queue receives all of its
+//! results.
 //! Queue names are sanitised to `[A-Za-z0-9_-]` for stream and bucket names.
 
 mod carrier;
 mod dead_letters;
+mod notify;
 mod results;
 mod stats;
 mod tasks;

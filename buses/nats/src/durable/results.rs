@@ -6,14 +6,15 @@
 //! have been lost). Effect records are the bucket's keys `fx.<name>.<task key>`: result keys
 //! never hold a dot, so the two never meet.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::kv;
 use bytes::Bytes;
-use futures::StreamExt;
 use psrpc::durable::CarrierError;
 
-use super::carrier::JetStreamCarrier;
+use super::carrier::{JetStreamCarrier, sanitize};
+use super::notify::{Slot, Waiters};
 
 /// A result key: task IDs are `[A-Za-z0-9_]`, valid KV keys; anything else is hex-encoded.
 fn result_key(task_id: &str) -> String {
@@ -84,54 +85,77 @@ impl JetStreamCarrier {
         task_id: &str,
         timeout: Duration,
     ) -> Result<Option<Bytes>, CarrierError> {
-        // Subscribed before the first read: a result stored after that read is announced to
-        // this subscription (the server handles one connection's requests in order).
-        let done = self.listen_result(queue, task_id).await?;
-        self.wait_on(queue, task_id, done, timeout, true).await
+        // Listening before the first read: a result stored after that read is announced to
+        // the queue's subscription (the server handles one connection's requests in order).
+        let slot = self.listen_result(queue, task_id).await?;
+        self.wait_on(queue, task_id, slot, timeout, true).await
     }
 
-    /// Listens for the announcement of `task_id`'s result.
+    /// Registers a waiter for `task_id`'s result, subscribing to the queue's announcements
+    /// first if this carrier has not yet.
     pub(super) async fn listen_result(
         &self,
         queue: &str,
         task_id: &str,
-    ) -> Result<async_nats::Subscriber, CarrierError> {
+    ) -> Result<Arc<Slot>, CarrierError> {
+        let q = sanitize(queue);
         self.inner
-            .client
-            .subscribe(Self::done_subject(queue, task_id))
+            .waiters
+            .ensure_listening(&self.inner.client, &q)
             .await
-            .map_err(|e| CarrierError::new("wait_result", e.to_string()))
+            .map_err(|e| CarrierError::new("wait_result", e.to_string()))?;
+        Ok(self.inner.waiters.register(&Waiters::key(&q, task_id)))
     }
 
-    /// Waits for the result on `done` (subscribed before the result could be stored), reading
-    /// the bucket first when `read_first` (the result may predate the subscription).
+    /// Forgets a waiter registered by [`listen_result`](Self::listen_result).
+    pub(super) fn stop_listening(&self, queue: &str, task_id: &str, slot: Arc<Slot>) {
+        drop(slot);
+        self.inner
+            .waiters
+            .unregister(&Waiters::key(&sanitize(queue), task_id));
+    }
+
+    /// Waits for the result on `slot` (registered before the result could be stored), reading
+    /// the bucket first when `read_first` (the result may predate the registration).
     pub(super) async fn wait_on(
         &self,
         queue: &str,
         task_id: &str,
-        mut done: async_nats::Subscriber,
+        slot: Arc<Slot>,
         timeout: Duration,
         read_first: bool,
     ) -> Result<Option<Bytes>, CarrierError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut read = read_first;
-        loop {
-            if read && let Some(found) = self.read_result(queue, task_id).await? {
-                return Ok(Some(found));
-            }
-            read = true;
-            // Re-read at least every second: a notification can be lost when a connection
-            // drops, the bucket cannot.
-            let until = deadline.min(tokio::time::Instant::now() + Duration::from_secs(1));
-            if let Ok(Some(msg)) = tokio::time::timeout_at(until, done.next()).await
-                && !msg.payload.is_empty()
-            {
-                return Ok(Some(msg.payload));
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return self.read_result(queue, task_id).await;
+        let outcome = async {
+            loop {
+                let notified = slot.notify.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if let Some(found) = slot.result() {
+                    return Ok(Some(found));
+                }
+                if read && let Some(found) = self.read_result(queue, task_id).await? {
+                    return Ok(Some(found));
+                }
+                read = true;
+                let now = tokio::time::Instant::now();
+                if now >= deadline {
+                    return Ok(None);
+                }
+                // Re-read at least every second: a notification can be lost when a
+                // connection drops, the bucket cannot.
+                let until = deadline.min(now + Duration::from_secs(1));
+                if tokio::time::timeout_at(until, notified).await.is_ok()
+                    && let Some(found) = slot.result()
+                {
+                    return Ok(Some(found));
+                }
             }
         }
+        .await;
+        self.stop_listening(queue, task_id, slot);
+        outcome
     }
 
     pub(super) async fn create_effect(

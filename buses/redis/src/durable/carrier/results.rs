@@ -139,7 +139,12 @@ impl RedisStreamsCarrier {
         outcome
     }
 
-    /// The result and its announcement, and the ack, in one atomic round trip.
+    /// The result and its announcement, and the ack, in one round trip.
+    ///
+    /// A plain pipeline, not `MULTI`: Redis runs one connection's commands in order, so the
+    /// result is stored before the ack, and `MULTI` would not undo a failed command anyway. A
+    /// crash between the two leaves the task pending; its redelivery finds the result and
+    /// only acks.
     pub(super) async fn store_and_ack(
         &self,
         queue: &str,
@@ -151,7 +156,6 @@ impl RedisStreamsCarrier {
         let k = keys(queue);
         let mut conn = self.inner.conn.clone();
         redis::pipe()
-            .atomic()
             .cmd("SET")
             .arg(result_key(queue, task_id))
             .arg(result.as_ref())
