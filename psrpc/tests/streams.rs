@@ -776,20 +776,8 @@ async fn acks_are_batched_for_rust_peers_only() {
         assert_eq!(got_rx.await.unwrap(), N);
 
         // The acks the server sent: frames, and messages acknowledged.
-        let (mut frames, mut acked) = (0, 0);
-        for payload in server_bus.payloads() {
-            let msg = wire::decode_envelope(payload).unwrap();
-            if msg.type_url != wire::STREAM_TYPE_URL {
-                continue;
-            }
-            let frame: wire::StreamFrame = prost::Message::decode(msg.value).unwrap();
-            if let Some(Body::Ack(ack)) = frame.body
-                && ack.x_window == 0
-            {
-                frames += 1;
-                acked += 1 + ack.x_more.len();
-            }
-        }
+        let batches = ack_batches(&server_bus);
+        let (frames, acked) = (batches.len(), batches.iter().sum::<usize>());
         assert_eq!(acked, N as usize, "every message acknowledged once");
         if go_like_client {
             assert_eq!(frames, N as usize, "one ack per message for a Go-like peer");
@@ -799,5 +787,115 @@ async fn acks_are_batched_for_rust_peers_only() {
                 "batched: {frames} ack frames for {N} messages"
             );
         }
+    }
+}
+
+/// The ack frames a recording bus saw: for each, how many messages it acknowledged.
+fn ack_batches(recorded: &RecordingBus) -> Vec<usize> {
+    let mut batches = Vec::new();
+    for payload in recorded.payloads() {
+        let msg = wire::decode_envelope(payload).unwrap();
+        if msg.type_url != wire::STREAM_TYPE_URL {
+            continue;
+        }
+        let frame: wire::StreamFrame = prost::Message::decode(msg.value).unwrap();
+        if let Some(Body::Ack(ack)) = frame.body
+            && ack.x_window == 0
+        {
+            batches.push(1 + ack.x_more.len());
+        }
+    }
+    batches
+}
+
+/// Between Rust peers, a receiver that takes a message while more wait in its inbox holds the
+/// ack and sends it with the next ones, even when its driver is idle in between (each take
+/// below is followed by a pause in which the driver could have published a lone ack). The last
+/// take empties the inbox and sends the batch; a Go-like peer still gets one ack per message.
+#[tokio::test(start_paused = true)]
+async fn acks_held_while_more_wait_leave_as_one_frame() {
+    const N: usize = 5;
+    for go_like_client in [false, true] {
+        let local = LocalBus::new();
+        let server_bus = RecordingBus::new(local.clone());
+        let server = Server::new(SVC, server_bus.bus());
+        let (got_tx, got_rx) = oneshot::channel::<Vec<u32>>();
+        let got_slot = common::slot(got_tx);
+        server
+            .register_stream(CHAT, &[], move |_ctx, mut stream: Stream<u32, u32>| {
+                let got_tx = common::take(&got_slot);
+                async move {
+                    // Virtual time: every sent message has arrived when this returns.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    let mut got = Vec::new();
+                    while got.len() < N {
+                        got.push(stream.recv().await.unwrap()?);
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    let _ = got_tx.send(got);
+                    stream.recv().await;
+                    Ok(())
+                }
+            })
+            .await
+            .unwrap();
+        let window = if go_like_client { 0 } else { 64 };
+        let options = ClientOptions::default().stream(StreamOptions::default().window(window));
+        let client = Client::with_options(SVC, local, options).await.unwrap();
+        let stream = client
+            .open_stream::<u32, u32>(CHAT, &[], CallOptions::new())
+            .await
+            .unwrap();
+        // A Go-like peer sends stop-and-wait: each message leaves after the previous ack.
+        for i in 0..N as u32 {
+            stream.send(&i).await.unwrap();
+        }
+        assert_eq!(got_rx.await.unwrap(), (0..N as u32).collect::<Vec<_>>());
+        stream.close(None).await.unwrap();
+        let batches = ack_batches(&server_bus);
+        assert_eq!(batches.iter().sum::<usize>(), N, "each message acked once");
+        if go_like_client {
+            assert_eq!(
+                batches,
+                vec![1; N],
+                "one ack per message for a Go-like peer"
+            );
+        } else {
+            assert_eq!(batches, vec![N], "held, then sent together: {batches:?}");
+        }
+    }
+}
+
+/// A message's publish fails whether `send` finished it itself (a bus that answers on the first
+/// poll) or handed it to the driver (a bus that takes its time): either way the stream ends with
+/// the bus error, reported by the next send, and the peer sees no message out of order.
+#[tokio::test(start_paused = true)]
+async fn a_failed_message_publish_ends_the_stream() {
+    use psrpc::stream::StreamEnd;
+    for delay in [Duration::ZERO, Duration::from_millis(1)] {
+        let bus = LocalBus::new();
+        let _server = echo_server(bus.clone()).await;
+        let client_bus = common::SlowBus::new(bus, delay);
+        let client = Client::new(SVC, client_bus.clone()).await.unwrap();
+        let mut stream = client
+            .open_stream::<String, String>(CHAT, &[], CallOptions::new())
+            .await
+            .unwrap();
+        for word in ["one", "two", "three"] {
+            stream.send(&s(word)).await.unwrap();
+        }
+        for word in ["one", "two", "three"] {
+            assert!(
+                stream.recv().await.unwrap().unwrap().ends_with(word),
+                "{delay:?}"
+            );
+        }
+        client_bus.failing();
+        // Committed, then its publish fails: the stream ends with the bus error.
+        stream.send(&s("lost")).await.unwrap();
+        let end = stream.closed().await;
+        assert!(matches!(end, StreamEnd::Bus(_)), "{delay:?}: {end:?}");
+        let err = stream.send(&s("after")).await.unwrap_err();
+        assert_eq!(Some(err), end.error());
     }
 }

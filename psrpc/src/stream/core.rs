@@ -1,11 +1,13 @@
 //! The state of one stream, shared by its handle, the frame router and its driver.
 
 use crate::sync::lock;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 
 use bytes::Bytes;
 use dashmap::DashMap;
+use futures::future::BoxFuture;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -13,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 mod driver;
 
 use super::{StreamEnd, StreamOptions};
-use crate::bus::Bus;
+use crate::bus::{Bus, BusError};
 use crate::wire::{self, StreamAck, StreamClose, StreamMessage, stream_frame::Body};
 use crate::{Channel, Error, ErrorCode, Result};
 
@@ -25,6 +27,9 @@ pub(crate) const CLEAN_CLOSE_MESSAGE: &str = "stream closed";
 
 /// What waits for the stream's driver to publish it, in order.
 enum Outgoing {
+    /// A user message whose publish `send` started and could not finish at once: the driver
+    /// completes it before anything queued after it.
+    Started(BoxFuture<'static, std::result::Result<(), BusError>>),
     /// An encoded frame.
     Frame {
         payload: Bytes,
@@ -33,12 +38,13 @@ enum Outgoing {
         /// Told the publish result (a close waits for it).
         done: Option<oneshot::Sender<Result<()>>>,
     },
-    /// The ack of a message the application took; consecutive acks to a Rust peer leave as
-    /// one frame.
+    /// The ack of messages the application took: the frame names the first, a Rust peer
+    /// learns the others from `more`, and consecutive acks to a Rust peer leave as one frame.
     Ack {
         request_id: String,
         sent_at: i64,
         expiry: i64,
+        more: Vec<String>,
     },
 }
 
@@ -67,6 +73,12 @@ pub(crate) struct StreamCore {
     /// `recv` and `send` cancel safe: nothing is half-done when their futures are dropped.
     outbox: mpsc::UnboundedSender<Outgoing>,
     outbox_rx: Mutex<Option<mpsc::UnboundedReceiver<Outgoing>>>,
+    /// Frames queued for the driver and not yet published: while there are none, `send`
+    /// publishes itself, saving the hand-off to the driver.
+    queued: AtomicUsize,
+    /// Held by `send` from its check of `queued` to the end of its publish or queueing, so
+    /// two senders cannot overtake each other's queued frames.
+    send_order: Mutex<()>,
     /// Room in the peer's window: one permit per message it may hold unacknowledged.
     window: Arc<Semaphore>,
     unacked: DashMap<String, (OwnedSemaphorePermit, Instant)>,
@@ -80,6 +92,10 @@ pub(crate) struct StreamCore {
     last_sent_ms: AtomicU64,
     open_ack: Mutex<Option<oneshot::Sender<u32>>>,
     dropped: AtomicU64,
+    /// Between Rust peers, acks of messages taken while more were waiting in the inbox: they
+    /// leave together when the inbox runs dry or the batch is full, so a busy receiver sends
+    /// one ack frame for many messages instead of one each.
+    held_acks: Mutex<Vec<Incoming>>,
 }
 
 impl StreamCore {
@@ -102,6 +118,8 @@ impl StreamCore {
             inbox: Mutex::new(Some(inbox)),
             outbox,
             outbox_rx: Mutex::new(Some(outbox_rx)),
+            queued: AtomicUsize::new(0),
+            send_order: Mutex::new(()),
             window: Arc::new(Semaphore::new(1)),
             unacked: DashMap::new(),
             all_acked: Notify::new(),
@@ -113,6 +131,7 @@ impl StreamCore {
             last_sent_ms: AtomicU64::new(0),
             open_ack: Mutex::new(None),
             dropped: AtomicU64::new(0),
+            held_acks: Mutex::new(Vec::new()),
         });
         (core, rx)
     }
@@ -202,6 +221,8 @@ impl StreamCore {
             }
             *slot = Some(end);
         }
+        // Acks still held go out with the last frames (the driver drains what was queued).
+        self.flush_held_acks();
         // The receiving half drains what is buffered, then sees the end.
         lock(&self.inbox).take();
         self.closed.cancel();
@@ -235,12 +256,17 @@ impl StreamCore {
 
     /// Hands a frame to the driver, which publishes frames in the order they were queued.
     fn queue(&self, payload: Bytes, message: bool, done: Option<oneshot::Sender<Result<()>>>) {
-        // The driver holds the receiver until the stream ends; after that nobody listens.
-        let _ = self.outbox.send(Outgoing::Frame {
+        self.push(Outgoing::Frame {
             payload,
             message,
             done,
         });
+    }
+
+    fn push(&self, out: Outgoing) {
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        // The driver holds the receiver until the stream ends; after that nobody listens.
+        let _ = self.outbox.send(out);
     }
 
     /// Publishes a frame now, bypassing the queue (before the driver runs, or after it).
@@ -275,7 +301,7 @@ impl StreamCore {
     /// Cancel safe: the only await is for window room; once there is room the message is
     /// queued for the driver without awaiting, and the future completes. A dropped future has
     /// therefore sent nothing.
-    pub(crate) async fn send(&self, raw: Bytes) -> Result<()> {
+    pub(crate) async fn send(self: &Arc<Self>, raw: Bytes) -> Result<()> {
         if self.closed.is_cancelled() {
             return Err(self.closed_error());
         }
@@ -299,19 +325,86 @@ impl StreamCore {
         }
         let ack_by = crate::time::deadline_in(timeout);
         self.unacked.insert(request_id, (permit, ack_by));
-        self.queue(payload, true, None);
+        // Completes in this one poll (no await inside), so the message is committed whether
+        // or not the caller keeps polling.
+        let mut payload = Some(payload);
+        futures::future::poll_fn(|cx| {
+            if let Some(payload) = payload.take() {
+                self.commit(payload, cx);
+            }
+            Poll::Ready(())
+        })
+        .await;
         Ok(())
     }
 
+    /// Publishes a message from the sender's task when nothing is queued before it, or hands
+    /// it to the driver: published directly if the bus accepts it on the first poll, else the
+    /// started publish goes to the driver, which finishes it before anything queued later.
+    fn commit(self: &Arc<Self>, payload: Bytes, cx: &mut std::task::Context<'_>) {
+        let _order = lock(&self.send_order);
+        if self.queued.load(Ordering::Acquire) > 0 {
+            self.queue(payload, true, None);
+            return;
+        }
+        let core = self.clone();
+        let mut publish: BoxFuture<'static, _> =
+            Box::pin(async move { core.bus.publish(&core.peer, payload).await });
+        match publish.as_mut().poll(cx) {
+            Poll::Ready(result) => self.published_message(result.map_err(Error::from)),
+            Poll::Pending => self.push(Outgoing::Started(publish)),
+        }
+    }
+
+    /// Records the outcome of a user message's publish: a failure ends the stream, since the
+    /// peer would never acknowledge the message.
+    fn published_message(&self, result: Result<()>) {
+        match result {
+            Ok(()) => self.last_sent_ms.store(self.now_ms(), Ordering::Relaxed),
+            Err(err) => self.finish(StreamEnd::Bus(err)),
+        }
+    }
+
     /// Acknowledges a message the application took: queued, never awaited.
-    pub(crate) fn ack(&self, msg: &Incoming) {
+    ///
+    /// `more_waiting` says whether the inbox still holds messages. Then, between Rust peers,
+    /// the ack is held (up to a quarter of our window) to leave with the next ones: the
+    /// application is about to take those, and the message behind it is still unacknowledged
+    /// anyway, so holding delays the sender by no more than that message's own wait. Go peers
+    /// get one ack per message, as they expect.
+    pub(crate) fn ack(&self, msg: Incoming, more_waiting: bool) {
         if self.closed.is_cancelled() {
             return;
         }
-        let _ = self.outbox.send(Outgoing::Ack {
-            request_id: msg.request_id.clone(),
-            sent_at: msg.sent_at,
-            expiry: msg.expiry,
+        if !self.rust_peer.load(Ordering::Relaxed) {
+            self.queue_acks(msg, Vec::new());
+            return;
+        }
+        let hold_limit = (self.options.window / 4) as usize;
+        let mut held = lock(&self.held_acks);
+        if more_waiting && held.len() < hold_limit {
+            held.push(msg);
+            return;
+        }
+        let more = held.drain(..).map(|held| held.request_id).collect();
+        drop(held);
+        self.queue_acks(msg, more);
+    }
+
+    /// Queues the acks held by [`ack`](Self::ack), if any.
+    pub(crate) fn flush_held_acks(&self) {
+        let mut held = std::mem::take(&mut *lock(&self.held_acks)).into_iter();
+        if let Some(first) = held.next() {
+            self.queue_acks(first, held.map(|held| held.request_id).collect());
+        }
+    }
+
+    fn queue_acks(&self, first: Incoming, more: Vec<String>) {
+        self.push(Outgoing::Ack {
+            request_id: first.request_id,
+            sent_at: first.sent_at,
+            expiry: first.expiry,
+            more,
         });
     }
 
@@ -367,6 +460,8 @@ impl StreamCore {
             }
         };
         let (tx, rx) = oneshot::channel();
+        // Held acks first: the peer should learn what we took before it learns of the end.
+        self.flush_held_acks();
         // Queued before the stream is marked ended, so the driver's final drain sees it.
         self.queue(payload, false, Some(tx));
         self.finish(end);

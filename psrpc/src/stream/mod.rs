@@ -364,10 +364,11 @@ impl<R: Message + Default> StreamReceiver<R> {
         }
         let core = &self.guard.core;
         match self.inbox.poll_recv(cx) {
-            Poll::Ready(Some(msg)) => {
+            Poll::Ready(Some(mut msg)) => {
+                let raw = std::mem::take(&mut msg.raw);
                 // Queued, not awaited: taking the message and acking it happen together.
-                core.ack(&msg);
-                Poll::Ready(Some(R::decode(msg.raw).map_err(Error::malformed_result)))
+                core.ack(msg, !self.inbox.is_empty());
+                Poll::Ready(Some(R::decode(raw).map_err(Error::malformed_result)))
             }
             Poll::Ready(None) => {
                 self.done = true;

@@ -148,7 +148,10 @@ impl psrpc::Bus for SlowBus {
         payload: Bytes,
     ) -> futures::future::BoxFuture<'a, Result<(), psrpc::bus::BusError>> {
         Box::pin(async move {
-            tokio::time::sleep(self.delay).await;
+            // A zero delay publishes on the first poll, as a fast broker client does.
+            if !self.delay.is_zero() {
+                tokio::time::sleep(self.delay).await;
+            }
             if self.failing.load(Ordering::SeqCst) {
                 return Err(psrpc::bus::BusError::Closed);
             }

@@ -9,10 +9,10 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::{MAX_ACKS_PER_FRAME, Outgoing, StreamCore};
-use crate::Result;
 use crate::stream::StreamEnd;
 use crate::sync::lock;
 use crate::wire::{StreamAck, stream_frame::Body};
+use crate::{Error, Result};
 
 impl StreamCore {
     /// Publishes `out` and, when it is an ack to a Rust peer, the acks queued right behind it
@@ -21,6 +21,9 @@ impl StreamCore {
         let mut next = Some(out);
         while let Some(out) = next.take() {
             match out {
+                Outgoing::Started(publish) => {
+                    self.published_message(publish.await.map_err(Error::from));
+                }
                 Outgoing::Frame {
                     payload,
                     message,
@@ -42,13 +45,23 @@ impl StreamCore {
                     request_id,
                     sent_at,
                     expiry,
+                    more,
                 } => {
-                    let mut ack = StreamAck::default();
+                    let mut ack = StreamAck {
+                        x_more: more,
+                        ..Default::default()
+                    };
                     // Go peers expect one ack per message.
                     if self.rust_peer.load(Ordering::Relaxed) {
                         while ack.x_more.len() < MAX_ACKS_PER_FRAME {
                             match outbox.try_recv() {
-                                Ok(Outgoing::Ack { request_id, .. }) => ack.x_more.push(request_id),
+                                Ok(Outgoing::Ack {
+                                    request_id, more, ..
+                                }) => {
+                                    self.queued.fetch_sub(1, Ordering::AcqRel);
+                                    ack.x_more.push(request_id);
+                                    ack.x_more.extend(more);
+                                }
                                 Ok(other) => {
                                     next = Some(other);
                                     break;
@@ -66,6 +79,8 @@ impl StreamCore {
                     }
                 }
             }
+            // Done with this frame: once none is left, `send` may publish directly again.
+            self.queued.fetch_sub(1, Ordering::AcqRel);
         }
     }
 
@@ -115,6 +130,8 @@ impl StreamCore {
 
     /// The periodic checks of [`drive`](Self::drive).
     async fn check(&self) {
+        // A safety net: held acks normally leave when the receiver takes the next message.
+        self.flush_held_acks();
         let now = Instant::now();
         if self.unacked.iter().any(|entry| entry.value().1 <= now) {
             drop(self.close_queued(StreamEnd::AckTimeout));
