@@ -13,7 +13,8 @@
 //!   `XREADGROUP` → `XACK` → `LPUSH` of a reply the producer `BLPOP`s) against
 //!   `DurableClient::call` with a worker: throughput and p50.
 //!
-//! Prints one JSON line per measurement and the ratios. See `BENCHMARKS.md`.
+//! Prints one JSON line per measurement (with the CPU time of this process and of the broker
+//! per operation) and the ratios. See `BENCHMARKS.md`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -24,14 +25,27 @@ use futures::StreamExt;
 use psrpc::durable::{Carrier, DurableClient, EnqueueOptions, QueueConfig, Worker, WorkerOptions};
 use tokio::time::Instant;
 
+// The suite's CPU readers; this binary uses only part of that module.
+#[allow(dead_code)]
+#[path = "../mem.rs"]
+mod mem;
+
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type Pair = [(f64, f64); 2];
 
 const PRODUCERS: usize = 64;
 const PAYLOAD: usize = 128;
 
-/// Runs `op` from 64 producers for `span`; returns operations per second and the latencies.
-async fn drive<F, Fut>(span: Duration, op: F) -> (f64, Vec<Duration>)
+/// One measurement: operations per second, sorted latencies, CPU µs per operation (this
+/// process, the brokers).
+struct Run {
+    rate: f64,
+    lat: Vec<Duration>,
+    cpu: (f64, f64),
+}
+
+/// Runs `op` from 64 producers for `span`.
+async fn drive<F, Fut>(span: Duration, op: F) -> Run
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<(), BoxError>> + Send,
@@ -40,6 +54,7 @@ where
     let stop = Arc::new(AtomicBool::new(false));
     let count = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
+    let cpu_before = mem::cpu();
     let tasks: Vec<_> = (0..PRODUCERS)
         .map(|p| {
             let (op, stop, count) = (op.clone(), stop.clone(), count.clone());
@@ -62,9 +77,19 @@ where
     for t in tasks {
         lat.extend(t.await.unwrap_or_default());
     }
-    let rate = count.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64();
+    let cpu_after = mem::cpu();
+    let ops = count.load(Ordering::Relaxed);
+    let rate = ops as f64 / start.elapsed().as_secs_f64();
     lat.sort_unstable();
-    (rate, lat)
+    let per_op = |a: u64, b: u64| b.saturating_sub(a) as f64 / ops.max(1) as f64;
+    Run {
+        rate,
+        lat,
+        cpu: (
+            per_op(cpu_before.ours, cpu_after.ours),
+            per_op(cpu_before.brokers, cpu_after.brokers),
+        ),
+    }
 }
 
 fn p50(lat: &[Duration]) -> f64 {
@@ -72,10 +97,13 @@ fn p50(lat: &[Duration]) -> f64 {
         .map_or(f64::NAN, |d| d.as_secs_f64() * 1e6)
 }
 
-fn report(bus: &str, case: &str, rate: f64, lat: &[Duration]) {
+fn report(bus: &str, case: &str, run: &Run) {
     println!(
-        "{{\"bus\":\"{bus}\",\"case\":\"{case}\",\"producers\":{PRODUCERS},\"payload\":{PAYLOAD},\"ops_per_s\":{rate:.0},\"p50_us\":{:.0}}}",
-        p50(lat)
+        "{{\"bus\":\"{bus}\",\"case\":\"{case}\",\"producers\":{PRODUCERS},\"payload\":{PAYLOAD},\"ops_per_s\":{:.0},\"p50_us\":{:.0},\"cpu_us_per_op\":{:.1},\"broker_cpu_us_per_op\":{:.1}}}",
+        run.rate,
+        p50(&run.lat),
+        run.cpu.0,
+        run.cpu.1
     );
 }
 
@@ -91,7 +119,7 @@ async fn durable_side(
     let client = DurableClient::with_config(carrier.clone(), "Bench", &config()).await?;
     let payload = "x".repeat(PAYLOAD);
     let (c, p) = (client.clone(), payload.clone());
-    let (enq, lat) = drive(span, move |_| {
+    let enq = drive(span, move |_| {
         let (c, p) = (c.clone(), p.clone());
         async move {
             c.enqueue_raw(
@@ -104,7 +132,7 @@ async fn durable_side(
         }
     })
     .await;
-    report(bus, "durable_enqueue", enq, &lat);
+    report(bus, "durable_enqueue", &enq);
     // Drain the enqueued tasks before measuring calls.
     let worker = Worker::new(carrier, "Bench")
         .options(
@@ -124,7 +152,7 @@ async fn durable_side(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let (rate, lat) = drive(span, move |_| {
+    let call = drive(span, move |_| {
         let (c, p) = (client.clone(), payload.clone());
         async move {
             let _: String = c
@@ -139,9 +167,9 @@ async fn durable_side(
         }
     })
     .await;
-    report(bus, "durable_call", rate, &lat);
+    report(bus, "durable_call", &call);
     worker.shutdown().await;
-    Ok([(enq, 0.0), (rate, p50(&lat))])
+    Ok([(enq.rate, 0.0), (call.rate, p50(&call.lat))])
 }
 
 async fn nats_raw(url: &str, span: Duration) -> Result<Pair, BoxError> {
@@ -158,7 +186,7 @@ async fn nats_raw(url: &str, span: Duration) -> Result<Pair, BoxError> {
         .await?;
     let payload = bytes::Bytes::from(vec![b'x'; PAYLOAD]);
     let (j, p) = (js.clone(), payload.clone());
-    let (enq, lat) = drive(span, move |_| {
+    let enq = drive(span, move |_| {
         let (j, p) = (j.clone(), p.clone());
         async move {
             j.publish("raw.work", p).await?.await?;
@@ -166,7 +194,7 @@ async fn nats_raw(url: &str, span: Duration) -> Result<Pair, BoxError> {
         }
     })
     .await;
-    report("nats", "raw_enqueue", enq, &lat);
+    report("nats", "raw_enqueue", &enq);
     st.purge().await?;
     let consumer: consumer::PullConsumer = st
         .create_consumer(consumer::pull::Config {
@@ -199,7 +227,7 @@ async fn nats_raw(url: &str, span: Duration) -> Result<Pair, BoxError> {
         inboxes.push(Arc::new(tokio::sync::Mutex::new(sub)));
     }
     let inboxes = Arc::new(inboxes);
-    let (rate, lat) = drive(span, move |p| {
+    let call = drive(span, move |p| {
         let (j, pl, inboxes) = (js.clone(), payload.clone(), inboxes.clone());
         async move {
             let mut inbox = inboxes[p].lock().await;
@@ -213,9 +241,9 @@ async fn nats_raw(url: &str, span: Duration) -> Result<Pair, BoxError> {
         }
     })
     .await;
-    report("nats", "raw_call", rate, &lat);
+    report("nats", "raw_call", &call);
     worker.abort();
-    Ok([(enq, 0.0), (rate, p50(&lat))])
+    Ok([(enq.rate, 0.0), (call.rate, p50(&call.lat))])
 }
 
 async fn redis_raw(url: &str, span: Duration) -> Result<Pair, BoxError> {
@@ -223,7 +251,7 @@ async fn redis_raw(url: &str, span: Duration) -> Result<Pair, BoxError> {
     let conn = client.get_multiplexed_async_connection().await?;
     let payload = vec![b'x'; PAYLOAD];
     let (c, p) = (conn.clone(), payload.clone());
-    let (enq, lat) = drive(span, move |_| {
+    let enq = drive(span, move |_| {
         let (mut c, p) = (c.clone(), p.clone());
         async move {
             redis::cmd("XADD")
@@ -237,7 +265,7 @@ async fn redis_raw(url: &str, span: Duration) -> Result<Pair, BoxError> {
         }
     })
     .await;
-    report("redis", "raw_enqueue", enq, &lat);
+    report("redis", "raw_enqueue", &enq);
     let mut c = conn.clone();
     redis::cmd("DEL")
         .arg("raw")
@@ -289,7 +317,7 @@ async fn redis_raw(url: &str, span: Duration) -> Result<Pair, BoxError> {
         blocking.push(Arc::new(tokio::sync::Mutex::new(conn)));
     }
     let blocking = Arc::new(blocking);
-    let (rate, lat) = drive(span, move |p| {
+    let call = drive(span, move |p| {
         let (mut c, pl, blocking) = (conn.clone(), payload.clone(), blocking.clone());
         async move {
             let key = format!("raw:reply:{p}");
@@ -312,9 +340,9 @@ async fn redis_raw(url: &str, span: Duration) -> Result<Pair, BoxError> {
         }
     })
     .await;
-    report("redis", "raw_call", rate, &lat);
+    report("redis", "raw_call", &call);
     worker.abort();
-    Ok([(enq, 0.0), (rate, p50(&lat))])
+    Ok([(enq.rate, 0.0), (call.rate, p50(&call.lat))])
 }
 
 fn ratios(bus: &str, raw: Pair, durable: Pair) {
@@ -339,12 +367,16 @@ async fn main() -> Result<(), BoxError> {
         jetstream: true,
         ..Default::default()
     })?;
+    let redis = psrpc_testkit::RedisServer::start()?;
+    // Both from the start: the broker CPU of a measurement is that of both processes, the
+    // idle one adding next to nothing.
+    mem::set_broker_pids([nats.pid(), redis.pid()].into_iter().flatten().collect());
+
     let raw = nats_raw(&nats.url(), span).await?;
     let carrier = Arc::new(psrpc_nats::durable::JetStreamCarrier::connect(&nats.url()).await?);
     let durable = durable_side("nats", carrier, span).await?;
     ratios("nats", raw, durable);
 
-    let redis = psrpc_testkit::RedisServer::start()?;
     let raw = redis_raw(&redis.url(), span).await?;
     let carrier = Arc::new(psrpc_redis::durable::RedisStreamsCarrier::connect(&redis.url()).await?);
     let durable = durable_side("redis", carrier, span).await?;
