@@ -555,12 +555,16 @@ impl Caller for RpcCaller {
         let body = &self.bodies[(seq % self.bodies.len() as u64) as usize];
         let opts = self.opts.clone();
         if self.method.is_multi() {
-            let answers = self
+            // Time until every server answered. The call ends itself at that count, as a
+            // caller that knows how many answers to expect would write it: dropping the
+            // stream instead would also publish a cancellation for servers still working.
+            let got: Vec<_> = self
                 .client
                 .request_multi::<Bytes, Bytes>(self.method, &[], body, opts)
-                .await?;
-            // Time until every server answered; dropping the rest ends the call.
-            let got: Vec<_> = answers.take(self.expect).collect().await;
+                .await?
+                .until(psrpc::discovery::Completion::count(self.expect))
+                .collect()
+                .await;
             if got.len() < self.expect {
                 return Err(format!("{} of {} answers", got.len(), self.expect).into());
             }
