@@ -24,7 +24,8 @@
 //!   atomic create-if-absent on the carrier, or passed to an external system with
 //!   [`TaskContext::idempotency_key`] (see [`Effect`]).
 //!
-//! Carriers implement the object-safe [`Carrier`] trait; a third party can add one. Durable
+//! Carriers implement the object-safe [`Carrier`] trait; a third party can add one (one that
+//! announces stored results can wait for them with [`ResultWaiters`]). Durable
 //! queues are a Rust-only extension: their channels, streams and envelopes ([`TaskEnvelope`],
 //! [`TaskResult`], [`DeadLetter`]) are never seen by Go psrpc.
 //!
@@ -59,6 +60,7 @@ mod local;
 mod process;
 mod stats;
 mod task;
+mod waiters;
 mod worker;
 
 pub use carrier::{
@@ -74,4 +76,5 @@ pub use task::{
     DeadLetter, DeadLetterReason, TaskEnvelope, TaskOptions, TaskResult, backoff_delay,
     task_id_for_key,
 };
+pub use waiters::{ResultWait, ResultWaiters};
 pub use worker::{TaskContext, Worker, WorkerHandle, WorkerOptions};
