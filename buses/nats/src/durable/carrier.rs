@@ -358,18 +358,14 @@ impl Carrier for JetStreamCarrier {
             // Listening before the enqueue (the queue's subscription went out on the same
             // connection first): a fresh task's result can only come after it, so the
             // bucket is not read first; a deduplicated task may have finished long ago.
-            let slot = self.listen_result(queue, &task.task_id).await?;
+            // A failed enqueue drops the waiter, which unregisters it.
+            let wait = self.listen_result(queue, &task.task_id).await?;
             let read_first = task.dedup;
-            let task_id = task.task_id.clone();
-            let enqueued = match self.enqueue_task(queue, task).await {
-                Ok(enqueued) => enqueued,
-                Err(err) => {
-                    self.stop_listening(queue, &task_id, slot);
-                    return Err(err);
-                }
-            };
-            let result = self
-                .wait_on(queue, &enqueued.task_id, slot, timeout, read_first)
+            let enqueued = self.enqueue_task(queue, task).await?;
+            let result = wait
+                .wait(timeout, read_first, || {
+                    self.read_result(queue, &enqueued.task_id)
+                })
                 .await?;
             Ok((enqueued, result))
         })

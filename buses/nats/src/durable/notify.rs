@@ -6,34 +6,17 @@
 //! per process and queue, at the price of every waiting process of a queue receiving every
 //! result of that queue (as the Redis carrier's `PSUBSCRIBE` does).
 
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 
-use bytes::Bytes;
 use dashmap::DashMap;
 use futures::StreamExt;
-use tokio::sync::Notify;
+use psrpc::durable::ResultWaiters;
 
-/// What the waiters of one task share: a wake-up and the result it brought, if any.
-#[derive(Debug, Default)]
-pub(super) struct Slot {
-    pub(super) notify: Notify,
-    result: Mutex<Option<Bytes>>,
-}
-
-impl Slot {
-    /// The result a notification carried, if one did.
-    pub(super) fn result(&self) -> Option<Bytes> {
-        self.result
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-}
-
-/// Waiters by `<sanitised queue>.<task ID>`, and the routing task of each queue.
+/// The waiters of results (by sanitised queue and task ID), and the routing task of each
+/// queue.
 #[derive(Debug, Default)]
 pub(super) struct Waiters {
-    map: DashMap<String, Arc<Slot>>,
+    pub(super) results: Arc<ResultWaiters>,
     /// One listener per sanitised queue, started by the queue's first waiter.
     listeners: DashMap<String, Arc<tokio::sync::OnceCell<Listener>>>,
 }
@@ -49,29 +32,6 @@ impl Drop for Listener {
 }
 
 impl Waiters {
-    pub(super) fn key(queue: &str, task_id: &str) -> String {
-        format!("{queue}.{task_id}")
-    }
-
-    /// The slot of a task (shared by its waiters).
-    pub(super) fn register(&self, key: &str) -> Arc<Slot> {
-        self.map.entry(key.to_owned()).or_default().clone()
-    }
-
-    /// Forgets a task's slot once no waiter holds it (the caller dropped its own first).
-    pub(super) fn unregister(&self, key: &str) {
-        self.map.remove_if(key, |_, s| Arc::strong_count(s) <= 1);
-    }
-
-    fn wake(&self, key: &str, result: Option<Bytes>) {
-        if let Some(slot) = self.map.get(key) {
-            if result.is_some() {
-                *slot.result.lock().unwrap_or_else(|e| e.into_inner()) = result;
-            }
-            slot.notify.notify_waiters();
-        }
-    }
-
     /// Makes sure `queue` (sanitised) has its wildcard subscription. The subscription is sent
     /// on `client` before this returns, so anything the caller then publishes on the same
     /// connection (the task) reaches the server after it.
@@ -106,8 +66,9 @@ async fn route(mut sub: async_nats::Subscriber, prefix: String, waiters: Weak<Wa
             continue;
         };
         // An empty payload only wakes the waiter to read the bucket.
-        let result = (!msg.payload.is_empty()).then_some(msg.payload);
-        waiters.wake(&Waiters::key(prefix_queue(&prefix), task_id), result);
+        waiters
+            .results
+            .wake(prefix_queue(&prefix), task_id, Some(msg.payload));
     }
 }
 

@@ -6,15 +6,13 @@
 //! have been lost). Effect records are the bucket's keys `fx.<name>.<task key>`: result keys
 //! never hold a dot, so the two never meet.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::kv;
 use bytes::Bytes;
-use psrpc::durable::CarrierError;
+use psrpc::durable::{CarrierError, ResultWait};
 
 use super::carrier::{JetStreamCarrier, sanitize};
-use super::notify::{Slot, Waiters};
 
 /// A result key: task IDs are `[A-Za-z0-9_]`, valid KV keys; anything else is hex-encoded.
 fn result_key(task_id: &str) -> String {
@@ -87,75 +85,25 @@ impl JetStreamCarrier {
     ) -> Result<Option<Bytes>, CarrierError> {
         // Listening before the first read: a result stored after that read is announced to
         // the queue's subscription (the server handles one connection's requests in order).
-        let slot = self.listen_result(queue, task_id).await?;
-        self.wait_on(queue, task_id, slot, timeout, true).await
+        let wait = self.listen_result(queue, task_id).await?;
+        wait.wait(timeout, true, || self.read_result(queue, task_id))
+            .await
     }
 
     /// Registers a waiter for `task_id`'s result, subscribing to the queue's announcements
-    /// first if this carrier has not yet.
+    /// first if this carrier has not yet. Dropping the guard unregisters it.
     pub(super) async fn listen_result(
         &self,
         queue: &str,
         task_id: &str,
-    ) -> Result<Arc<Slot>, CarrierError> {
+    ) -> Result<ResultWait, CarrierError> {
         let q = sanitize(queue);
         self.inner
             .waiters
             .ensure_listening(&self.inner.client, &q)
             .await
             .map_err(|e| CarrierError::new("wait_result", e.to_string()))?;
-        Ok(self.inner.waiters.register(&Waiters::key(&q, task_id)))
-    }
-
-    /// Forgets a waiter registered by [`listen_result`](Self::listen_result).
-    pub(super) fn stop_listening(&self, queue: &str, task_id: &str, slot: Arc<Slot>) {
-        drop(slot);
-        self.inner
-            .waiters
-            .unregister(&Waiters::key(&sanitize(queue), task_id));
-    }
-
-    /// Waits for the result on `slot` (registered before the result could be stored), reading
-    /// the bucket first when `read_first` (the result may predate the registration).
-    pub(super) async fn wait_on(
-        &self,
-        queue: &str,
-        task_id: &str,
-        slot: Arc<Slot>,
-        timeout: Duration,
-        read_first: bool,
-    ) -> Result<Option<Bytes>, CarrierError> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut read = read_first;
-        let outcome = async {
-            loop {
-                let notified = slot.notify.notified();
-                tokio::pin!(notified);
-                notified.as_mut().enable();
-                if let Some(found) = slot.result() {
-                    return Ok(Some(found));
-                }
-                if read && let Some(found) = self.read_result(queue, task_id).await? {
-                    return Ok(Some(found));
-                }
-                read = true;
-                let now = tokio::time::Instant::now();
-                if now >= deadline {
-                    return Ok(None);
-                }
-                // Re-read at least every second: a notification can be lost when a
-                // connection drops, the bucket cannot.
-                let until = deadline.min(now + Duration::from_secs(1));
-                if tokio::time::timeout_at(until, notified).await.is_ok()
-                    && let Some(found) = slot.result()
-                {
-                    return Ok(Some(found));
-                }
-            }
-        }
-        .await;
-        self.stop_listening(queue, task_id, slot);
-        outcome
+        Ok(self.inner.waiters.results.register(&q, task_id))
     }
 
     pub(super) async fn create_effect(

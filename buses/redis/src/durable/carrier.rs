@@ -8,12 +8,10 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use psrpc::durable::{
     Carrier, CarrierError, CarrierFuture, Delivery, Enqueued, NewTask, QueueConfig, QueueStats,
-    StoredDeadLetter,
+    ResultWaiters, StoredDeadLetter,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::streams::StreamId;
-
-use super::notify::Waiters;
 
 mod dead_letters;
 mod fetch;
@@ -70,7 +68,7 @@ struct Inner {
     consumer: String,
     options: RedisStreamsOptions,
     configs: DashMap<String, QueueConfig>,
-    waiters: Arc<Waiters>,
+    waiters: Arc<ResultWaiters>,
     listening: std::sync::Once,
     /// When each queue last had its due retries promoted and expired leases claimed.
     upkeep: DashMap<String, std::time::Instant>,
@@ -446,19 +444,14 @@ impl Carrier for RedisStreamsCarrier {
         Box::pin(async move {
             // The waiter is registered before the enqueue, so a fresh task's announcement
             // finds it and no first read is needed; a deduplicated task may be long done.
-            let slot = self.listen_result(queue, &task.task_id);
-            let key = Waiters::key(&sanitize(queue), &task.task_id);
+            // A failed enqueue drops the waiter, which unregisters it.
+            let wait = self.listen_result(queue, &task.task_id);
             let read_first = task.dedup;
-            let enqueued = match self.enqueue(queue, task).await {
-                Ok(enqueued) => enqueued,
-                Err(err) => {
-                    drop(slot);
-                    self.inner.waiters.unregister(&key);
-                    return Err(err);
-                }
-            };
-            let result = self
-                .wait_on(queue, &enqueued.task_id, slot, timeout, read_first)
+            let enqueued = self.enqueue(queue, task).await?;
+            let result = wait
+                .wait(timeout, read_first, || {
+                    self.read_result(queue, &enqueued.task_id)
+                })
                 .await?;
             Ok((enqueued, result))
         })

@@ -5,61 +5,12 @@
 //! second read; a message of only a task ID (older writers) just wakes the waiter to read the
 //! result key.
 
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Weak;
 use std::time::Duration;
 
 use bytes::Bytes;
-use dashmap::DashMap;
 use futures::StreamExt;
-use tokio::sync::Notify;
-
-/// What the waiters of one task share: a wake-up and the result it brought, if any.
-#[derive(Debug, Default)]
-pub(crate) struct Slot {
-    pub(crate) notify: Notify,
-    result: Mutex<Option<Bytes>>,
-}
-
-impl Slot {
-    /// The result a notification carried, if one did.
-    pub(crate) fn result(&self) -> Option<Bytes> {
-        self.result
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-}
-
-/// Waiters by `queue \0 task ID`.
-#[derive(Debug, Default)]
-pub(crate) struct Waiters {
-    map: DashMap<String, Arc<Slot>>,
-}
-
-impl Waiters {
-    pub(crate) fn key(queue: &str, task_id: &str) -> String {
-        format!("{queue}\0{task_id}")
-    }
-
-    /// The slot of a task (shared by its waiters).
-    pub(crate) fn register(&self, key: &str) -> Arc<Slot> {
-        self.map.entry(key.to_owned()).or_default().clone()
-    }
-
-    /// Forgets a task's slot once only this waiter holds it.
-    pub(crate) fn unregister(&self, key: &str) {
-        self.map.remove_if(key, |_, n| Arc::strong_count(n) <= 2);
-    }
-
-    fn wake(&self, key: &str, result: Option<Bytes>) {
-        if let Some(slot) = self.map.get(key) {
-            if result.is_some() {
-                *slot.result.lock().unwrap_or_else(|e| e.into_inner()) = result;
-            }
-            slot.notify.notify_waiters();
-        }
-    }
-}
+use psrpc::durable::ResultWaiters;
 
 /// The payload of a notification: the task ID, then the result.
 pub(crate) fn payload(task_id: &str, result: &[u8]) -> Vec<u8> {
@@ -72,7 +23,7 @@ pub(crate) fn payload(task_id: &str, result: &[u8]) -> Vec<u8> {
 
 /// Listens on `psrpc:dqdone:*` until the waiters are dropped, reconnecting after failures.
 /// Lost notifications only slow waiters down: they re-read the result every second.
-pub(crate) async fn listen(client: redis::Client, waiters: Weak<Waiters>) {
+pub(crate) async fn listen(client: redis::Client, waiters: Weak<ResultWaiters>) {
     let mut failures = 0u64;
     loop {
         if waiters.strong_count() == 0 {
@@ -101,7 +52,7 @@ pub(crate) async fn listen(client: redis::Client, waiters: Weak<Waiters>) {
                             None => (body.clone(), None),
                         };
                         if let Ok(task_id) = std::str::from_utf8(&task_id) {
-                            waiters.wake(&Waiters::key(queue, task_id), result);
+                            waiters.wake(queue, task_id, result);
                         }
                     }
                     Ok(None) => break,

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use psrpc::durable::CarrierError;
+use psrpc::durable::{CarrierError, ResultWait};
 
-use super::super::notify::{Slot, Waiters, listen, payload};
+use super::super::notify::{listen, payload};
 use super::{GROUP, RedisStreamsCarrier, fail, keys, millis, result_key, sanitize};
 
 fn effect_key(queue: &str, task_id: &str, name: &str) -> String {
@@ -78,65 +78,21 @@ impl RedisStreamsCarrier {
         task_id: &str,
         timeout: Duration,
     ) -> Result<Option<Bytes>, CarrierError> {
-        let slot = self.listen_result(queue, task_id);
-        self.wait_on(queue, task_id, slot, timeout, true).await
+        let wait = self.listen_result(queue, task_id);
+        wait.wait(timeout, true, || self.read_result(queue, task_id))
+            .await
     }
 
     /// Registers a waiter for `task_id`'s result (and starts the carrier's listener).
-    pub(super) fn listen_result(&self, queue: &str, task_id: &str) -> Arc<Slot> {
+    /// Dropping the guard unregisters it.
+    pub(super) fn listen_result(&self, queue: &str, task_id: &str) -> ResultWait {
         self.inner.listening.call_once(|| {
             tokio::spawn(listen(
                 self.inner.client.clone(),
                 Arc::downgrade(&self.inner.waiters),
             ));
         });
-        self.inner
-            .waiters
-            .register(&Waiters::key(&sanitize(queue), task_id))
-    }
-
-    /// Waits on `slot` (registered before the result could be announced), reading the result
-    /// key first when `read_first` (the result may predate the slot).
-    pub(super) async fn wait_on(
-        &self,
-        queue: &str,
-        task_id: &str,
-        slot: Arc<Slot>,
-        timeout: Duration,
-        read_first: bool,
-    ) -> Result<Option<Bytes>, CarrierError> {
-        let key = Waiters::key(&sanitize(queue), task_id);
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut read = read_first;
-        let outcome = async {
-            loop {
-                let notified = slot.notify.notified();
-                tokio::pin!(notified);
-                notified.as_mut().enable();
-                if let Some(found) = slot.result() {
-                    return Ok(Some(found));
-                }
-                if read && let Some(found) = self.read_result(queue, task_id).await? {
-                    return Ok(Some(found));
-                }
-                read = true;
-                let now = tokio::time::Instant::now();
-                if now >= deadline {
-                    return Ok(None);
-                }
-                // Re-read at least every second, in case a notification was lost.
-                let until = deadline.min(now + Duration::from_secs(1));
-                if tokio::time::timeout_at(until, notified).await.is_ok()
-                    && let Some(found) = slot.result()
-                {
-                    return Ok(Some(found));
-                }
-            }
-        }
-        .await;
-        drop(slot);
-        self.inner.waiters.unregister(&key);
-        outcome
+        self.inner.waiters.register(&sanitize(queue), task_id)
     }
 
     /// The result and its announcement, and the ack, in one round trip.
