@@ -762,13 +762,7 @@ async fn acks_are_batched_for_rust_peers_only() {
             })
             .await
             .unwrap();
-        let window = if go_like_client { 0 } else { 64 };
-        let options = ClientOptions::default().stream(StreamOptions::default().window(window));
-        let client = Client::with_options(SVC, local, options).await.unwrap();
-        let stream = client
-            .open_stream::<u32, u32>(CHAT, &[], CallOptions::new())
-            .await
-            .unwrap();
+        let (_client, stream) = open_u32_stream(local, go_like_client).await;
         for i in 0..N {
             stream.send(&i).await.unwrap();
         }
@@ -839,13 +833,7 @@ async fn acks_held_while_more_wait_leave_as_one_frame() {
             })
             .await
             .unwrap();
-        let window = if go_like_client { 0 } else { 64 };
-        let options = ClientOptions::default().stream(StreamOptions::default().window(window));
-        let client = Client::with_options(SVC, local, options).await.unwrap();
-        let stream = client
-            .open_stream::<u32, u32>(CHAT, &[], CallOptions::new())
-            .await
-            .unwrap();
+        let (_client, stream) = open_u32_stream(local, go_like_client).await;
         // A Go-like peer sends stop-and-wait: each message leaves after the previous ack.
         for i in 0..N as u32 {
             stream.send(&i).await.unwrap();
@@ -898,4 +886,16 @@ async fn a_failed_message_publish_ends_the_stream() {
         let err = stream.send(&s("after")).await.unwrap_err();
         assert_eq!(Some(err), end.error());
     }
+}
+
+/// A client and a `u32` stream to the Chat method; a Go-like client announces no window.
+async fn open_u32_stream(bus: LocalBus, go_like_client: bool) -> (Client, Stream<u32, u32>) {
+    let window = if go_like_client { 0 } else { 64 };
+    let options = ClientOptions::default().stream(StreamOptions::default().window(window));
+    let client = Client::with_options(SVC, bus, options).await.unwrap();
+    let stream = client
+        .open_stream::<u32, u32>(CHAT, &[], CallOptions::new())
+        .await
+        .unwrap();
+    (client, stream)
 }
