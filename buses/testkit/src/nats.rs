@@ -221,6 +221,22 @@ impl NatsCluster {
     /// # Errors
     /// As [`NatsServer::start`], or [`TestkitError::NotReady`] when the routes do not form.
     pub fn start(size: usize, options: NatsOptions) -> Result<Self, TestkitError> {
+        // The route ports are picked before any node binds them, so another process can take
+        // one in between; that shows as a node failing to bind, and a new set of ports is tried.
+        let mut attempt = 1;
+        loop {
+            match Self::start_once(size, options.clone()) {
+                Err(TestkitError::NotReady { detail, .. })
+                    if attempt < 5 && detail.contains("address already in use") =>
+                {
+                    attempt += 1;
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
+    fn start_once(size: usize, options: NatsOptions) -> Result<Self, TestkitError> {
         let io = |source| TestkitError::Io {
             binary: BINARY,
             source,

@@ -56,6 +56,9 @@ struct View {
     /// Queries waiting for answers, by query ID.
     answers: DashMap<String, mpsc::UnboundedSender<Announcement>>,
     options: WatchOptions,
+    /// When watching began: until a heartbeat has passed, the view may lack servers whose
+    /// first announcement is still on its way.
+    born: Instant,
 }
 
 /// A live view of the psrpc servers on a bus, built from their announcements: who serves
@@ -133,6 +136,7 @@ impl Discovery {
             version: watch::Sender::new(0),
             answers: DashMap::new(),
             options,
+            born: Instant::now(),
         });
         let stop = CancellationToken::new();
         tokio::spawn(watch_loop(view.clone(), sub, stop.clone()));
@@ -271,7 +275,9 @@ impl Discovery {
 
     /// Asks the servers of `service` (every service for `""`) to announce themselves, with
     /// their counters when `stats` is set, and collects the answers that come within `wait`
-    /// (fewer if every server known for the service answered before).
+    /// (less time if every server known for the service answered before, once this view has
+    /// watched for a [`DEFAULT_HEARTBEAT`](super::DEFAULT_HEARTBEAT): a younger view may not
+    /// have heard of every server yet, so its queries take the whole `wait`).
     ///
     /// # Errors
     /// The bus error of a failed publish.
@@ -288,11 +294,18 @@ impl Discovery {
         let (tx, mut rx) = mpsc::unbounded_channel();
         self.view.answers.insert(query_id.clone(), tx);
         let _forget = Forget(&self.view.answers, &query_id);
-        let known: std::collections::HashSet<String> = self
-            .servers(service)
-            .into_iter()
-            .map(|s| s.server_id)
-            .collect();
+        // Ending once every known server answered is only sound when the view is complete:
+        // a view younger than a heartbeat may not have heard every server yet (a command-line
+        // tool queries right after it starts watching), so such a query waits its full time.
+        let settled = self.view.born.elapsed() >= super::DEFAULT_HEARTBEAT;
+        let known: std::collections::HashSet<String> = if settled {
+            self.servers(service)
+                .into_iter()
+                .map(|s| s.server_id)
+                .collect()
+        } else {
+            Default::default()
+        };
         self.publish_query(service, stats, query_id.clone()).await?;
         let mut answers: BTreeMap<String, (ServerInfo, Option<StatsSnapshot>)> = BTreeMap::new();
         let deadline = Instant::now() + wait;

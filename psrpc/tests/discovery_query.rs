@@ -1,0 +1,74 @@
+//! Discovery queries made right after watching starts (what the `psrpc` command-line tool
+//! does) must not end before servers the view has not heard of yet have answered.
+
+mod common;
+
+use std::time::Duration;
+
+use psrpc::bus::LocalBus;
+use psrpc::discovery::Discovery;
+use psrpc::{MethodInfo, Server};
+
+const SVC: &str = "Young";
+const ECHO: MethodInfo = MethodInfo::unary("Echo");
+
+async fn server(bus: impl psrpc::IntoBus) -> Server {
+    let server = Server::new(SVC, bus);
+    server
+        .register_unary(ECHO, &[], |_ctx, req: String| async move { Ok(req) })
+        .await
+        .unwrap();
+    server
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_young_view_waits_for_servers_it_has_not_heard_yet() {
+    let bus = LocalBus::new();
+    let near = server(bus.clone()).await;
+    // Everything this server publishes arrives 50 ms late, its answers included.
+    let far = server(common::SlowBus::new(bus.clone(), Duration::from_millis(50))).await;
+    // Both servers are up and answer queries: a first watcher has heard them.
+    let witness = Discovery::new(bus.clone()).await.unwrap();
+    witness
+        .wait_for(Duration::from_secs(5), |d| d.servers(SVC).len() == 2)
+        .await
+        .unwrap();
+    // A fresh view, as a command-line tool makes: it hears the near server first.
+    let discovery = Discovery::new(bus.clone()).await.unwrap();
+    discovery
+        .wait_for(Duration::from_secs(1), |d| !d.servers(SVC).is_empty())
+        .await
+        .unwrap();
+    assert_eq!(
+        discovery.servers(SVC).len(),
+        1,
+        "only the near server heard yet"
+    );
+
+    // The view knows one server; ending when it answered would miss the far one.
+    let answers = discovery
+        .query(SVC, false, Duration::from_secs(1))
+        .await
+        .unwrap();
+    let mut ids: Vec<_> = answers
+        .iter()
+        .map(|(info, _)| info.server_id.clone())
+        .collect();
+    ids.sort();
+    let mut expected = vec![near.id().to_owned(), far.id().to_owned()];
+    expected.sort();
+    assert_eq!(ids, expected);
+
+    // A settled view still ends as soon as every server it knows has answered.
+    let asked = tokio::time::Instant::now();
+    let answers = discovery
+        .query(SVC, false, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(answers.len(), 2);
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        asked.elapsed()
+    );
+}
