@@ -298,9 +298,9 @@ impl StreamCore {
 
     /// Sends a user message once the peer's window has room.
     ///
-    /// Cancel safe: the only await is for window room; once there is room the message is
-    /// queued for the driver without awaiting, and the future completes. A dropped future has
-    /// therefore sent nothing.
+    /// Cancel safe: the only wait is for window room; once there is room the message is
+    /// committed in a single poll (published, or handed to the driver), and the future
+    /// completes. A dropped future has therefore sent nothing.
     pub(crate) async fn send(self: &Arc<Self>, raw: Bytes) -> Result<()> {
         if self.closed.is_cancelled() {
             return Err(self.closed_error());

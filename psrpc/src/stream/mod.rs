@@ -228,8 +228,9 @@ impl<S: Message, R: Message + Default> Stream<S, R> {
 
     /// Sends a message; waits while the peer's window is full.
     ///
-    /// Resolves once the message is committed to the stream: the stream's driver publishes
-    /// committed messages in order. A bus failure to publish one ends the stream
+    /// Resolves once the message is committed to the stream: committed messages are
+    /// published in order, by `send` itself when nothing is queued before it, otherwise by the
+    /// stream's driver. A bus failure to publish one ends the stream
     /// ([`StreamEnd::Bus`]), reported by the next call.
     ///
     /// # Errors
