@@ -72,3 +72,30 @@ async fn a_young_view_waits_for_servers_it_has_not_heard_yet() {
         asked.elapsed()
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_young_view_ends_its_query_once_settled_and_answered() {
+    let bus = LocalBus::new();
+    let one = server(bus.clone()).await;
+    let witness = Discovery::new(bus.clone()).await.unwrap();
+    witness
+        .wait_for(Duration::from_secs(5), |d| d.servers(SVC).len() == 1)
+        .await
+        .unwrap();
+    let discovery = Discovery::new(bus.clone()).await.unwrap();
+    let watching = tokio::time::Instant::now();
+    // A long wait: the query must not take it all once the view is a heartbeat old and every
+    // server it knows then has answered.
+    let answers = discovery
+        .query(SVC, false, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(answers.len(), 1);
+    assert_eq!(answers[0].0.server_id, one.id());
+    let took = watching.elapsed();
+    assert!(
+        took >= psrpc::discovery::DEFAULT_HEARTBEAT,
+        "a young view collects until it settles: {took:?}"
+    );
+    assert!(took < Duration::from_secs(2), "{took:?}");
+}

@@ -275,9 +275,9 @@ impl Discovery {
 
     /// Asks the servers of `service` (every service for `""`) to announce themselves, with
     /// their counters when `stats` is set, and collects the answers that come within `wait`
-    /// (less time if every server known for the service answered before, once this view has
-    /// watched for a [`DEFAULT_HEARTBEAT`](super::DEFAULT_HEARTBEAT): a younger view may not
-    /// have heard of every server yet, so its queries take the whole `wait`).
+    /// (less time if every server known for the service answered before). A view younger
+    /// than a [`DEFAULT_HEARTBEAT`](super::DEFAULT_HEARTBEAT) may not have heard of every
+    /// server yet, so its queries collect until it is that old before they can end early.
     ///
     /// # Errors
     /// The bus error of a failed publish.
@@ -296,30 +296,42 @@ impl Discovery {
         let _forget = Forget(&self.view.answers, &query_id);
         // Ending once every known server answered is only sound when the view is complete:
         // a view younger than a heartbeat may not have heard every server yet (a command-line
-        // tool queries right after it starts watching), so such a query waits its full time.
-        let settled = self.view.born.elapsed() >= super::DEFAULT_HEARTBEAT;
-        let known: std::collections::HashSet<String> = if settled {
-            self.servers(service)
-                .into_iter()
-                .map(|s| s.server_id)
-                .collect()
-        } else {
-            Default::default()
-        };
+        // tool queries right after it starts watching), so such a query collects at least
+        // until the view is a heartbeat old, and only then takes the servers it knows.
+        let settle_at = self.view.born + super::DEFAULT_HEARTBEAT;
+        let mut known: Option<std::collections::HashSet<String>> = None;
         self.publish_query(service, stats, query_id.clone()).await?;
         let mut answers: BTreeMap<String, (ServerInfo, Option<StatsSnapshot>)> = BTreeMap::new();
         let deadline = Instant::now() + wait;
         loop {
-            if !known.is_empty() && known.iter().all(|id| answers.contains_key(id)) {
+            if known.is_none() && Instant::now() >= settle_at {
+                known = Some(
+                    self.servers(service)
+                        .into_iter()
+                        .map(|s| s.server_id)
+                        .collect(),
+                );
+            }
+            if let Some(known) = &known
+                && !known.is_empty()
+                && known.iter().all(|id| answers.contains_key(id))
+            {
                 break;
             }
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
+            let until = if known.is_none() {
+                deadline.min(settle_at)
+            } else {
+                deadline
+            };
+            match tokio::time::timeout_at(until, rx.recv()).await {
                 Ok(Some(a)) => {
                     if let Some(info) = a.server {
                         answers.insert(info.server_id.clone(), (info, a.stats));
                     }
                 }
-                Ok(None) | Err(_) => break,
+                Ok(None) => break,
+                Err(_) if until >= deadline => break,
+                Err(_) => {}
             }
         }
         Ok(answers.into_values().collect())
