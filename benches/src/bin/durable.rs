@@ -37,11 +37,37 @@ const PRODUCERS: usize = 64;
 const PAYLOAD: usize = 128;
 
 /// One measurement: operations per second, sorted latencies, CPU µs per operation (this
-/// process, the brokers).
+/// process, the brokers), and NATS messages per operation (sent, received) over the
+/// connections in [`COUNTED`].
 struct Run {
     rate: f64,
     lat: Vec<Duration>,
     cpu: (f64, f64),
+    msgs: (f64, f64),
+}
+
+/// The NATS connections whose message counts a measurement reports: what the broker handles
+/// per operation is the first thing its CPU per operation follows.
+static COUNTED: std::sync::Mutex<Vec<async_nats::Client>> = std::sync::Mutex::new(Vec::new());
+
+fn count_messages(client: &async_nats::Client) {
+    COUNTED.lock().expect("not poisoned").push(client.clone());
+}
+
+/// Messages sent and received so far by the counted connections.
+fn messages() -> (u64, u64) {
+    COUNTED
+        .lock()
+        .expect("not poisoned")
+        .iter()
+        .map(|c| {
+            let s = c.statistics();
+            (
+                s.out_messages.load(Ordering::Relaxed),
+                s.in_messages.load(Ordering::Relaxed),
+            )
+        })
+        .fold((0, 0), |(o, i), (a, b)| (o + a, i + b))
 }
 
 /// Runs `op` from 64 producers for `span`.
@@ -55,6 +81,7 @@ where
     let count = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let cpu_before = mem::cpu();
+    let msgs_before = messages();
     let tasks: Vec<_> = (0..PRODUCERS)
         .map(|p| {
             let (op, stop, count) = (op.clone(), stop.clone(), count.clone());
@@ -78,6 +105,7 @@ where
         lat.extend(t.await.unwrap_or_default());
     }
     let cpu_after = mem::cpu();
+    let msgs_after = messages();
     let ops = count.load(Ordering::Relaxed);
     let rate = ops as f64 / start.elapsed().as_secs_f64();
     lat.sort_unstable();
@@ -89,6 +117,10 @@ where
             per_op(cpu_before.ours, cpu_after.ours),
             per_op(cpu_before.brokers, cpu_after.brokers),
         ),
+        msgs: (
+            per_op(msgs_before.0, msgs_after.0),
+            per_op(msgs_before.1, msgs_after.1),
+        ),
     }
 }
 
@@ -99,11 +131,19 @@ fn p50(lat: &[Duration]) -> f64 {
 
 fn report(bus: &str, case: &str, run: &Run) {
     println!(
-        "{{\"bus\":\"{bus}\",\"case\":\"{case}\",\"producers\":{PRODUCERS},\"payload\":{PAYLOAD},\"ops_per_s\":{:.0},\"p50_us\":{:.0},\"cpu_us_per_op\":{:.1},\"broker_cpu_us_per_op\":{:.1}}}",
+        "{{\"bus\":\"{bus}\",\"case\":\"{case}\",\"producers\":{PRODUCERS},\"payload\":{PAYLOAD},\"ops_per_s\":{:.0},\"p50_us\":{:.0},\"cpu_us_per_op\":{:.1},\"broker_cpu_us_per_op\":{:.1}{}}}",
         run.rate,
         p50(&run.lat),
         run.cpu.0,
-        run.cpu.1
+        run.cpu.1,
+        if bus == "nats" {
+            format!(
+                ",\"nats_msgs_sent_per_op\":{:.2},\"nats_msgs_received_per_op\":{:.2}",
+                run.msgs.0, run.msgs.1
+            )
+        } else {
+            String::new()
+        }
     );
 }
 
@@ -174,6 +214,7 @@ async fn durable_side(
 
 async fn nats_raw(url: &str, span: Duration) -> Result<Pair, BoxError> {
     let client = async_nats::connect(url).await?;
+    count_messages(&client);
     let js = jetstream::new(client.clone());
     let st = js
         .get_or_create_stream(stream::Config {
@@ -374,6 +415,7 @@ async fn main() -> Result<(), BoxError> {
 
     let raw = nats_raw(&nats.url(), span).await?;
     let carrier = Arc::new(psrpc_nats::durable::JetStreamCarrier::connect(&nats.url()).await?);
+    count_messages(carrier.client());
     let durable = durable_side("nats", carrier, span).await?;
     ratios("nats", raw, durable);
 
