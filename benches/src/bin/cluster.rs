@@ -27,7 +27,6 @@
 //! routing, not the capacity a cluster of machines adds.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -37,7 +36,11 @@ use psrpc_redis::{RedisBus, RedisBusOptions};
 use psrpc_testkit::{NatsCluster, NatsOptions, RedisCluster, RedisServer};
 use redis::{PushInfo, PushKind, Value};
 use tokio::sync::{Mutex, mpsc};
-use tokio::time::Instant;
+
+// Shared with the other binaries; not every one reads latencies.
+#[allow(dead_code)]
+#[path = "../closed_loop.rs"]
+mod closed_loop;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -50,28 +53,7 @@ where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<(), BoxError>> + Send,
 {
-    let op = Arc::new(op);
-    let stop = Arc::new(AtomicBool::new(false));
-    let count = Arc::new(AtomicU64::new(0));
-    let start = Instant::now();
-    let tasks: Vec<_> = (0..CALLERS)
-        .map(|i| {
-            let (op, stop, count) = (op.clone(), stop.clone(), count.clone());
-            tokio::spawn(async move {
-                while !stop.load(Ordering::Relaxed) {
-                    if op(i).await.is_ok() {
-                        count.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            })
-        })
-        .collect();
-    tokio::time::sleep(span).await;
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        let _ = t.await;
-    }
-    count.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+    closed_loop::run(CALLERS, span, op).await.rate()
 }
 
 /// Raw request/reply: a responder per server URL (queue group), requesters on the client URLs.

@@ -17,7 +17,7 @@
 //! per operation) and the ratios. See `BENCHMARKS.md`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, stream};
@@ -25,6 +25,8 @@ use futures::StreamExt;
 use psrpc::durable::{Carrier, DurableClient, EnqueueOptions, QueueConfig, Worker, WorkerOptions};
 use tokio::time::Instant;
 
+#[path = "../closed_loop.rs"]
+mod closed_loop;
 // The suite's CPU readers; this binary uses only part of that module.
 #[allow(dead_code)]
 #[path = "../mem.rs"]
@@ -76,43 +78,14 @@ where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<(), BoxError>> + Send,
 {
-    let op = Arc::new(op);
-    let stop = Arc::new(AtomicBool::new(false));
-    let count = Arc::new(AtomicU64::new(0));
-    let start = Instant::now();
     let cpu_before = mem::cpu();
     let msgs_before = messages();
-    let tasks: Vec<_> = (0..PRODUCERS)
-        .map(|p| {
-            let (op, stop, count) = (op.clone(), stop.clone(), count.clone());
-            tokio::spawn(async move {
-                let mut lat = Vec::new();
-                while !stop.load(Ordering::Relaxed) {
-                    let t = Instant::now();
-                    if op(p).await.is_ok() {
-                        lat.push(t.elapsed());
-                        count.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                lat
-            })
-        })
-        .collect();
-    tokio::time::sleep(span).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut lat = Vec::new();
-    for t in tasks {
-        lat.extend(t.await.unwrap_or_default());
-    }
+    let outcome = closed_loop::run(PRODUCERS, span, op).await;
     let cpu_after = mem::cpu();
     let msgs_after = messages();
-    let ops = count.load(Ordering::Relaxed);
-    let rate = ops as f64 / start.elapsed().as_secs_f64();
-    lat.sort_unstable();
-    let per_op = |a: u64, b: u64| b.saturating_sub(a) as f64 / ops.max(1) as f64;
+    let per_op = |a: u64, b: u64| b.saturating_sub(a) as f64 / outcome.ops.max(1) as f64;
     Run {
-        rate,
-        lat,
+        rate: outcome.rate(),
         cpu: (
             per_op(cpu_before.ours, cpu_after.ours),
             per_op(cpu_before.brokers, cpu_after.brokers),
@@ -121,6 +94,7 @@ where
             per_op(msgs_before.0, msgs_after.0),
             per_op(msgs_before.1, msgs_after.1),
         ),
+        lat: outcome.latencies,
     }
 }
 

@@ -10,12 +10,15 @@
 //! of the result store costs the broker what. Prints one JSON line per measurement with the
 //! CPU µs per publish of this process and of nats-server. See BENCHMARKS.md, "Durable calls".
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
 
+// Shared with the other binaries; not every one reads latencies.
+#[allow(dead_code)]
+#[path = "../closed_loop.rs"]
+mod closed_loop;
 // The suite's CPU readers; this binary uses only part of that module.
 #[allow(dead_code)]
 #[path = "../mem.rs"]
@@ -29,44 +32,25 @@ const PAYLOAD: usize = 150;
 
 /// Publishes to `prefix.…` (one subject, or a fresh one per message) for `span`.
 async fn measure(js: &jetstream::Context, shape: &str, prefix: &str, unique: bool, span: Duration) {
-    let stop = Arc::new(AtomicBool::new(false));
-    let count = Arc::new(AtomicU64::new(0));
     let before = mem::cpu();
-    let start = std::time::Instant::now();
     let payload = bytes::Bytes::from(vec![b'x'; PAYLOAD]);
-    let tasks: Vec<_> = (0..PUBLISHERS)
-        .map(|p| {
-            let (js, stop, count) = (js.clone(), stop.clone(), count.clone());
-            let (prefix, payload) = (prefix.to_owned(), payload.clone());
-            tokio::spawn(async move {
-                let mut i = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    i += 1;
-                    let subject = if unique {
-                        format!("{prefix}.t{p}_{i}")
-                    } else {
-                        format!("{prefix}.t")
-                    };
-                    let Ok(ack) = js.publish(subject, payload.clone()).await else {
-                        continue;
-                    };
-                    if ack.await.is_ok() {
-                        count.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            })
-        })
-        .collect();
-    tokio::time::sleep(span).await;
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        let _ = t.await;
-    }
+    let (js, prefix) = (js.clone(), prefix.to_owned());
+    let next = AtomicU64::new(0);
+    let outcome = closed_loop::run(PUBLISHERS, span, move |_| {
+        let (js, payload) = (js.clone(), payload.clone());
+        let subject = if unique {
+            format!("{prefix}.t{}", next.fetch_add(1, Ordering::Relaxed))
+        } else {
+            format!("{prefix}.t")
+        };
+        async move { js.publish(subject, payload).await?.await.map(drop) }
+    })
+    .await;
     let after = mem::cpu();
-    let n = count.load(Ordering::Relaxed).max(1) as f64;
+    let n = outcome.ops.max(1) as f64;
     println!(
         "{{\"case\":\"jetstream_store\",\"shape\":\"{shape}\",\"publishers\":{PUBLISHERS},\"payload\":{PAYLOAD},\"ops_per_s\":{:.0},\"cpu_us_per_op\":{:.1},\"broker_cpu_us_per_op\":{:.1}}}",
-        n / start.elapsed().as_secs_f64(),
+        outcome.rate(),
         after.ours.saturating_sub(before.ours) as f64 / n,
         after.brokers.saturating_sub(before.brokers) as f64 / n,
     );
