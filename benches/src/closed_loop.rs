@@ -23,6 +23,13 @@ impl Outcome {
     pub fn rate(&self) -> f64 {
         self.ops as f64 / self.elapsed.as_secs_f64()
     }
+
+    /// The median latency in microseconds (NaN when nothing succeeded).
+    pub fn p50_us(&self) -> f64 {
+        self.latencies
+            .get(self.latencies.len() / 2)
+            .map_or(f64::NAN, |d| d.as_secs_f64() * 1e6)
+    }
 }
 
 /// Runs `op(worker)` from `workers` tasks for `span`; an operation running when the span ends

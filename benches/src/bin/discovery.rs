@@ -18,7 +18,6 @@
 //! Prints one JSON line per measurement and the ratios. See `BENCHMARKS.md`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use psrpc::bus::LocalBus;
@@ -26,6 +25,9 @@ use psrpc::client::MultiResult;
 use psrpc::discovery::{Discovery, DiscoveryOptions, WatchOptions};
 use psrpc::{Bus, CallOptions, Client, MethodInfo, Server, ServerOptions};
 use tokio::time::Instant;
+
+#[path = "../closed_loop.rs"]
+mod closed_loop;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -225,37 +227,18 @@ async fn throughput(
             .request(ECHO, &[], &"ping".to_string(), CallOptions::new())
             .await?;
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    let count = Arc::new(AtomicU64::new(0));
-    let start = Instant::now();
-    let tasks: Vec<_> = (0..CALLERS)
-        .map(|_| {
-            let (client, stop, count) = (client.clone(), stop.clone(), count.clone());
-            tokio::spawn(async move {
-                let ping = "ping".to_string();
-                let mut lat = Vec::new();
-                while !stop.load(Ordering::Relaxed) {
-                    let t = Instant::now();
-                    let got: psrpc::Result<String> =
-                        client.request(ECHO, &[], &ping, CallOptions::new()).await;
-                    if got.is_ok() {
-                        lat.push(t.elapsed());
-                        count.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                lat
-            })
-        })
-        .collect();
-    tokio::time::sleep(span).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut lat = Vec::new();
-    for t in tasks {
-        lat.extend(t.await?);
-    }
-    let rate = count.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64();
+    let outcome = closed_loop::run(CALLERS, span, move |_| {
+        let client = client.clone();
+        async move {
+            client
+                .request::<String, String>(ECHO, &[], &"ping".to_string(), CallOptions::new())
+                .await
+                .map(drop)
+        }
+    })
+    .await;
     server.shutdown().await;
-    Ok((rate, p50_us(&mut lat)))
+    Ok((outcome.rate(), outcome.p50_us()))
 }
 
 /// Discovery off against on, interleaved so drift on a shared machine hits both alike.

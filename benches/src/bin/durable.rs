@@ -38,12 +38,12 @@ type Pair = [(f64, f64); 2];
 const PRODUCERS: usize = 64;
 const PAYLOAD: usize = 128;
 
-/// One measurement: operations per second, sorted latencies, CPU µs per operation (this
+/// One measurement: operations per second, the median latency, CPU µs per operation (this
 /// process, the brokers), and NATS messages per operation (sent, received) over the
 /// connections in [`COUNTED`].
 struct Run {
     rate: f64,
-    lat: Vec<Duration>,
+    p50_us: f64,
     cpu: (f64, f64),
     msgs: (f64, f64),
 }
@@ -94,20 +94,15 @@ where
             per_op(msgs_before.0, msgs_after.0),
             per_op(msgs_before.1, msgs_after.1),
         ),
-        lat: outcome.latencies,
+        p50_us: outcome.p50_us(),
     }
-}
-
-fn p50(lat: &[Duration]) -> f64 {
-    lat.get(lat.len() / 2)
-        .map_or(f64::NAN, |d| d.as_secs_f64() * 1e6)
 }
 
 fn report(bus: &str, case: &str, run: &Run) {
     println!(
         "{{\"bus\":\"{bus}\",\"case\":\"{case}\",\"producers\":{PRODUCERS},\"payload\":{PAYLOAD},\"ops_per_s\":{:.0},\"p50_us\":{:.0},\"cpu_us_per_op\":{:.1},\"broker_cpu_us_per_op\":{:.1}{}}}",
         run.rate,
-        p50(&run.lat),
+        run.p50_us,
         run.cpu.0,
         run.cpu.1,
         if bus == "nats" {
@@ -183,7 +178,7 @@ async fn durable_side(
     .await;
     report(bus, "durable_call", &call);
     worker.shutdown().await;
-    Ok([(enq.rate, 0.0), (call.rate, p50(&call.lat))])
+    Ok([(enq.rate, 0.0), (call.rate, call.p50_us)])
 }
 
 async fn nats_raw(url: &str, span: Duration) -> Result<Pair, BoxError> {
@@ -258,7 +253,7 @@ async fn nats_raw(url: &str, span: Duration) -> Result<Pair, BoxError> {
     .await;
     report("nats", "raw_call", &call);
     worker.abort();
-    Ok([(enq.rate, 0.0), (call.rate, p50(&call.lat))])
+    Ok([(enq.rate, 0.0), (call.rate, call.p50_us)])
 }
 
 async fn redis_raw(url: &str, span: Duration) -> Result<Pair, BoxError> {
@@ -357,7 +352,7 @@ async fn redis_raw(url: &str, span: Duration) -> Result<Pair, BoxError> {
     .await;
     report("redis", "raw_call", &call);
     worker.abort();
-    Ok([(enq.rate, 0.0), (call.rate, p50(&call.lat))])
+    Ok([(enq.rate, 0.0), (call.rate, call.p50_us)])
 }
 
 fn ratios(bus: &str, raw: Pair, durable: Pair) {
