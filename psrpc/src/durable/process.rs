@@ -44,17 +44,19 @@ impl std::fmt::Debug for Shared {
 pub(crate) async fn process(shared: &Shared, delivery: Delivery) {
     // Heartbeats cover the broker round trips too, not only the handler: a result write that
     // waits out a leader election must not let the delivery time out and burn an attempt.
-    let work = try_process(shared, &delivery);
-    let done = match shared.heartbeat {
-        Some(every) => keep_alive(shared, &delivery, every, work).await,
-        None => work.await,
-    };
+    // Pinned here and lent: moved into `keep_alive` instead, it would be stored twice there
+    // (as the argument and as the pinned local), doubling every spawned task.
+    let work = std::pin::pin!(try_process(shared, &delivery));
+    let done = keep_alive(shared, &delivery, shared.heartbeat, work).await;
     if let Err(err) = done {
         tracing::warn!(queue = %shared.queue, message_id = %delivery.message_id, error = %err,
             "durable task left for redelivery");
     }
 }
 
+/// The rare outcomes (dead letters, expired or exhausted tasks) are awaited boxed: inline,
+/// their futures would make every task's future, spawned and moved once per delivery, several
+/// KiB larger.
 async fn try_process(shared: &Shared, delivery: &Delivery) -> Result<(), CarrierError> {
     let carrier = &shared.carrier;
     let queue = &*shared.queue;
@@ -65,16 +67,26 @@ async fn try_process(shared: &Shared, delivery: &Delivery) -> Result<(), Carrier
                 ErrorCode::MalformedRequest,
                 "task envelope without a task ID",
             );
-            return dead_letter_raw(shared, delivery, DeadLetterReason::UndecodableTask, &err)
-                .await;
+            return Box::pin(dead_letter_raw(
+                shared,
+                delivery,
+                DeadLetterReason::UndecodableTask,
+                &err,
+            ))
+            .await;
         }
         Err(cause) => {
             let err = Error::new(
                 ErrorCode::MalformedRequest,
                 format!("undecodable task: {cause}"),
             );
-            return dead_letter_raw(shared, delivery, DeadLetterReason::UndecodableTask, &err)
-                .await;
+            return Box::pin(dead_letter_raw(
+                shared,
+                delivery,
+                DeadLetterReason::UndecodableTask,
+                &err,
+            ))
+            .await;
         }
     };
     // At-least-once delivery, at-most-once run where the carrier allows: a task whose
@@ -103,7 +115,15 @@ async fn try_process(shared: &Shared, delivery: &Delivery) -> Result<(), Carrier
                 result.error_message.clone(),
             );
             let reason = DeadLetterReason::parse(&result.dead_letter_reason);
-            return write_letter(shared, delivery, &envelope, reason, &err, result.attempts).await;
+            return Box::pin(write_letter(
+                shared,
+                delivery,
+                &envelope,
+                reason,
+                &err,
+                result.attempts,
+            ))
+            .await;
         }
         return carrier.ack(queue, delivery).await;
     }
@@ -118,13 +138,13 @@ async fn try_process(shared: &Shared, delivery: &Delivery) -> Result<(), Carrier
             ErrorCode::DeadlineExceeded,
             "task deadline passed before it ran",
         );
-        return finish_failed(
+        return Box::pin(finish_failed(
             shared,
             delivery,
             &envelope,
             DeadLetterReason::DeadlineExceeded,
             &err,
-        )
+        ))
         .await;
     }
     if delivery.attempt > options.max_attempts {
@@ -136,24 +156,24 @@ async fn try_process(shared: &Shared, delivery: &Delivery) -> Result<(), Carrier
                 delivery.attempt - 1
             ),
         );
-        return finish_failed(
+        return Box::pin(finish_failed(
             shared,
             delivery,
             &envelope,
             DeadLetterReason::AttemptsExhausted,
             &err,
-        )
+        ))
         .await;
     }
     let Some(handler) = shared.handlers.get(&envelope.method).cloned() else {
         let err = Error::unimplemented(&envelope.method);
-        return finish_failed(
+        return Box::pin(finish_failed(
             shared,
             delivery,
             &envelope,
             DeadLetterReason::UnknownMethod,
             &err,
-        )
+        ))
         .await;
     };
 
@@ -270,18 +290,20 @@ async fn try_process(shared: &Shared, delivery: &Delivery) -> Result<(), Carrier
         }
         HandlerFailure::Failed(err) => (DeadLetterReason::AttemptsExhausted, err),
     };
-    finish_failed(shared, delivery, &envelope, reason, &err).await
+    Box::pin(finish_failed(shared, delivery, &envelope, reason, &err)).await
 }
 
 /// Runs `fut` while sending the delivery's heartbeats (extending its visibility timeout) every
-/// `every`.
+/// `every`, if set.
 async fn keep_alive<F: Future>(
     shared: &Shared,
     delivery: &Delivery,
-    every: Duration,
-    fut: F,
+    every: Option<Duration>,
+    mut fut: std::pin::Pin<&mut F>,
 ) -> F::Output {
-    tokio::pin!(fut);
+    let Some(every) = every else {
+        return fut.await;
+    };
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -40,8 +40,17 @@ impl Waiters {
         client: &async_nats::Client,
         queue: &str,
     ) -> Result<(), async_nats::SubscribeError> {
+        // The hot path: the queue's listener runs already.
+        if self
+            .listeners
+            .get(queue)
+            .is_some_and(|cell| cell.initialized())
+        {
+            return Ok(());
+        }
         let cell = self.listeners.entry(queue.to_owned()).or_default().clone();
-        cell.get_or_try_init(|| async {
+        // Boxed, as the cold path, so that awaiting this stays a small future.
+        Box::pin(cell.get_or_try_init(|| async {
             let sub = client.subscribe(format!("psrpc.dqdone.{queue}.*")).await?;
             let prefix = format!("psrpc.dqdone.{queue}.");
             Ok(Listener(tokio::spawn(route(
@@ -49,7 +58,7 @@ impl Waiters {
                 prefix,
                 Arc::downgrade(self),
             ))))
-        })
+        }))
         .await
         .map(drop)
     }

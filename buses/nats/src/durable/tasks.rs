@@ -44,7 +44,6 @@ impl JetStreamCarrier {
         wait: Duration,
     ) -> Result<Vec<Delivery>, CarrierError> {
         let q = self.opened(queue).await?;
-        let consumer = self.consumer(&q).await?;
         let err = fail("fetch");
         // One continuous pull per queue and carrier, as raw JetStream consumers run: the
         // client keeps a pull request open and renews it as messages arrive, so a fetch under
@@ -54,15 +53,9 @@ impl JetStreamCarrier {
         let mut pull = q.pull.lock().await;
         let stream = match &mut *pull {
             Some(stream) => stream,
-            None => pull.insert(
-                consumer
-                    .stream()
-                    .max_messages_per_batch(max.clamp(1, MAX_BATCH))
-                    .expires(PULL_EXPIRES)
-                    .messages()
-                    .await
-                    .map_err(|e| err(e.to_string()))?,
-            ),
+            // Boxed, as the cold path: its consumer and pull requests would otherwise make
+            // every fetch's future several KiB larger.
+            None => pull.insert(Box::pin(self.start_pull(&q, max)).await?),
         };
         let mut out = Vec::new();
         let first = tokio::time::timeout(wait.max(Duration::from_millis(1)), stream.next()).await;
@@ -96,6 +89,23 @@ impl JetStreamCarrier {
             }
         }
         Ok(out)
+    }
+
+    /// Makes the queue's durable consumer if this carrier has not yet, and opens its
+    /// continuous pull.
+    async fn start_pull(
+        &self,
+        q: &super::carrier::Opened,
+        max: usize,
+    ) -> Result<jetstream::consumer::pull::Stream, CarrierError> {
+        self.consumer(q)
+            .await?
+            .stream()
+            .max_messages_per_batch(max.clamp(1, MAX_BATCH))
+            .expires(PULL_EXPIRES)
+            .messages()
+            .await
+            .map_err(|e| fail("fetch")(e.to_string()))
     }
 
     /// Ends the queue's continuous pull: messages it already received go back for immediate
