@@ -39,6 +39,13 @@
 //!   [`AmqpBusOptions`]) adds a trusted certificate authority of your own and a client
 //!   certificate. Neither the credentials nor the client key appear in `Debug` output.
 //!
+//! # One connection per process
+//!
+//! Each [`AmqpBus`] is one connection, and lapin drives each connection from an I/O thread of
+//! its own. Servers and clients of one process should share one bus (it is cheap to clone):
+//! on two cores, four servers on four connections ran at about half the calls per second of
+//! one (BENCHMARKS.md, session 8), a third of the CPU going to switching between the threads.
+//!
 //! ```no_run
 //! use psrpc::{Client, MethodInfo, Server};
 //! use psrpc_amqp::AmqpBus;
