@@ -61,25 +61,14 @@ async fn try_process(shared: &Shared, delivery: &Delivery) -> Result<(), Carrier
     let carrier = &shared.carrier;
     let queue = &*shared.queue;
     let envelope = match TaskEnvelope::decode(delivery.body.clone()) {
-        Ok(env) if !env.task_id.is_empty() => env,
-        Ok(_) => {
-            let err = Error::new(
-                ErrorCode::MalformedRequest,
-                "task envelope without a task ID",
-            );
-            return Box::pin(dead_letter_raw(
-                shared,
-                delivery,
-                DeadLetterReason::UndecodableTask,
-                &err,
-            ))
-            .await;
-        }
-        Err(cause) => {
-            let err = Error::new(
-                ErrorCode::MalformedRequest,
-                format!("undecodable task: {cause}"),
-            );
+        Ok(env) if !env.task_id.is_empty() => Ok(env),
+        Ok(_) => Err("task envelope without a task ID".to_owned()),
+        Err(cause) => Err(format!("undecodable task: {cause}")),
+    };
+    let envelope = match envelope {
+        Ok(env) => env,
+        Err(why) => {
+            let err = Error::new(ErrorCode::MalformedRequest, why);
             return Box::pin(dead_letter_raw(
                 shared,
                 delivery,
