@@ -54,9 +54,6 @@ pub(crate) async fn process(shared: &Shared, delivery: Delivery) {
     }
 }
 
-/// The rare outcomes (dead letters, expired or exhausted tasks) are awaited boxed: inline,
-/// their futures would make every task's future, spawned and moved once per delivery, several
-/// KiB larger.
 async fn try_process(shared: &Shared, delivery: &Delivery) -> Result<(), CarrierError> {
     let carrier = &shared.carrier;
     let queue = &*shared.queue;
@@ -69,13 +66,8 @@ async fn try_process(shared: &Shared, delivery: &Delivery) -> Result<(), Carrier
         Ok(env) => env,
         Err(why) => {
             let err = Error::new(ErrorCode::MalformedRequest, why);
-            return Box::pin(dead_letter_raw(
-                shared,
-                delivery,
-                DeadLetterReason::UndecodableTask,
-                &err,
-            ))
-            .await;
+            return dead_letter_raw(shared, delivery, DeadLetterReason::UndecodableTask, &err)
+                .await;
         }
     };
     // At-least-once delivery, at-most-once run where the carrier allows: a task whose
@@ -104,15 +96,7 @@ async fn try_process(shared: &Shared, delivery: &Delivery) -> Result<(), Carrier
                 result.error_message.clone(),
             );
             let reason = DeadLetterReason::parse(&result.dead_letter_reason);
-            return Box::pin(write_letter(
-                shared,
-                delivery,
-                &envelope,
-                reason,
-                &err,
-                result.attempts,
-            ))
-            .await;
+            return write_letter(shared, delivery, &envelope, reason, &err, result.attempts).await;
         }
         return carrier.ack(queue, delivery).await;
     }
@@ -127,13 +111,13 @@ async fn try_process(shared: &Shared, delivery: &Delivery) -> Result<(), Carrier
             ErrorCode::DeadlineExceeded,
             "task deadline passed before it ran",
         );
-        return Box::pin(finish_failed(
+        return finish_failed(
             shared,
             delivery,
             &envelope,
             DeadLetterReason::DeadlineExceeded,
             &err,
-        ))
+        )
         .await;
     }
     if delivery.attempt > options.max_attempts {
@@ -145,24 +129,24 @@ async fn try_process(shared: &Shared, delivery: &Delivery) -> Result<(), Carrier
                 delivery.attempt - 1
             ),
         );
-        return Box::pin(finish_failed(
+        return finish_failed(
             shared,
             delivery,
             &envelope,
             DeadLetterReason::AttemptsExhausted,
             &err,
-        ))
+        )
         .await;
     }
     let Some(handler) = shared.handlers.get(&envelope.method).cloned() else {
         let err = Error::unimplemented(&envelope.method);
-        return Box::pin(finish_failed(
+        return finish_failed(
             shared,
             delivery,
             &envelope,
             DeadLetterReason::UnknownMethod,
             &err,
-        ))
+        )
         .await;
     };
 
@@ -279,7 +263,7 @@ async fn try_process(shared: &Shared, delivery: &Delivery) -> Result<(), Carrier
         }
         HandlerFailure::Failed(err) => (DeadLetterReason::AttemptsExhausted, err),
     };
-    Box::pin(finish_failed(shared, delivery, &envelope, reason, &err)).await
+    finish_failed(shared, delivery, &envelope, reason, &err).await
 }
 
 /// Runs `fut` while sending the delivery's heartbeats (extending its visibility timeout) every
