@@ -21,6 +21,17 @@ async fn server(bus: impl psrpc::IntoBus) -> Server {
     server
 }
 
+/// Waits until a view of its own has heard `servers` servers of [`SVC`]: they are up and
+/// answer queries.
+async fn heard_by_a_witness(bus: &LocalBus, servers: usize) {
+    Discovery::new(bus.clone())
+        .await
+        .unwrap()
+        .wait_for(Duration::from_secs(5), |d| d.servers(SVC).len() == servers)
+        .await
+        .unwrap();
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_young_view_waits_for_servers_it_has_not_heard_yet() {
     let bus = LocalBus::new();
@@ -28,11 +39,7 @@ async fn a_young_view_waits_for_servers_it_has_not_heard_yet() {
     // Everything this server publishes arrives 50 ms late, its answers included.
     let far = server(common::SlowBus::new(bus.clone(), Duration::from_millis(50))).await;
     // Both servers are up and answer queries: a first watcher has heard them.
-    let witness = Discovery::new(bus.clone()).await.unwrap();
-    witness
-        .wait_for(Duration::from_secs(5), |d| d.servers(SVC).len() == 2)
-        .await
-        .unwrap();
+    heard_by_a_witness(&bus, 2).await;
     // A fresh view, as a command-line tool makes: it hears the near server first.
     let discovery = Discovery::new(bus.clone()).await.unwrap();
     discovery
@@ -77,11 +84,7 @@ async fn a_young_view_waits_for_servers_it_has_not_heard_yet() {
 async fn a_young_view_ends_its_query_once_settled_and_answered() {
     let bus = LocalBus::new();
     let one = server(bus.clone()).await;
-    let witness = Discovery::new(bus.clone()).await.unwrap();
-    witness
-        .wait_for(Duration::from_secs(5), |d| d.servers(SVC).len() == 1)
-        .await
-        .unwrap();
+    heard_by_a_witness(&bus, 1).await;
     let discovery = Discovery::new(bus.clone()).await.unwrap();
     let watching = tokio::time::Instant::now();
     // A long wait: the query must not take it all once the view is a heartbeat old and every
