@@ -18,7 +18,7 @@ use crate::lock;
 use crate::op::with_timeout;
 use crate::push::{health_check, route_push};
 use crate::router::{Entry, Router};
-use crate::writer::Writer;
+use crate::writer::{Locks, Writer};
 use crate::{REDIS_MAX_PAYLOAD, RedisBusError, RedisBusOptions, RedisBusStats};
 
 /// A psrpc bus over Redis pub/sub. Cloning gives another handle to the same bus (the same two
@@ -257,7 +257,8 @@ impl RedisBus {
         ))
     }
 
-    /// Starts the writer, the lock dispatcher and the health check on the two connections.
+    /// Starts the writer (which also runs the lock `SET`s) and the health check on the two
+    /// connections.
     fn assemble(
         sub_conn: Conn,
         cmd_conn: Conn,
@@ -272,13 +273,13 @@ impl RedisBus {
             options.publish_queue,
             options.max_batch,
             options.response_timeout,
+            Locks {
+                queue: lock_rx,
+                limit: options.max_concurrent_locks,
+                router: router.clone(),
+            },
         );
-        let mut tasks = vec![tokio::spawn(lock::dispatch(
-            lock_rx,
-            writer.clone(),
-            router.clone(),
-            options.max_concurrent_locks,
-        ))];
+        let mut tasks = Vec::new();
         if let Some(interval) = options.health_check_interval {
             tasks.push(tokio::spawn(health_check(
                 sub_conn.clone(),

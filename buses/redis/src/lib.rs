@@ -40,9 +40,11 @@
 //! request ID and timestamps); queue *subscriptions* publishing the same message twice in quick
 //! succession see the second one swallowed, exactly as Go peers do.
 //!
-//! The lock `SET`s run off the reader task, at most [`RedisBusOptions::max_concurrent_locks`]
-//! at once; messages waiting for a lock queue up to [`RedisBusOptions::max_pending_locks`], past
-//! which they are dropped and counted on the queue subscriber whose turn it was.
+//! The lock `SET`s go out in the command writer's pipelines, beside the publishes, at most
+//! [`RedisBusOptions::max_concurrent_locks`] on the way at once; the writer hands a message
+//! whose lock it won to the queue subscriber as the reply arrives. Messages waiting for a lock
+//! queue up to [`RedisBusOptions::max_pending_locks`], past which they are dropped and counted
+//! on the queue subscriber whose turn it was.
 //!
 //! # Redis Cluster
 //!
@@ -52,8 +54,9 @@
 //! classic (`PUBLISH`/`SUBSCRIBE`, broadcast to every node by the cluster), so Go peers on any
 //! node interoperate; every message reaches every node (docs/scaling.md). On a cluster,
 //! `PUBLISH` counts only one node's subscribers, so calls nobody serves end at their deadline
-//! rather than failing fast. Not yet supported: sharded pub/sub (`SSUBSCRIBE`, which Go psrpc
-//! does not speak) and Sentinel.
+//! rather than failing fast. [`RedisBusOptions::sharded_pubsub`] carries channels with sharded
+//! pub/sub instead (`SSUBSCRIBE`/`SPUBLISH`, which Go psrpc does not speak), opt-in for a whole
+//! deployment. Not supported: Sentinel.
 //!
 //! ```no_run
 //! use psrpc::{Client, MethodInfo, Server};

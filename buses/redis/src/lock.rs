@@ -7,14 +7,11 @@ use std::sync::atomic::Ordering;
 
 use base64::Engine as _;
 use bytes::Bytes;
-use futures::StreamExt;
-use futures::stream::FuturesUnordered;
-use redis::Value;
+use redis::{Cmd, Value};
 use sha2::{Digest, Sha256};
-use tokio::sync::mpsc;
 
-use crate::router::{Entry, Router};
-use crate::writer::Writer;
+use crate::router::{Counters, Entry};
+use crate::writer::Reply;
 
 /// Seconds a queue lock key lives (Go's value; peers rely on it).
 pub const QUEUE_LOCK_TTL_SECS: u64 = 5;
@@ -40,60 +37,45 @@ pub(crate) struct LockJob {
     pub(crate) payload: Bytes,
 }
 
-/// Runs the lock SETs: at most `limit` at once (the writer batches them with the publishes);
-/// jobs beyond that wait in the bounded queue feeding this task. One task drives them all,
-/// instead of a task per message.
-pub(crate) async fn dispatch(
-    mut jobs: mpsc::Receiver<LockJob>,
-    writer: Writer,
-    router: Arc<Router>,
-    limit: usize,
-) {
-    let limit = limit.max(1);
-    let mut running = FuturesUnordered::new();
-    let mut open = true;
-    while open || !running.is_empty() {
-        tokio::select! {
-            biased;
-            Some(()) = running.next(), if !running.is_empty() => {}
-            job = jobs.recv(), if open && running.len() < limit => match job {
-                Some(job) => running.push(run(&writer, &router, job)),
-                None => open = false,
-            },
-        }
+impl LockJob {
+    /// The lock `SET` for this message.
+    pub(crate) fn command(&self) -> Cmd {
+        let key = match &self.entry.namespace {
+            None => queue_lock_key(&self.payload),
+            // `:` never occurs in base64, so the namespaced keys cannot meet Go's.
+            Some(ns) => format!("{ns}:{}", queue_lock_key(&self.payload)),
+        };
+        // Any value will do; a random one, as Go writes, tells apart who set the key.
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key)
+            .arg(fastrand::u64(..))
+            .arg("EX")
+            .arg(QUEUE_LOCK_TTL_SECS)
+            .arg("NX");
+        cmd
     }
-}
 
-async fn run(writer: &Writer, router: &Router, job: LockJob) {
-    let counters = &router.counters;
-    let key = match &job.entry.namespace {
-        None => queue_lock_key(&job.payload),
-        // `:` never occurs in base64, so the namespaced keys cannot meet Go's.
-        Some(ns) => format!("{ns}:{}", queue_lock_key(&job.payload)),
-    };
-    // Any value will do; a random one, as Go writes, tells apart who set the key.
-    let mut cmd = redis::cmd("SET");
-    cmd.arg(&key)
-        .arg(fastrand::u64(..))
-        .arg("EX")
-        .arg(QUEUE_LOCK_TTL_SECS)
-        .arg("NX");
-    match writer.send(cmd).await {
-        Ok(Value::Okay) => {
-            counters.locks_won.fetch_add(1, Ordering::Relaxed);
-            job.entry.deliver_queue(job.payload);
-        }
-        Ok(Value::Nil) => {
-            counters.locks_lost.fetch_add(1, Ordering::Relaxed);
-        }
-        Ok(other) => {
-            counters.lock_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(channel = %job.entry.name, reply = ?other, "unexpected reply to a queue lock SET");
-        }
-        Err(err) => {
-            // Like Go: without the lock nobody here may deliver; another member may have it.
-            counters.lock_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(channel = %job.entry.name, %err, "queue lock SET failed, message not delivered");
+    /// Acts on the reply to [`command`](Self::command): the message goes to a local queue
+    /// member only when the key was ours to set. Runs in the writer, where the reply arrives,
+    /// so a won lock costs no further task hand-off before delivery.
+    pub(crate) fn settle(self, counters: &Counters, reply: Reply) {
+        match reply {
+            Ok(Value::Okay) => {
+                counters.locks_won.fetch_add(1, Ordering::Relaxed);
+                self.entry.deliver_queue(self.payload);
+            }
+            Ok(Value::Nil) => {
+                counters.locks_lost.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(other) => {
+                counters.lock_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(channel = %self.entry.name, reply = ?other, "unexpected reply to a queue lock SET");
+            }
+            Err(err) => {
+                // Like Go: without the lock nobody here may deliver; another member may have it.
+                counters.lock_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(channel = %self.entry.name, %err, "queue lock SET failed, message not delivered");
+            }
         }
     }
 }

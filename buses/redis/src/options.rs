@@ -37,14 +37,15 @@ pub struct RedisBusOptions {
     /// idle and restarts reconnecting after the connection manager gave up (default 1 s);
     /// `None` disables it.
     pub health_check_interval: Option<Duration>,
-    /// Lock `SET`s for queue channels in flight at once (default 1024; they are pipelined with
-    /// the publishes, so many in flight cost little).
+    /// Lock `SET`s for queue channels on the way at once (default 1024; they are pipelined
+    /// with the publishes, so many on the way cost little).
     pub max_concurrent_locks: usize,
     /// Queue messages waiting for a lock `SET` slot (default 4096); past it they are dropped
     /// and counted.
     pub max_pending_locks: usize,
-    /// Commands (`PUBLISH`, lock `SET`) waiting to be written (default 4096). A publish waits
-    /// for room when the queue is full, so this bounds the memory a burst of publishes holds.
+    /// Publishes waiting to be written (default 4096). A publish waits for room when the queue
+    /// is full, so this bounds the memory a burst of publishes holds. Lock `SET`s wait in a
+    /// queue of their own ([`max_pending_locks`](Self::max_pending_locks)).
     pub publish_queue: usize,
     /// The most commands sent in one pipeline (default 512).
     pub max_batch: usize,

@@ -1,6 +1,8 @@
 //! The command writer: one task sends the bus's `PUBLISH`es and lock `SET`s as Redis pipelines.
 //!
-//! Callers put their command in a bounded queue with a one-shot slot for the answer; the writer
+//! Publishers put their command in a bounded queue with a one-shot slot for the answer; the
+//! push connection puts the messages awaiting a queue lock in a second bounded queue, and the
+//! writer settles each lock itself when its reply arrives (see [`LockJob::settle`]). The writer
 //! takes whatever has queued up (up to [`crate::RedisBusOptions::max_batch`] commands), sends
 //! it as one pipeline and hands each caller the reply to its own command. While one pipeline is
 //! on the way the next ones fill up, so the batch size follows the load by itself: one command
@@ -20,7 +22,9 @@ use redis::{Cmd, RedisError, Value};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::conn::Conn;
+use crate::lock::LockJob;
 use crate::op::OpError;
+use crate::router::Router;
 
 /// Pipelines on the way at once. Two keep Redis busy while the next batch is assembled; more
 /// only split the same queue into smaller batches.
@@ -41,6 +45,19 @@ enum Job {
 enum Slot {
     Command(oneshot::Sender<Reply>),
     Flush(oneshot::Sender<Reply>),
+    Lock(LockJob),
+}
+
+/// The queue of messages awaiting their lock `SET`, and its limits.
+pub(crate) struct Locks {
+    /// Fed by the push connection ([`crate::push::route_push`]), which never waits: bounded by
+    /// [`crate::RedisBusOptions::max_pending_locks`].
+    pub(crate) queue: mpsc::Receiver<LockJob>,
+    /// The most lock `SET`s on the way at once
+    /// ([`crate::RedisBusOptions::max_concurrent_locks`]).
+    pub(crate) limit: usize,
+    /// Where the lock outcomes are counted.
+    pub(crate) router: Arc<Router>,
 }
 
 /// The queue side of the writer; cheap to clone.
@@ -51,15 +68,16 @@ pub(crate) struct Writer {
 
 impl Writer {
     /// Starts the writer task on `conn`; it ends once every [`Writer`] is gone and the queue is
-    /// drained.
+    /// drained (locks still waiting then are dropped: the bus that wanted them is gone).
     pub(crate) fn start(
         conn: Conn,
         queue: usize,
         max_batch: usize,
         timeout: Option<Duration>,
+        locks: Locks,
     ) -> Self {
         let (jobs, rx) = mpsc::channel(queue.max(1));
-        tokio::spawn(run(rx, conn, max_batch.max(1), timeout));
+        tokio::spawn(run(rx, locks, conn, max_batch.max(1), timeout));
         Writer { jobs }
     }
 
@@ -89,50 +107,70 @@ impl Writer {
 /// The writer task.
 async fn run(
     mut jobs: mpsc::Receiver<Job>,
+    locks: Locks,
     conn: Conn,
     max_batch: usize,
     timeout: Option<Duration>,
 ) {
+    let Locks {
+        queue: mut lock_queue,
+        limit,
+        router,
+    } = locks;
+    let lock_limit = limit.max(1);
     let mut in_flight = FuturesUnordered::new();
+    // Lock `SET`s in the pipelines on the way.
+    let mut locks_on_the_way = 0;
     let mut open = true;
     while open || !in_flight.is_empty() {
+        let room = in_flight.len() < IN_FLIGHT;
+        let lock_room = locks_on_the_way < lock_limit;
         tokio::select! {
             // Answers first: they make room for the next batch.
             biased;
-            Some(outcome) = in_flight.next(), if !in_flight.is_empty() => {
+            Some((settled, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
+                locks_on_the_way -= settled;
                 if let Err(err) = outcome as Result<(), Arc<OpError>> {
-                    // The connection is gone: what waits in the queue was meant for it. Fail
+                    // The connection is gone: what waits in the queues was meant for it. Fail
                     // it now rather than let each batch wait out a reconnect of its own.
                     while let Ok(job) = jobs.try_recv() {
                         let (Job::Command(_, tx) | Job::Flush(tx)) = job;
                         let _ = tx.send(Err(err.clone()));
                     }
+                    while let Ok(lock) = lock_queue.try_recv() {
+                        lock.settle(&router.counters, Err(err.clone()));
+                    }
                 }
             }
-            first = jobs.recv(), if open && in_flight.len() < IN_FLIGHT => {
+            first = jobs.recv(), if open && room => {
                 let Some(first) = first else {
                     open = false;
                     continue;
                 };
                 let mut batch = Batch::default();
                 batch.add(first);
-                while batch.slots.len() < max_batch {
-                    match jobs.try_recv() {
-                        Ok(job) => batch.add(job),
-                        Err(_) => break,
-                    }
-                }
-                in_flight.push(send_batch(conn.clone(), batch, timeout));
+                batch.fill(&mut jobs, &mut lock_queue, max_batch, lock_limit - locks_on_the_way);
+                locks_on_the_way += batch.locks;
+                in_flight.push(send_batch(conn.clone(), batch, timeout, &router));
+            }
+            Some(first) = lock_queue.recv(), if open && room && lock_room => {
+                let mut batch = Batch::default();
+                batch.add_lock(first);
+                batch.fill(&mut jobs, &mut lock_queue, max_batch, lock_limit - locks_on_the_way);
+                locks_on_the_way += batch.locks;
+                in_flight.push(send_batch(conn.clone(), batch, timeout, &router));
             }
         }
     }
 }
 
-/// Commands taken from the queue, and where their replies go.
+/// Commands taken from the queues, and where their replies go.
 #[derive(Default)]
 struct Batch {
     pipe: redis::Pipeline,
     slots: Vec<Slot>,
+    /// How many of the slots are lock `SET`s.
+    locks: usize,
 }
 
 impl Batch {
@@ -145,23 +183,55 @@ impl Batch {
             Job::Flush(tx) => self.slots.push(Slot::Flush(tx)),
         }
     }
+
+    fn add_lock(&mut self, lock: LockJob) {
+        self.pipe.add_command(lock.command());
+        self.slots.push(Slot::Lock(lock));
+        self.locks += 1;
+    }
+
+    /// Adds what is already queued, up to `max_batch` slots and `max_locks` lock `SET`s.
+    fn fill(
+        &mut self,
+        jobs: &mut mpsc::Receiver<Job>,
+        locks: &mut mpsc::Receiver<LockJob>,
+        max_batch: usize,
+        max_locks: usize,
+    ) {
+        while self.slots.len() < max_batch {
+            match jobs.try_recv() {
+                Ok(job) => self.add(job),
+                Err(_) => break,
+            }
+        }
+        while self.slots.len() < max_batch && self.locks < max_locks {
+            match locks.try_recv() {
+                Ok(lock) => self.add_lock(lock),
+                Err(_) => break,
+            }
+        }
+    }
 }
 
-/// Sends one batch as a pipeline and answers each of its callers; returns the error when the
-/// connection was lost.
+/// Sends one batch as a pipeline and answers each of its callers; returns how many lock `SET`s
+/// it settled, and the error when the connection was lost.
 async fn send_batch(
     conn: Conn,
     batch: Batch,
     timeout: Option<Duration>,
-) -> Result<(), Arc<OpError>> {
+    router: &Router,
+) -> (usize, Result<(), Arc<OpError>>) {
+    let settled = batch.locks;
     let mut conn = match conn {
         Conn::Single(conn) => conn,
         Conn::Cluster(conn) => {
-            send_cluster_batch(conn, batch, timeout).await;
-            return Ok(());
+            send_cluster_batch(conn, batch, timeout, router).await;
+            return (settled, Ok(()));
         }
     };
-    let Batch { mut pipe, slots } = batch;
+    let Batch {
+        mut pipe, slots, ..
+    } = batch;
     // Per-command server errors come back as values, each to its own caller.
     pipe.ignore_errors();
     // A batch of flushes alone still needs a round trip behind the earlier commands.
@@ -176,37 +246,43 @@ async fn send_batch(
         Err(err) => {
             let err = Arc::new(err);
             for slot in slots {
-                let (Slot::Command(tx) | Slot::Flush(tx)) = slot;
-                let _ = tx.send(Err(err.clone()));
+                answer(slot, Err(err.clone()), router);
             }
-            return if err.is_connection_lost() {
+            let outcome = if err.is_connection_lost() {
                 Err(err)
             } else {
                 Ok(())
             };
+            return (settled, outcome);
         }
     };
     if ping {
         replies.next();
     }
     for slot in slots {
-        match slot {
-            Slot::Command(tx) => {
-                let reply = replies.next().ok_or_else(|| {
-                    Arc::new(OpError::Redis(RedisError::from((
-                        redis::ErrorKind::UnexpectedReturnType,
-                        "pipeline answered fewer commands than it sent",
-                    ))))
-                });
-                // A caller that went away does not need its answer; the command was sent.
-                let _ = tx.send(reply);
-            }
-            Slot::Flush(tx) => {
-                let _ = tx.send(Ok(Value::Okay));
-            }
-        }
+        let reply = match slot {
+            Slot::Flush(_) => Ok(Value::Okay),
+            Slot::Command(_) | Slot::Lock(_) => replies.next().ok_or_else(|| {
+                Arc::new(OpError::Redis(RedisError::from((
+                    redis::ErrorKind::UnexpectedReturnType,
+                    "pipeline answered fewer commands than it sent",
+                ))))
+            }),
+        };
+        answer(slot, reply, router);
     }
-    Ok(())
+    (settled, Ok(()))
+}
+
+/// Hands `reply` to where `slot` says.
+fn answer(slot: Slot, reply: Reply, router: &Router) {
+    match slot {
+        // A caller that went away does not need its answer; the command was sent.
+        Slot::Command(tx) | Slot::Flush(tx) => {
+            let _ = tx.send(reply);
+        }
+        Slot::Lock(lock) => lock.settle(&router.counters, reply),
+    }
 }
 
 /// A batch on a cluster: the lock keys of one batch live on different shards, so the commands
@@ -216,28 +292,27 @@ async fn send_cluster_batch(
     conn: redis::cluster_async::ClusterConnection,
     batch: Batch,
     timeout: Option<Duration>,
+    router: &Router,
 ) {
-    let Batch { pipe, slots } = batch;
+    let Batch { pipe, slots, .. } = batch;
     let mut commands = pipe.cmd_iter();
     let mut flushes = Vec::new();
     let mut sends = Vec::new();
     for slot in slots {
-        match slot {
-            Slot::Flush(tx) => flushes.push(tx),
-            Slot::Command(tx) => {
-                let Some(cmd) = commands.next().cloned() else {
-                    continue;
-                };
-                let mut conn = conn.clone();
-                sends.push(async move {
-                    let reply =
-                        crate::op::with_timeout(timeout, cmd.query_async::<Value>(&mut conn))
-                            .await
-                            .map_err(Arc::new);
-                    let _ = tx.send(reply);
-                });
-            }
+        if let Slot::Flush(tx) = slot {
+            flushes.push(tx);
+            continue;
         }
+        let Some(cmd) = commands.next().cloned() else {
+            continue;
+        };
+        let mut conn = conn.clone();
+        sends.push(async move {
+            let reply = crate::op::with_timeout(timeout, cmd.query_async::<Value>(&mut conn))
+                .await
+                .map_err(Arc::new);
+            answer(slot, reply, router);
+        });
     }
     futures::future::join_all(sends).await;
     // Every command queued before a flush has been answered by now.
