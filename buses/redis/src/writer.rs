@@ -190,7 +190,9 @@ impl Batch {
         self.locks += 1;
     }
 
-    /// Adds what is already queued, up to `max_batch` slots and `max_locks` lock `SET`s.
+    /// Adds what is already queued, up to `max_batch` slots and `max_locks` lock `SET`s. Locks
+    /// get at least half of a full batch, so neither a publish flood nor a lock flood starves
+    /// the other.
     fn fill(
         &mut self,
         jobs: &mut mpsc::Receiver<Job>,
@@ -198,18 +200,22 @@ impl Batch {
         max_batch: usize,
         max_locks: usize,
     ) {
+        let take_locks = |batch: &mut Self, locks: &mut mpsc::Receiver<LockJob>, up_to: usize| {
+            while batch.slots.len() < max_batch && batch.locks < up_to {
+                match locks.try_recv() {
+                    Ok(lock) => batch.add_lock(lock),
+                    Err(_) => break,
+                }
+            }
+        };
+        take_locks(self, locks, max_locks.min(max_batch.div_ceil(2)));
         while self.slots.len() < max_batch {
             match jobs.try_recv() {
                 Ok(job) => self.add(job),
                 Err(_) => break,
             }
         }
-        while self.slots.len() < max_batch && self.locks < max_locks {
-            match locks.try_recv() {
-                Ok(lock) => self.add_lock(lock),
-                Err(_) => break,
-            }
-        }
+        take_locks(self, locks, max_locks);
     }
 }
 
@@ -318,5 +324,50 @@ async fn send_cluster_batch(
     // Every command queued before a flush has been answered by now.
     for tx in flushes {
         let _ = tx.send(Ok(Value::Okay));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::router::Entry;
+
+    /// `commands` publishes and `locks` lock jobs waiting in the writer's two queues.
+    fn queues(commands: usize, locks: usize) -> (mpsc::Receiver<Job>, mpsc::Receiver<LockJob>) {
+        let (job_tx, job_rx) = mpsc::channel(commands.max(1));
+        for _ in 0..commands {
+            let (tx, _rx) = oneshot::channel();
+            job_tx.try_send(Job::Command(redis::cmd("PING"), tx)).ok();
+        }
+        let (lock_tx, lock_rx) = mpsc::channel(locks.max(1));
+        let entry = Arc::new(Entry::new("ch".into(), None));
+        for i in 0..locks {
+            let payload = bytes::Bytes::from(i.to_string());
+            let entry = entry.clone();
+            lock_tx.try_send(LockJob { entry, payload }).ok();
+        }
+        (job_rx, lock_rx)
+    }
+
+    /// (lock SETs, other slots) of one batch filled from the queues.
+    fn fill(commands: usize, locks: usize, max_batch: usize, max_locks: usize) -> (usize, usize) {
+        let (mut jobs, mut lock_jobs) = queues(commands, locks);
+        let mut batch = Batch::default();
+        batch.fill(&mut jobs, &mut lock_jobs, max_batch, max_locks);
+        (batch.locks, batch.slots.len() - batch.locks)
+    }
+
+    #[test]
+    fn a_full_batch_shares_itself_between_publishes_and_locks() {
+        // Both queues full: half each, so neither flood starves the other.
+        assert_eq!(fill(1000, 1000, 512, 1024), (256, 256));
+        // One queue empty: the other takes the whole batch.
+        assert_eq!(fill(1000, 0, 512, 1024), (0, 512));
+        assert_eq!(fill(0, 1000, 512, 1024), (512, 0));
+        // Few locks waiting: publishes fill the rest.
+        assert_eq!(fill(1000, 10, 512, 1024), (10, 502));
+        // The lock limit holds however much room is left.
+        assert_eq!(fill(1000, 1000, 512, 3), (3, 509));
+        assert_eq!(fill(0, 1000, 512, 3), (3, 0));
     }
 }
