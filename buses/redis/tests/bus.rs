@@ -6,7 +6,7 @@ mod common;
 use bytes::Bytes;
 use common::{bus, eventually, numsub, raw, raw_publish, recv, server, try_recv};
 use psrpc::Channel;
-use psrpc::bus::{Bus, BusError, SubscribeOptions};
+use psrpc::bus::{Bus, BusError, SubscribeOptions, Subscription};
 use psrpc_redis::{RedisBus, RedisBusError, RedisBusOptions, queue_lock_key};
 use psrpc_testkit::{RedisOptions, RedisServer};
 
@@ -395,32 +395,43 @@ async fn errors_are_reported_not_swallowed() {
     assert!(matches!(err, RedisBusError::Connect(_)), "{err:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lock_backlog_is_bounded_and_accounted() {
-    let server = server();
+/// A bus with `options` holding one queue subscription with room for `capacity` messages, and
+/// a raw connection to publish from.
+async fn queue_member(
+    server: &RedisServer,
+    options: RedisBusOptions,
+    capacity: usize,
+) -> (RedisBus, Subscription, redis::aio::MultiplexedConnection) {
     let client = redis::Client::open(server.url()).unwrap();
-    let bus = RedisBus::with_options(
-        client,
-        RedisBusOptions::default()
-            .max_concurrent_locks(1)
-            .max_pending_locks(1),
-    )
-    .await
-    .unwrap();
-    let mut sub = bus
-        .subscribe(&queue(), SubscribeOptions::default().capacity(1000))
+    let bus = RedisBus::with_options(client, options).await.unwrap();
+    let sub = bus
+        .subscribe(&queue(), SubscribeOptions::default().capacity(capacity))
         .await
         .unwrap();
-    let mut conn = raw(&server).await;
-    const N: u64 = 200;
+    (bus, sub, raw(server).await)
+}
+
+/// A pipeline of `n` publishes (`burst-0`, `burst-1`, …) to the queue channel.
+fn queue_burst(n: u64) -> redis::Pipeline {
     let mut pipe = redis::pipe();
-    for i in 0..N {
+    for i in 0..n {
         pipe.cmd("PUBLISH")
             .arg(queue().pipe_name())
             .arg(format!("burst-{i}"))
             .ignore();
     }
-    let () = pipe.query_async(&mut conn).await.unwrap();
+    pipe
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_backlog_is_bounded_and_accounted() {
+    let server = server();
+    let options = RedisBusOptions::default()
+        .max_concurrent_locks(1)
+        .max_pending_locks(1);
+    let (bus, mut sub, mut conn) = queue_member(&server, options, 1000).await;
+    const N: u64 = 200;
+    let () = queue_burst(N).query_async(&mut conn).await.unwrap();
     // Every message is either locked and delivered or dropped for overflow, none lost silently.
     eventually("every message accounted for", || async {
         let s = bus.stats();
@@ -440,25 +451,11 @@ async fn lock_backlog_is_bounded_and_accounted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn locks_cut_off_by_a_dead_broker_are_counted_and_the_queue_resumes() {
     let mut server = server();
-    let client = redis::Client::open(server.url()).unwrap();
-    let bus = RedisBus::with_options(client, RedisBusOptions::default())
-        .await
-        .unwrap();
-    let mut sub = bus
-        .subscribe(&queue(), SubscribeOptions::default().capacity(4096))
-        .await
-        .unwrap();
-    let mut conn = raw(&server).await;
+    let (bus, mut sub, mut conn) = queue_member(&server, RedisBusOptions::default(), 4096).await;
     // The publishes, then a pause of every writing client: the bus's lock SETs, sent as the
     // messages arrive, stay at the broker unanswered (a few may get in before the pause).
     const N: u64 = 1000;
-    let mut pipe = redis::pipe();
-    for i in 0..N {
-        pipe.cmd("PUBLISH")
-            .arg(queue().pipe_name())
-            .arg(format!("job-{i}"))
-            .ignore();
-    }
+    let mut pipe = queue_burst(N);
     pipe.cmd("CLIENT")
         .arg("PAUSE")
         .arg(60_000)
