@@ -125,6 +125,8 @@ async fn run(
     while open || !in_flight.is_empty() {
         let room = in_flight.len() < IN_FLIGHT;
         let lock_room = locks_on_the_way < lock_limit;
+        // The first job of a new batch, if this turn takes one.
+        let mut batch = Batch::default();
         tokio::select! {
             // Answers first: they make room for the next batch.
             biased;
@@ -135,31 +137,28 @@ async fn run(
                     // it now rather than let each batch wait out a reconnect of its own.
                     while let Ok(job) = jobs.try_recv() {
                         let (Job::Command(_, tx) | Job::Flush(tx)) = job;
-                        let _ = tx.send(Err(err.clone()));
+                        answer(Slot::Command(tx), Err(err.clone()), &router);
                     }
                     while let Ok(lock) = lock_queue.try_recv() {
-                        lock.settle(&router.counters, Err(err.clone()));
+                        answer(Slot::Lock(lock), Err(err.clone()), &router);
                     }
                 }
             }
-            first = jobs.recv(), if open && room => {
-                let Some(first) = first else {
-                    open = false;
-                    continue;
-                };
-                let mut batch = Batch::default();
-                batch.add(first);
-                batch.fill(&mut jobs, &mut lock_queue, max_batch, lock_limit - locks_on_the_way);
-                locks_on_the_way += batch.locks;
-                in_flight.push(send_batch(conn.clone(), batch, timeout, &router));
-            }
-            Some(first) = lock_queue.recv(), if open && room && lock_room => {
-                let mut batch = Batch::default();
-                batch.add_lock(first);
-                batch.fill(&mut jobs, &mut lock_queue, max_batch, lock_limit - locks_on_the_way);
-                locks_on_the_way += batch.locks;
-                in_flight.push(send_batch(conn.clone(), batch, timeout, &router));
-            }
+            first = jobs.recv(), if open && room => match first {
+                Some(job) => batch.add(job),
+                None => open = false,
+            },
+            Some(first) = lock_queue.recv(), if open && room && lock_room => batch.add_lock(first),
+        }
+        if !batch.slots.is_empty() {
+            batch.fill(
+                &mut jobs,
+                &mut lock_queue,
+                max_batch,
+                lock_limit - locks_on_the_way,
+            );
+            locks_on_the_way += batch.locks;
+            in_flight.push(send_batch(conn.clone(), batch, timeout, &router));
         }
     }
 }
